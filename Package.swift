@@ -1,0 +1,68 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "dnsgate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "dnsgate", targets: ["dnsgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // The system libraries, found with pkg-config.
+        .systemLibrary(
+            name: "CNetfilterQueue",
+            pkgConfig: "libnetfilter_queue",
+            providers: [.apt(["libnetfilter-queue-dev", "libmnl-dev"])]
+        ),
+        // The small C module: netlink queue I/O, raw socket, what Swift cannot import.
+        .target(
+            name: "CDnsgateShims",
+            dependencies: ["CNetfilterQueue"],
+            linkerSettings: [.linkedLibrary("netfilter_queue"), .linkedLibrary("mnl")]
+        ),
+        // Pure core: IP/UDP/DNS wire format and forged answers. No I/O.
+        .target(name: "DNSWire", swiftSettings: swiftSettings),
+        // Pure core: config model, list parsers, compiled policy, decisions. No I/O.
+        .target(
+            name: "DnsgatePolicy",
+            dependencies: ["DNSWire", .product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings
+        ),
+        // The one Swift module that touches C and raw memory.
+        .target(name: "NetfilterQueue", dependencies: ["CDnsgateShims"], swiftSettings: swiftSettings),
+        // The daemon: workers, counters, stats socket, query log.
+        .target(
+            name: "DnsgateDaemon",
+            dependencies: [
+                "DNSWire", "DnsgatePolicy", "NetfilterQueue",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "dnsgate",
+            dependencies: [
+                "DnsgateDaemon", "DnsgatePolicy", "DNSWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "DNSWireTests", dependencies: ["DNSWire"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "DnsgatePolicyTests",
+            dependencies: ["DnsgatePolicy", "DNSWire"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+// The C side of dnsgate: the netlink queue conversation (libmnl +
+// libnetfilter_queue), the raw injection socket and the stats socket's listener.
+// Everything here returns -errno on failure so Swift can throw a typed error.
+#ifndef DNSGATE_SHIMS_H
+#define DNSGATE_SHIMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// One queued packet, pointing into the queue's receive buffer; valid until
+/// the next `dg_queue_receive` on the same queue.
+typedef struct dg_packet {
+    const uint8_t *payload;   // network header onwards; NULL when the kernel sent none
+    uint32_t payload_len;     // bytes captured
+    uint32_t packet_len;      // bytes on the wire (>= payload_len)
+    uint32_t id;              // kernel packet id, for the verdict
+    uint32_t mark;            // skb mark
+    uint16_t hw_protocol;     // ETH_P_IP / ETH_P_IPV6, host order
+} dg_packet;
+
+typedef struct dg_queue dg_queue;
+
+enum {
+    DG_VERDICT_DROP = 0,
+    DG_VERDICT_ACCEPT = 1,
+};
+
+/// Binds queue `queue_num`; `copy_range` bytes of each packet are copied,
+/// `max_len` bounds the kernel-side backlog, `fail_open` lets the kernel accept
+/// when that backlog is full. `receive_timeout_ms` bounds each receive so the
+/// caller can notice shutdown. Returns NULL and sets *error to -errno.
+dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_len,
+                        int fail_open, int receive_timeout_ms, int *error);
+void dg_queue_close(dg_queue *queue);
+
+/// Waits for one netlink datagram and stores up to `max_packets` packets.
+/// Returns the count (0 on timeout) or -errno. Packets beyond `max_packets`
+/// are accepted at once and counted in `*overflow`.
+int dg_queue_receive(dg_queue *queue, dg_packet *packets, int max_packets, uint64_t *overflow);
+
+/// Sends a verdict for one packet. Returns 0 or -errno.
+int dg_queue_verdict(dg_queue *queue, uint32_t packet_id, int verdict);
+
+/// A raw socket for sending whole IPv4 (family AF_INET) or IPv6 packets with the
+/// given firewall mark. Returns the fd or -errno.
+int dg_raw_open(int family, uint32_t mark);
+
+/// Sends a whole IP packet to the destination written in its own header.
+/// Returns 0 or -errno.
+int dg_raw_send(int fd, const uint8_t *packet, size_t length);
+
+/// A listening Unix stream socket at `path` (an old socket file is replaced)
+/// with the given mode. Returns the fd or -errno.
+int dg_unix_listen(const char *path, unsigned mode, int backlog);
+
+/// Connects to a Unix stream socket. Returns the fd or -errno.
+int dg_unix_connect(const char *path);
+
+/// Accepts one connection (close-on-exec). Returns the fd, 0-or-more, or -errno
+/// (-EAGAIN when the listener's timeout passed).
+int dg_unix_accept(int listener);
+
+/// The user id of the process at the other end of a Unix socket, or -errno.
+int64_t dg_peer_uid(int fd);
+
+/// Sets SO_RCVTIMEO / SO_SNDTIMEO on any socket. Returns 0 or -errno.
+int dg_socket_timeouts(int fd, int milliseconds);
+
+#endif

@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+#define _GNU_SOURCE
+#include "CDnsgateShims.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <libmnl/libmnl.h>
+#include <libnetfilter_queue/libnetfilter_queue.h>
+
+// A queued packet of up to 64 KiB plus the netlink attributes around it.
+#define DG_RECEIVE_BUFFER_SIZE (0xffff + (MNL_SOCKET_BUFFER_SIZE / 2))
+
+struct dg_queue {
+    struct mnl_socket *socket;
+    uint32_t port_id;
+    uint16_t queue_num;
+    char *buffer;
+};
+
+static int dg_send_config(dg_queue *q, struct nlmsghdr *nlh) {
+    if (mnl_socket_sendto(q->socket, nlh, nlh->nlmsg_len) < 0) return -errno;
+    return 0;
+}
+
+dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_len,
+                        int fail_open, int receive_timeout_ms, int *error) {
+    char config[MNL_SOCKET_BUFFER_SIZE];
+    struct nlmsghdr *nlh;
+    int rc = 0;
+    dg_queue *q = calloc(1, sizeof(*q));
+    if (q == NULL) { *error = -ENOMEM; return NULL; }
+    q->queue_num = queue_num;
+    q->buffer = malloc(DG_RECEIVE_BUFFER_SIZE);
+    q->socket = mnl_socket_open(NETLINK_NETFILTER);
+    if (q->buffer == NULL || q->socket == NULL) { rc = q->buffer ? -errno : -ENOMEM; goto fail; }
+    if (mnl_socket_bind(q->socket, 0, MNL_SOCKET_AUTOPID) < 0) { rc = -errno; goto fail; }
+    q->port_id = mnl_socket_get_portid(q->socket);
+
+    nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
+    nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
+    if ((rc = dg_send_config(q, nlh)) < 0) goto fail;
+
+    nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
+    nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)copy_range);
+    if ((rc = dg_send_config(q, nlh)) < 0) goto fail;
+
+    // Optional settings: an older kernel without them still works.
+    nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
+    nfq_nlmsg_cfg_put_qmaxlen(nlh, max_len);
+    (void)dg_send_config(q, nlh);
+
+    nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
+    uint32_t flags = fail_open ? NFQA_CFG_F_FAIL_OPEN : 0;
+    mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(flags));
+    mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN));
+    (void)dg_send_config(q, nlh);
+
+    // A full socket buffer must not turn into an error on every later receive.
+    int one = 1;
+    (void)setsockopt(mnl_socket_get_fd(q->socket), SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof(one));
+    int receive_buffer = 8 * 1024 * 1024;
+    if (setsockopt(mnl_socket_get_fd(q->socket), SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer,
+                   sizeof(receive_buffer)) < 0) {
+        (void)setsockopt(mnl_socket_get_fd(q->socket), SOL_SOCKET, SO_RCVBUF, &receive_buffer,
+                         sizeof(receive_buffer));
+    }
+    if ((rc = dg_socket_timeouts(mnl_socket_get_fd(q->socket), receive_timeout_ms)) < 0) goto fail;
+    return q;
+fail:
+    *error = rc ? rc : -EIO;
+    dg_queue_close(q);
+    return NULL;
+}
+
+void dg_queue_close(dg_queue *q) {
+    if (q == NULL) return;
+    if (q->socket) mnl_socket_close(q->socket);
+    free(q->buffer);
+    free(q);
+}
+
+struct dg_collect {
+    dg_queue *queue;
+    dg_packet *packets;
+    int max_packets;
+    int count;
+    uint64_t *overflow;
+};
+
+static int dg_collect_packet(const struct nlmsghdr *nlh, void *data) {
+    struct dg_collect *c = data;
+    struct nlattr *attr[NFQA_MAX + 1] = {0};
+    if (nfq_nlmsg_parse(nlh, attr) < 0 || attr[NFQA_PACKET_HDR] == NULL) return MNL_CB_OK;
+    struct nfqnl_msg_packet_hdr *hdr = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+    uint32_t id = ntohl(hdr->packet_id);
+    if (c->count >= c->max_packets) {
+        (void)dg_queue_verdict(c->queue, id, DG_VERDICT_ACCEPT);
+        (*c->overflow)++;
+        return MNL_CB_OK;
+    }
+    dg_packet *p = &c->packets[c->count++];
+    p->id = id;
+    p->hw_protocol = ntohs(hdr->hw_protocol);
+    p->mark = attr[NFQA_MARK] ? ntohl(mnl_attr_get_u32(attr[NFQA_MARK])) : 0;
+    if (attr[NFQA_PAYLOAD]) {
+        p->payload = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
+        p->payload_len = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+    } else {
+        p->payload = NULL;
+        p->payload_len = 0;
+    }
+    p->packet_len = attr[NFQA_CAP_LEN] ? ntohl(mnl_attr_get_u32(attr[NFQA_CAP_LEN])) : p->payload_len;
+    return MNL_CB_OK;
+}
+
+int dg_queue_receive(dg_queue *q, dg_packet *packets, int max_packets, uint64_t *overflow) {
+    ssize_t n = mnl_socket_recvfrom(q->socket, q->buffer, DG_RECEIVE_BUFFER_SIZE);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        return -errno;
+    }
+    struct dg_collect c = {q, packets, max_packets, 0, overflow};
+    if (mnl_cb_run(q->buffer, (size_t)n, 0, q->port_id, dg_collect_packet, &c) < 0 && c.count == 0) {
+        return errno ? -errno : -EIO;
+    }
+    return c.count;
+}
+
+int dg_queue_verdict(dg_queue *q, uint32_t packet_id, int verdict) {
+    char buffer[MNL_SOCKET_BUFFER_SIZE];
+    struct nlmsghdr *nlh = nfq_nlmsg_put(buffer, NFQNL_MSG_VERDICT, q->queue_num);
+    nfq_nlmsg_verdict_put(nlh, (int)packet_id, verdict == DG_VERDICT_ACCEPT ? NF_ACCEPT : NF_DROP);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (mnl_socket_sendto(q->socket, nlh, nlh->nlmsg_len) >= 0) return 0;
+        if (errno != EINTR) return -errno;
+    }
+    return -EINTR;
+}
+
+int dg_raw_open(int family, uint32_t mark) {
+    int fd = socket(family, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+    if (fd < 0) return -errno;
+    if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int dg_raw_send(int fd, const uint8_t *packet, size_t length) {
+    if (length < 1) return -EINVAL;
+    struct sockaddr_storage destination;
+    socklen_t destination_length;
+    memset(&destination, 0, sizeof(destination));
+    if ((packet[0] >> 4) == 4 && length >= 20) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&destination;
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, packet + 16, 4);
+        destination_length = sizeof(*sin);
+    } else if ((packet[0] >> 4) == 6 && length >= 40) {
+        // For IPPROTO_RAW the kernel wants the port field zero.
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&destination;
+        sin6->sin6_family = AF_INET6;
+        memcpy(&sin6->sin6_addr, packet + 24, 16);
+        destination_length = sizeof(*sin6);
+    } else {
+        return -EINVAL;
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (sendto(fd, packet, length, 0, (struct sockaddr *)&destination, destination_length) >= 0) return 0;
+        if (errno != EINTR) return -errno;
+    }
+    return -EINTR;
+}
+
+static int dg_unix_address(const char *path, struct sockaddr_un *address) {
+    memset(address, 0, sizeof(*address));
+    address->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(address->sun_path)) return -ENAMETOOLONG;
+    strcpy(address->sun_path, path);
+    return 0;
+}
+
+int dg_unix_listen(const char *path, unsigned mode, int backlog) {
+    struct sockaddr_un address;
+    int rc = dg_unix_address(path, &address);
+    if (rc < 0) return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    (void)unlink(path);
+    if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || chmod(path, mode) < 0 ||
+        listen(fd, backlog) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int dg_unix_connect(const char *path) {
+    struct sockaddr_un address;
+    int rc = dg_unix_address(path, &address);
+    if (rc < 0) return rc;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int dg_socket_timeouts(int fd, int milliseconds) {
+    struct timeval tv = {.tv_sec = milliseconds / 1000, .tv_usec = (milliseconds % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) < 0) return -errno;
+    return 0;
+}
+
+int dg_unix_accept(int listener) {
+    int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int64_t dg_peer_uid(int fd) {
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return -errno;
+    return credentials.uid;
+}

@@ -1,0 +1,140 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+/// A domain name in uncompressed wire form (length-prefixed labels, without the
+/// terminating root label), held inline: decoding one never touches the heap.
+///
+/// Case is kept as received; comparisons and hashes fold ASCII case.
+public struct DomainName: Sendable {
+    /// RFC 1035: 255 octets including the root label's zero byte.
+    public static let maximumWireLength = 255
+    public static let maximumLabelLength = 63
+    static let maximumLabels = 127
+
+    var storage = InlineArray<254, UInt8>(repeating: 0)
+    var starts = InlineArray<127, UInt8>(repeating: 0)
+    /// Bytes used in `storage` (excludes the root label).
+    public private(set) var length = 0
+    public private(set) var labelCount = 0
+
+    public init() {}
+
+    /// The wire length including the root label's zero byte.
+    public var wireLength: Int { length + 1 }
+
+    /// Appends one label; false when it would break a bound of RFC 1035.
+    mutating func appendLabel(_ bytes: Span<UInt8>) -> Bool {
+        guard bytes.count >= 1, bytes.count <= Self.maximumLabelLength,
+              length + 1 + bytes.count <= 254, labelCount < Self.maximumLabels else { return false }
+        starts[labelCount] = UInt8(truncatingIfNeeded: length)
+        labelCount += 1
+        storage[length] = UInt8(bytes.count)
+        for index in 0..<bytes.count { storage[length + 1 + index] = bytes[index] }
+        length += 1 + bytes.count
+        return true
+    }
+
+    /// Byte offset (in wire form) at which label `index` starts; `labelCount` gives `length`.
+    @inline(__always)
+    public func labelStart(_ index: Int) -> Int {
+        index < labelCount ? Int(starts[index]) : length
+    }
+
+    /// The byte at `offset` of the wire form (length octets included).
+    @inline(__always)
+    public func wireByte(_ offset: Int) -> UInt8 { storage[offset] }
+
+    /// Hash of the wire suffix beginning at label `index`, with ASCII case folded.
+    /// `index == labelCount` is the root (empty suffix).
+    @inline(__always)
+    public func suffixHash(fromLabel index: Int) -> UInt64 {
+        var hash = NameHash()
+        for offset in labelStart(index)..<length { hash.add(lowercased(storage[offset])) }
+        return hash.value
+    }
+
+    /// True when the suffix from label `index` equals `key` (lowercase wire form).
+    @inline(__always)
+    public func suffix(fromLabel index: Int, equals key: Span<UInt8>) -> Bool {
+        let start = labelStart(index)
+        guard length - start == key.count else { return false }
+        for offset in 0..<key.count where lowercased(storage[start + offset]) != key[offset] { return false }
+        return true
+    }
+
+    /// Lowercase wire form, for keys and for diagnostics.
+    public var lowercasedWire: [UInt8] { (0..<length).map { lowercased(storage[$0]) } }
+
+    /// Presentation form without the trailing dot, case as received; unusual
+    /// bytes are escaped as in RFC 4343 (`\.`, `\DDD`).
+    public var text: String {
+        if labelCount == 0 { return "." }
+        var result = ""
+        for label in 0..<labelCount {
+            if label > 0 { result.append(".") }
+            let start = labelStart(label) + 1
+            for offset in start..<labelStart(label + 1) {
+                let byte = storage[offset]
+                switch byte {
+                case UInt8(ascii: "."), UInt8(ascii: "\\"):
+                    result.append("\\")
+                    result.append(Character(Unicode.Scalar(byte)))
+                case 0x21...0x7e:
+                    result.append(Character(Unicode.Scalar(byte)))
+                default:
+                    result.append("\\" + String(repeating: "0", count: byte < 10 ? 2 : (byte < 100 ? 1 : 0)) + String(byte))
+                }
+            }
+        }
+        return result
+    }
+
+    /// Parses presentation text (`www.Example.com`, trailing dot optional).
+    /// Accepts any printable label byte except `.`; the root is `.` or empty.
+    public init?(text: some StringProtocol) {
+        self.init()
+        var trimmed = Substring(text)
+        if trimmed.hasSuffix(".") { trimmed = trimmed.dropLast() }
+        if trimmed.isEmpty { return }
+        for label in trimmed.split(separator: ".", omittingEmptySubsequences: false) {
+            let bytes = Array(label.utf8)
+            guard bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f }), appendLabel(bytes.span) else { return nil }
+        }
+    }
+}
+
+extension DomainName: Equatable {
+    /// Names are equal when their wire forms match with ASCII case folded.
+    public static func == (lhs: DomainName, rhs: DomainName) -> Bool {
+        guard lhs.length == rhs.length, lhs.labelCount == rhs.labelCount else { return false }
+        for offset in 0..<lhs.length where lowercased(lhs.storage[offset]) != lowercased(rhs.storage[offset]) {
+            return false
+        }
+        return true
+    }
+}
+
+extension DomainName: CustomStringConvertible {
+    public var description: String { text }
+}
+
+@inline(__always)
+func lowercased(_ byte: UInt8) -> UInt8 {
+    byte &- 0x41 < 26 ? byte | 0x20 : byte
+}
+
+/// FNV-1a, 64 bit: the hash of policy keys and query-name suffixes. Both sides
+/// must use this one function.
+public struct NameHash {
+    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    public init() {}
+    @inline(__always)
+    public mutating func add(_ byte: UInt8) {
+        value = (value ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+    }
+    /// Hash of lowercase wire bytes (a policy key).
+    public static func of(_ key: Span<UInt8>) -> UInt64 {
+        var hash = NameHash()
+        for index in 0..<key.count { hash.add(key[index]) }
+        return hash.value
+    }
+}

@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+/// The record an OVERRIDE block answers with, encoded once when the policy is compiled.
+public struct OverrideRecord: Sendable, Equatable {
+    public var type: QueryType
+    public var ttl: UInt32
+    /// RDATA in wire form (4 bytes for A, 16 for AAAA, an uncompressed name for CNAME).
+    public var data: [UInt8]
+
+    public init(type: QueryType, ttl: UInt32, data: [UInt8]) {
+        self.type = type
+        self.ttl = ttl
+        self.data = data
+    }
+
+    /// Whether this record answers a query of `queryType`; otherwise the answer is NODATA.
+    public func answers(_ queryType: QueryType) -> Bool {
+        type == .cname || queryType == type || queryType == .any
+    }
+}
+
+/// Which forged answer to send.
+public enum ForgedAnswerKind: Sendable, Equatable {
+    case nxdomain
+    case nodata
+    case refused
+    case override(OverrideRecord)
+}
+
+/// Everything besides the query that shapes a forged answer. The byte arrays
+/// are made when the policy is compiled; building an answer only reads them.
+public struct ForgedAnswerSettings: Sendable {
+    /// TTL of the SOA and its MINIMUM field (the negative-caching time).
+    public var negativeTTL: UInt32
+    /// Attach an RFC 8914 Extended DNS Error when the query had EDNS.
+    public var extendedError: Bool
+    /// Key for the server cookie (RFC 7873 §B.1-style FNV over secret, client IP and cookie).
+    public var cookieSecret: UInt64
+    public var serialNumber: UInt32
+
+    public init(negativeTTL: UInt32, extendedError: Bool, cookieSecret: UInt64, serialNumber: UInt32 = 1) {
+        self.negativeTTL = negativeTTL
+        self.extendedError = extendedError
+        self.cookieSecret = cookieSecret
+        self.serialNumber = serialNumber
+    }
+}
+
+/// Builds a whole IP/UDP/DNS answer packet to a decoded query.
+public enum ForgedAnswerBuilder {
+    /// An answer is never larger than the query plus this many bytes.
+    public static let maximumGrowth = 512
+    /// Longest EXTRA-TEXT written, so that the growth bound always holds.
+    public static let maximumExtraTextLength = 96
+    static let ednsPayloadSize: UInt16 = 1232
+    static let hopLimit: UInt8 = 64
+    /// SOA MNAME `dnsgate.invalid.` (RFC 6761 reserves `.invalid`).
+    static let soaPrimary: [UInt8] = [7] + Array("dnsgate".utf8) + [7] + Array("invalid".utf8) + [0]
+    static let soaMailboxLabel: [UInt8] = [10] + Array("hostmaster".utf8)
+
+    /// Writes the answer into `output` and returns its length, or nil when
+    /// `output` is too small or the answer would exceed the growth bound.
+    ///
+    /// - Parameters:
+    ///   - packet: the packet `query` was decoded from (its question is copied verbatim).
+    ///   - extraText: EDE EXTRA-TEXT (UTF-8); cut at `maximumExtraTextLength`.
+    public static func build(
+        answering query: DNSQuery, packet: Span<UInt8>, kind: ForgedAnswerKind,
+        settings: ForgedAnswerSettings, extraText: Span<UInt8>, into output: inout MutableSpan<UInt8>
+    ) -> Int? {
+        var writer = PacketWriter()
+        let ipHeaderLength = query.ipVersion == .v4 ? 20 : 40
+        let dnsStart = ipHeaderLength + 8
+        guard output.count >= dnsStart + query.dnsLength + maximumGrowth else { return nil }
+
+        // DNS message first; the IP and UDP headers need its length.
+        writer.offset = dnsStart
+        let answerRecord: OverrideRecord?
+        let rcode: ResponseCode
+        var withSOA = false
+        switch kind {
+        case .nxdomain: rcode = .nameError; withSOA = true; answerRecord = nil
+        case .nodata: rcode = .noError; withSOA = true; answerRecord = nil
+        case .refused: rcode = .refused; answerRecord = nil
+        case .override(let record):
+            rcode = .noError
+            answerRecord = record.answers(query.type) ? record : nil
+            withSOA = answerRecord == nil
+        }
+        let edns = query.edns
+        // QR, the query's opcode, RD and CD; RA set; AA and AD clear.
+        let flags: UInt16 = 0x8000 | (query.flags & 0x7800) | (query.flags & 0x0100) | 0x0080
+            | (query.flags & 0x0010) | UInt16(rcode.rawValue)
+        writer.u16(query.id, &output)
+        writer.u16(flags, &output)
+        writer.u16(1, &output)
+        writer.u16(answerRecord == nil ? 0 : 1, &output)
+        writer.u16(withSOA ? 1 : 0, &output)
+        writer.u16(edns == nil ? 0 : 1, &output)
+
+        // Question: byte for byte, case preserved.
+        let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
+        if query.questionCompressed {
+            writeName(query.name, &writer, &output)
+            for index in (query.questionEnd - 4)..<query.questionEnd { writer.u8(message[index], &output) }
+        } else {
+            for index in 12..<query.questionEnd { writer.u8(message[index], &output) }
+        }
+        let questionNameOffset: UInt16 = 12
+
+        if let record = answerRecord {
+            writer.u16(0xc000 | questionNameOffset, &output)
+            writer.u16(record.type.rawValue, &output)
+            writer.u16(QueryClass.internet.rawValue, &output)
+            writer.u32(record.ttl, &output)
+            writer.u16(UInt16(record.data.count), &output)
+            for byte in record.data { writer.u8(byte, &output) }
+        }
+        if withSOA {
+            // Owner: the query name's last label (its top-level domain), by pointer.
+            let name = query.name
+            if name.labelCount == 0 {
+                writer.u8(0, &output)
+            } else {
+                writer.u16(0xc000 | (questionNameOffset + UInt16(name.labelStart(name.labelCount - 1))), &output)
+            }
+            writer.u16(QueryType.soa.rawValue, &output)
+            writer.u16(QueryClass.internet.rawValue, &output)
+            writer.u32(settings.negativeTTL, &output)
+            let lengthOffset = writer.offset
+            writer.u16(0, &output)
+            let primaryOffset = writer.offset - dnsStart
+            for byte in soaPrimary { writer.u8(byte, &output) }
+            for byte in soaMailboxLabel { writer.u8(byte, &output) }
+            writer.u16(0xc000 | UInt16(primaryOffset), &output)  // hostmaster.dnsgate.invalid.
+            writer.u32(settings.serialNumber, &output)
+            writer.u32(3600, &output)  // refresh
+            writer.u32(600, &output)  // retry
+            writer.u32(86400, &output)  // expire
+            writer.u32(settings.negativeTTL, &output)  // minimum
+            writer.patch16(UInt16(writer.offset - lengthOffset - 2), at: lengthOffset, &output)
+        }
+        if let edns {
+            writer.u8(0, &output)
+            writer.u16(QueryType.opt.rawValue, &output)
+            writer.u16(ednsPayloadSize, &output)
+            writer.u8(0, &output)  // extended RCODE
+            writer.u8(0, &output)  // version
+            writer.u16(edns.dnssecOK ? 0x8000 : 0, &output)
+            let lengthOffset = writer.offset
+            writer.u16(0, &output)
+            if let cookieOffset = edns.clientCookieOffset {
+                writer.u16(EDNSOptionCode.cookie, &output)
+                writer.u16(16, &output)
+                var hash = NameHash()
+                hash.add64(settings.cookieSecret)
+                for index in 0..<8 {
+                    let byte = message[cookieOffset + index]
+                    writer.u8(byte, &output)
+                    hash.add(byte)
+                }
+                hash.addAddress(query.source)
+                for shift in stride(from: 56, through: 0, by: -8) {
+                    writer.u8(UInt8(truncatingIfNeeded: hash.value >> UInt64(shift)), &output)
+                }
+            }
+            if settings.extendedError {
+                let code: ExtendedErrorCode = if case .override = kind { .forgedAnswer } else { .blocked }
+                let textLength = min(extraText.count, maximumExtraTextLength)
+                writer.u16(EDNSOptionCode.extendedError, &output)
+                writer.u16(UInt16(2 + textLength), &output)
+                writer.u16(code.rawValue, &output)
+                for index in 0..<textLength { writer.u8(extraText[index], &output) }
+            }
+            writer.patch16(UInt16(writer.offset - lengthOffset - 2), at: lengthOffset, &output)
+        }
+        let totalLength = writer.offset
+        guard totalLength <= query.packetLength + maximumGrowth else { return nil }
+
+        // UDP header, from the query's destination to its source.
+        let udpLength = totalLength - ipHeaderLength
+        writer.offset = ipHeaderLength
+        writer.u16(query.destinationPort, &output)
+        writer.u16(query.sourcePort, &output)
+        writer.u16(UInt16(udpLength), &output)
+        writer.u16(0, &output)
+
+        writer.offset = 0
+        var pseudoHeader = InternetChecksum()
+        switch (query.destination, query.source) {
+        case (.v4(let from), .v4(let to)):
+            writer.u8(0x45, &output)
+            writer.u8(0, &output)
+            writer.u16(UInt16(totalLength), &output)
+            writer.u16(0, &output)  // identification: DF set, never fragmented
+            writer.u16(0x4000, &output)
+            writer.u8(hopLimit, &output)
+            writer.u8(17, &output)
+            writer.u16(0, &output)
+            writer.u32(from, &output)
+            writer.u32(to, &output)
+            var header = InternetChecksum()
+            header.add(output, 0..<20)
+            writer.patch16(header.value, at: 10, &output)
+            pseudoHeader.add32(from)
+            pseudoHeader.add32(to)
+        case (.v6(let fromHigh, let fromLow), .v6(let toHigh, let toLow)):
+            writer.u32(0x6000_0000, &output)
+            writer.u16(UInt16(udpLength), &output)
+            writer.u8(17, &output)
+            writer.u8(hopLimit, &output)
+            writer.u64(fromHigh, &output)
+            writer.u64(fromLow, &output)
+            writer.u64(toHigh, &output)
+            writer.u64(toLow, &output)
+            pseudoHeader.add64(fromHigh)
+            pseudoHeader.add64(fromLow)
+            pseudoHeader.add64(toHigh)
+            pseudoHeader.add64(toLow)
+        default:
+            return nil
+        }
+        pseudoHeader.add16(17)
+        pseudoHeader.add16(UInt16(udpLength))
+        pseudoHeader.add(output, ipHeaderLength..<totalLength)
+        let udpChecksum = pseudoHeader.value
+        writer.patch16(udpChecksum == 0 ? 0xffff : udpChecksum, at: ipHeaderLength + 6, &output)
+        return totalLength
+    }
+
+    static func writeName(_ name: DomainName, _ writer: inout PacketWriter, _ output: inout MutableSpan<UInt8>) {
+        for offset in 0..<name.length { writer.u8(name.wireByte(offset), &output) }
+        writer.u8(0, &output)
+    }
+}
+
+/// Sequential big-endian writes; the caller has checked the capacity.
+struct PacketWriter {
+    var offset = 0
+    @inline(__always)
+    mutating func u8(_ value: UInt8, _ output: inout MutableSpan<UInt8>) {
+        output[offset] = value
+        offset += 1
+    }
+    @inline(__always)
+    mutating func u16(_ value: UInt16, _ output: inout MutableSpan<UInt8>) {
+        u8(UInt8(truncatingIfNeeded: value >> 8), &output)
+        u8(UInt8(truncatingIfNeeded: value), &output)
+    }
+    @inline(__always)
+    mutating func u32(_ value: UInt32, _ output: inout MutableSpan<UInt8>) {
+        u16(UInt16(truncatingIfNeeded: value >> 16), &output)
+        u16(UInt16(truncatingIfNeeded: value), &output)
+    }
+    @inline(__always)
+    mutating func u64(_ value: UInt64, _ output: inout MutableSpan<UInt8>) {
+        u32(UInt32(truncatingIfNeeded: value >> 32), &output)
+        u32(UInt32(truncatingIfNeeded: value), &output)
+    }
+    func patch16(_ value: UInt16, at position: Int, _ output: inout MutableSpan<UInt8>) {
+        output[position] = UInt8(truncatingIfNeeded: value >> 8)
+        output[position + 1] = UInt8(truncatingIfNeeded: value)
+    }
+}
+
+/// RFC 1071 ones'-complement sum.
+public struct InternetChecksum {
+    var sum: UInt64 = 0
+    public init() {}
+    mutating func add16(_ value: UInt16) { sum &+= UInt64(value) }
+    mutating func add32(_ value: UInt32) { sum &+= UInt64(value >> 16) &+ UInt64(value & 0xffff) }
+    mutating func add64(_ value: UInt64) {
+        add32(UInt32(truncatingIfNeeded: value >> 32))
+        add32(UInt32(truncatingIfNeeded: value))
+    }
+    mutating func add(_ bytes: borrowing MutableSpan<UInt8>, _ range: Range<Int>) {
+        var index = range.lowerBound
+        while index + 1 < range.upperBound {
+            sum &+= UInt64(bytes[index]) << 8 | UInt64(bytes[index + 1])
+            index += 2
+        }
+        if index < range.upperBound { sum &+= UInt64(bytes[index]) << 8 }
+    }
+    /// Adds bytes of a read-only span (used to verify checksums).
+    public mutating func add(_ bytes: Span<UInt8>, _ range: Range<Int>) {
+        var index = range.lowerBound
+        while index + 1 < range.upperBound {
+            sum &+= UInt64(bytes[index]) << 8 | UInt64(bytes[index + 1])
+            index += 2
+        }
+        if index < range.upperBound { sum &+= UInt64(bytes[index]) << 8 }
+    }
+    public var value: UInt16 {
+        var folded = sum
+        while folded > 0xffff { folded = (folded & 0xffff) &+ (folded >> 16) }
+        return ~UInt16(folded)
+    }
+}
+
+extension NameHash {
+    mutating func add64(_ value: UInt64) {
+        for shift in stride(from: 56, through: 0, by: -8) { add(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+    }
+    mutating func addAddress(_ address: IPAddress) {
+        switch address {
+        case .v4(let value):
+            for shift in stride(from: 24, through: 0, by: -8) { add(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+        case .v6(let high, let low):
+            add64(high)
+            add64(low)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+/// An IPv4 or IPv6 address held in two integers, so that it is a plain value
+/// with no heap storage.
+public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
+    case v4(UInt32)
+    case v6(high: UInt64, low: UInt64)
+
+    /// Parses dotted-quad IPv4 or RFC 4291 text IPv6 (with `::`, and an IPv4 tail).
+    public init?(_ text: some StringProtocol) {
+        if text.contains(":") {
+            guard let (high, low) = Self.parseIPv6(String(text)) else { return nil }
+            self = .v6(high: high, low: low)
+        } else {
+            guard let value = Self.parseIPv4(text) else { return nil }
+            self = .v4(value)
+        }
+    }
+
+    public var isIPv4: Bool { if case .v4 = self { true } else { false } }
+
+    /// The address in network byte order, 4 or 16 bytes.
+    public var bytes: [UInt8] {
+        switch self {
+        case .v4(let value):
+            return (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * $0)) }
+        case .v6(let high, let low):
+            return (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * $0)) }
+                + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * $0)) }
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .v4(let value):
+            return (0..<4).map { String((value >> (24 - 8 * UInt32($0))) & 0xff) }.joined(separator: ".")
+        case .v6(let high, let low):
+            return Self.formatIPv6(high: high, low: low)
+        }
+    }
+
+    static func parseIPv4(_ text: some StringProtocol) -> UInt32? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        var value: UInt32 = 0
+        for part in parts {
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII),
+                  let octet = UInt8(part) else { return nil }
+            value = value << 8 | UInt32(octet)
+        }
+        return value
+    }
+
+    static func parseIPv6(_ text: String) -> (UInt64, UInt64)? {
+        var groups: [UInt16] = []
+        var halves = [text]
+        if let gap = text.firstRange(of: "::") {
+            halves = [String(text[..<gap.lowerBound]), String(text[gap.upperBound...])]
+            guard !halves[1].contains("::") else { return nil }
+        }
+        func parseGroups(_ part: String, allowIPv4Tail: Bool) -> [UInt16]? {
+            if part.isEmpty { return [] }
+            var result: [UInt16] = []
+            let fields = part.split(separator: ":", omittingEmptySubsequences: false)
+            for (index, field) in fields.enumerated() {
+                if allowIPv4Tail, index == fields.count - 1, field.contains(".") {
+                    guard let v4 = parseIPv4(field) else { return nil }
+                    result.append(UInt16(v4 >> 16))
+                    result.append(UInt16(v4 & 0xffff))
+                } else {
+                    guard !field.isEmpty, field.count <= 4, let value = UInt16(field, radix: 16) else { return nil }
+                    result.append(value)
+                }
+            }
+            return result
+        }
+        if halves.count == 2 {
+            guard let head = parseGroups(halves[0], allowIPv4Tail: false),
+                  let tail = parseGroups(halves[1], allowIPv4Tail: true),
+                  head.count + tail.count <= 7 else { return nil }
+            groups = head + Array(repeating: 0, count: 8 - head.count - tail.count) + tail
+        } else {
+            guard let all = parseGroups(halves[0], allowIPv4Tail: true), all.count == 8 else { return nil }
+            groups = all
+        }
+        let high = groups[0..<4].reduce(UInt64(0)) { $0 << 16 | UInt64($1) }
+        let low = groups[4..<8].reduce(UInt64(0)) { $0 << 16 | UInt64($1) }
+        return (high, low)
+    }
+
+    static func formatIPv6(high: UInt64, low: UInt64) -> String {
+        let groups = (0..<4).map { UInt16(truncatingIfNeeded: high >> (48 - 16 * UInt64($0))) }
+            + (0..<4).map { UInt16(truncatingIfNeeded: low >> (48 - 16 * UInt64($0))) }
+        // RFC 5952: the longest run (of two or more) of zero groups becomes "::".
+        var bestStart = -1, bestLength = 0, runStart = -1
+        for index in 0...8 {
+            if index < 8, groups[index] == 0 {
+                if runStart < 0 { runStart = index }
+            } else if runStart >= 0 {
+                if index - runStart > bestLength, index - runStart >= 2 {
+                    bestStart = runStart
+                    bestLength = index - runStart
+                }
+                runStart = -1
+            }
+        }
+        func hex(_ range: Range<Int>) -> String {
+            groups[range].map { String($0, radix: 16) }.joined(separator: ":")
+        }
+        if bestStart < 0 { return hex(0..<8) }
+        return hex(0..<bestStart) + "::" + hex((bestStart + bestLength)..<8)
+    }
+}
+
+/// An address prefix, as in a rule group's `clients`.
+public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPAddress
+    public let prefixLength: Int
+
+    /// Parses `192.0.2.0/24`, `2001:db8::/32` or a bare address (a host prefix).
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let address = IPAddress(parts[0]) else { return nil }
+        let maximum = address.isIPv4 ? 32 : 128
+        var length = maximum
+        if parts.count == 2 {
+            guard let parsed = Int(parts[1]), (0...maximum).contains(parsed) else { return nil }
+            length = parsed
+        }
+        self.address = address.masked(to: length)
+        self.prefixLength = length
+    }
+
+    public func contains(_ candidate: IPAddress) -> Bool {
+        candidate.isIPv4 == address.isIPv4 && candidate.masked(to: prefixLength) == address
+    }
+
+    public var description: String { "\(address)/\(prefixLength)" }
+}
+
+extension IPAddress {
+    func masked(to prefixLength: Int) -> IPAddress {
+        switch self {
+        case .v4(let value):
+            let mask: UInt32 = prefixLength == 0 ? 0 : ~UInt32(0) << (32 - prefixLength)
+            return .v4(value & mask)
+        case .v6(let high, let low):
+            let highMask: UInt64 = prefixLength >= 64 ? ~0 : (prefixLength == 0 ? 0 : ~UInt64(0) << (64 - prefixLength))
+            let lowBits = prefixLength - 64
+            let lowMask: UInt64 = lowBits <= 0 ? 0 : (lowBits >= 64 ? ~0 : ~UInt64(0) << (64 - lowBits))
+            return .v6(high: high & highMask, low: low & lowMask)
+        }
+    }
+}

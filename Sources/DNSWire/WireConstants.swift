@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+
+/// A DNS RR type. Open: unknown values survive a round trip.
+public struct QueryType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    public static let a = QueryType(rawValue: 1)
+    public static let ns = QueryType(rawValue: 2)
+    public static let cname = QueryType(rawValue: 5)
+    public static let soa = QueryType(rawValue: 6)
+    public static let null = QueryType(rawValue: 10)
+    public static let ptr = QueryType(rawValue: 12)
+    public static let mx = QueryType(rawValue: 15)
+    public static let txt = QueryType(rawValue: 16)
+    public static let aaaa = QueryType(rawValue: 28)
+    public static let srv = QueryType(rawValue: 33)
+    public static let naptr = QueryType(rawValue: 35)
+    public static let opt = QueryType(rawValue: 41)
+    public static let ds = QueryType(rawValue: 43)
+    public static let rrsig = QueryType(rawValue: 46)
+    public static let dnskey = QueryType(rawValue: 48)
+    public static let svcb = QueryType(rawValue: 64)
+    public static let https = QueryType(rawValue: 65)
+    public static let any = QueryType(rawValue: 255)
+    public static let caa = QueryType(rawValue: 257)
+
+    private static let mnemonics: [(String, QueryType)] = [
+        ("A", .a), ("NS", .ns), ("CNAME", .cname), ("SOA", .soa), ("NULL", .null), ("PTR", .ptr),
+        ("MX", .mx), ("TXT", .txt), ("AAAA", .aaaa), ("SRV", .srv), ("NAPTR", .naptr), ("OPT", .opt),
+        ("DS", .ds), ("RRSIG", .rrsig), ("DNSKEY", .dnskey), ("SVCB", .svcb), ("HTTPS", .https),
+        ("ANY", .any), ("CAA", .caa),
+    ]
+
+    /// Parses a mnemonic (`AAAA`, case-insensitive) or the RFC 3597 form `TYPE65`.
+    public init?(mnemonic: String) {
+        let upper = mnemonic.uppercased()
+        if let known = Self.mnemonics.first(where: { $0.0 == upper }) {
+            self = known.1
+        } else if upper.hasPrefix("TYPE"), let value = UInt16(upper.dropFirst(4)) {
+            self.init(rawValue: value)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        Self.mnemonics.first(where: { $0.1 == self })?.0 ?? "TYPE\(rawValue)"
+    }
+}
+
+/// A DNS CLASS; only IN is used by forged answers.
+public struct QueryClass: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let internet = QueryClass(rawValue: 1)
+    public static let chaos = QueryClass(rawValue: 3)
+    public static let any = QueryClass(rawValue: 255)
+    public var description: String {
+        switch self {
+        case .internet: "IN"
+        case .chaos: "CH"
+        case .any: "ANY"
+        default: "CLASS\(rawValue)"
+        }
+    }
+}
+
+/// A DNS RCODE (the 4 header bits).
+public struct ResponseCode: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let noError = ResponseCode(rawValue: 0)
+    public static let formatError = ResponseCode(rawValue: 1)
+    public static let serverFailure = ResponseCode(rawValue: 2)
+    public static let nameError = ResponseCode(rawValue: 3)
+    public static let notImplemented = ResponseCode(rawValue: 4)
+    public static let refused = ResponseCode(rawValue: 5)
+}
+
+/// An RFC 8914 Extended DNS Error INFO-CODE.
+public struct ExtendedErrorCode: RawRepresentable, Hashable, Sendable {
+    public var rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+    public static let forgedAnswer = ExtendedErrorCode(rawValue: 4)
+    public static let blocked = ExtendedErrorCode(rawValue: 15)
+    public static let censored = ExtendedErrorCode(rawValue: 16)
+    public static let filtered = ExtendedErrorCode(rawValue: 17)
+    public static let prohibited = ExtendedErrorCode(rawValue: 18)
+}
+
+/// EDNS option codes that dnsgate reads or writes.
+public enum EDNSOptionCode {
+    public static let cookie: UInt16 = 10
+    public static let extendedError: UInt16 = 15
+}

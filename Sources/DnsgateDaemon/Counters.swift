@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import Synchronization
+
+/// One worker's counters. Each worker owns its own object, so counters are
+/// written by one thread only and never share a cache line with another
+/// worker's; readers (the stats socket) sum across workers.
+final class WorkerCounters: Sendable {
+    let queue: UInt16
+    let received = Atomic<UInt64>(0)
+    let accepted = Atomic<UInt64>(0)
+    let dropped = Atomic<UInt64>(0)
+    let answered = Atomic<UInt64>(0)
+    let allow = Atomic<UInt64>(0)
+    let block = Atomic<UInt64>(0)
+    let alert = Atomic<UInt64>(0)
+    let noMatch = Atomic<UInt64>(0)
+    let notDNS = Atomic<UInt64>(0)
+    let nxdomain = Atomic<UInt64>(0)
+    let nodata = Atomic<UInt64>(0)
+    let refused = Atomic<UInt64>(0)
+    let override = Atomic<UInt64>(0)
+    let drop = Atomic<UInt64>(0)
+    let injectFailures = Atomic<UInt64>(0)
+    let verdictFailures = Atomic<UInt64>(0)
+
+    init(queue: UInt16) { self.queue = queue }
+}
+
+final class RuleHitCounter: Sendable {
+    let hits = Atomic<UInt64>(0)
+}
+
+extension Atomic where Value == UInt64 {
+    /// Single-writer increment: a plain load and store, no locked instruction.
+    @inline(__always)
+    func increment() {
+        store(load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+    }
+    var value: UInt64 { load(ordering: .relaxed) }
+}

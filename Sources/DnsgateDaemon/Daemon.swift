@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import DnsgatePolicy
+import Dispatch
+import Foundation
+public import Logging
+import NetfilterQueue
+import Synchronization
+
+/// Whether the daemon is still running; shared by every thread.
+final class RunState: Sendable {
+    private let flag = Atomic<Bool>(true)
+    var isRunning: Bool { flag.load(ordering: .relaxed) }
+    func stop() { flag.store(false, ordering: .relaxed) }
+}
+
+/// Why the daemon could not start.
+public struct DaemonError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// Reads files for the policy compiler.
+public func readTextFile(_ path: String) throws -> String {
+    do {
+        return try String(contentsOfFile: path, encoding: .utf8)
+    } catch {
+        // Fall back for lists with stray non-UTF-8 bytes: decode with replacement.
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw DaemonError(description: "cannot read \(path): \(errno == ENOENT ? "no such file" : String(cString: strerror(errno)))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The running firewall: one worker per queue, the stats socket, the query log
+/// and signal handling (SIGTERM/SIGINT stop, SIGHUP reloads, SIGUSR1 reopens the log).
+public final class Daemon: Sendable {
+    public static let version = "0.1.0"
+    /// Firewall mark of every packet dnsgate sends; the shipped rules let such packets pass unqueued.
+    public static let answerMark: UInt32 = 0x444e53
+
+    let configPath: String
+    let config: DnsgateConfig
+    let logger: Logger
+    let policies: PolicyHolder
+    let workers: [Worker]
+    let queryLog: QueryLog?
+    let runState = RunState()
+    let started = Date()
+    let cookieSecret = UInt64.random(in: .min ... .max)
+    let reloadFailures = Atomic<UInt64>(0)
+    private let reloadLock = Mutex<Int>(1)  // holds the last generation number
+
+    /// Loads the config, compiles the policy and binds the queues; throws
+    /// with every problem when any of that fails.
+    public init(configPath: String, logger: Logger) throws {
+        self.configPath = configPath
+        self.logger = logger
+        let compiler = PolicyCompiler(readFile: readTextFile)
+        let (config, result) = compiler.load(configPath: configPath, generation: 1, cookieSecret: cookieSecret)
+        for diagnostic in result.diagnostics where diagnostic.severity == .warning {
+            logger.warning("\(diagnostic)")
+        }
+        guard let config, let policy = result.policy, !result.hasErrors else {
+            throw DaemonError(description: result.diagnostics.filter { $0.severity == .error }.map(\.description)
+                .joined(separator: "\n"))
+        }
+        self.config = config
+        policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count))
+        queryLog = config.queryLog.map { QueryLog(path: $0.path, actions: $0.actions) }
+        let settings = WorkerSettings(failMode: config.failMode, mark: Self.answerMark)
+        var workers: [Worker] = []
+        for (index, queue) in config.queues.enumerated() {
+            workers.append(try Worker(index: index, queueNumber: queue, policies: policies, settings: settings,
+                                      log: queryLog, running: runState))
+        }
+        self.workers = workers
+        logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
+    }
+
+    /// Runs until SIGTERM or SIGINT.
+    public func run() throws {
+        let listener = try makeListener()
+        let stopped = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        func onSignal(_ number: Int32, _ handler: @escaping @Sendable () -> Void) {
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            sources.append(source)
+        }
+        let runState = self.runState
+        onSignal(SIGTERM) { runState.stop(); stopped.signal() }
+        onSignal(SIGINT) { runState.stop(); stopped.signal() }
+        onSignal(SIGHUP) { [self] in _ = reload() }
+        onSignal(SIGUSR1) { [self] in queryLog?.requestReopen() }
+
+        let finished = DispatchGroup()
+        for worker in workers {
+            startThread(name: "dnsgate-q\(worker.counters.queue)", group: finished) { [logger] in
+                worker.run { error in logger.error("queue \(worker.counters.queue): \(error)") }
+            }
+        }
+        if let queryLog {
+            startThread(name: "dnsgate-log", group: finished) { queryLog.run(while: { runState.isRunning }) }
+        }
+        startThread(name: "dnsgate-stats", group: finished) { [self] in serveStats(listener) }
+        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), stats socket \(config.statsSocket)")
+        stopped.wait()
+        logger.info("stopping")
+        finished.wait()
+        withExtendedLifetime(sources) {}
+    }
+
+    private func startThread(name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
+        group.enter()
+        let thread = Thread {
+            body()
+            group.leave()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    private func makeListener() throws -> UnixListener {
+        let directory = (config.statsSocket as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        return try UnixListener(path: config.statsSocket, mode: 0o660)
+    }
+
+    private func serveStats(_ listener: UnixListener) {
+        while runState.isRunning {
+            do {
+                guard let connection = try listener.accept() else { continue }
+                let command = try connection.readLine().trimmingCharacters(in: .whitespaces)
+                try connection.write(reply(to: command, peer: connection.peerUserID))
+            } catch {
+                logger.warning("stats socket: \(error)")
+            }
+        }
+    }
+
+    func reply(to command: String, peer: UInt32?) -> String {
+        switch command {
+        case "stats": return snapshot().json() + "\n"
+        case "metrics": return snapshot().prometheus
+        case "version": return "dnsgate \(Self.version)\n"
+        case "reload":
+            // Only root or the daemon's own user may change state.
+            guard let peer, peer == 0 || peer == getuid() else { return "error: reload is not permitted for this user\n" }
+            let (ok, message) = reload()
+            return (ok ? "ok: " : "error: ") + message + "\n"
+        default: return "error: unknown command '\(command.prefix(64))' (stats, metrics, reload, version)\n"
+        }
+    }
+
+    /// Re-reads the config and lists, compiles off the packet path and swaps
+    /// the new policy in; a bad config leaves the running policy in force.
+    func reload() -> (Bool, String) {
+        reloadLock.withLock { generation in
+            let compiler = PolicyCompiler(readFile: readTextFile)
+            let (newConfig, result) = compiler.load(configPath: configPath, generation: generation + 1,
+                                                    cookieSecret: cookieSecret)
+            guard let newConfig, let policy = result.policy, !result.hasErrors else {
+                reloadFailures.wrappingAdd(1, ordering: .relaxed)
+                let problems = result.diagnostics.filter { $0.severity == .error }.map(\.description)
+                logger.error("reload failed; the running policy stays in force:\n\(problems.joined(separator: "\n"))")
+                return (false, "reload failed; the running policy stays in force\n" + problems.joined(separator: "\n"))
+            }
+            if newConfig.queues != config.queues || newConfig.failMode != config.failMode
+                || newConfig.statsSocket != config.statsSocket {
+                logger.warning("queues, fail_mode and stats_socket take effect only after a restart")
+            }
+            generation += 1
+            policies.replace(with: PolicyState(policy: policy, workers: workers.count))
+            let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
+            logger.info("reloaded: \(message)")
+            return (true, message)
+        }
+    }
+
+    func snapshot() -> StatsSnapshot {
+        let (state, hits) = policies.ruleHits()
+        let policy = state.policy
+        let kernel = KernelQueueStats.parse((try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
+        var snapshot = StatsSnapshot(
+            version: Self.version, uptimeSeconds: Int(Date().timeIntervalSince(started)),
+            failMode: config.failMode.rawValue,
+            policy: .init(generation: policy.generation, rules: policy.rules.count, domains: policy.domainCount,
+                          loadedAt: ISO8601DateFormatter().string(from: state.loadedAt)))
+        for worker in workers {
+            let c = worker.counters
+            snapshot.packets.received += c.received.value
+            snapshot.packets.accepted += c.accepted.value
+            snapshot.packets.dropped += c.dropped.value
+            snapshot.packets.answered += c.answered.value
+            snapshot.verdicts.allow += c.allow.value
+            snapshot.verdicts.block += c.block.value
+            snapshot.verdicts.alert += c.alert.value
+            snapshot.verdicts.noMatch += c.noMatch.value
+            snapshot.verdicts.notDns += c.notDNS.value
+            snapshot.responses.nxdomain += c.nxdomain.value
+            snapshot.responses.nodata += c.nodata.value
+            snapshot.responses.refused += c.refused.value
+            snapshot.responses.override += c.override.value
+            snapshot.responses.drop += c.drop.value
+            snapshot.errors.injectFailures += c.injectFailures.value
+            snapshot.errors.verdictFailures += c.verdictFailures.value
+            let k = kernel[c.queue]
+            snapshot.queues.append(.init(queue: c.queue, received: c.received.value, waiting: k?.waiting ?? 0,
+                                         kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
+        }
+        snapshot.errors.reloadFailures = reloadFailures.load(ordering: .relaxed)
+        snapshot.errors.queryLogDropped = queryLog?.droppedRecords.load(ordering: .relaxed) ?? 0
+        snapshot.rules = policy.rules.enumerated().map {
+            .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0])
+        }
+        snapshot.lists = policy.lists.map {
+            .init(name: $0.name, file: $0.file, format: $0.format.rawValue, entries: $0.entries, skippedLines: $0.skippedLines)
+        }
+        return snapshot
+    }
+}

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DnsgatePolicy
+import Foundation
+import Synchronization
+
+/// A compiled policy with its per-rule hit counters, one array per worker so
+/// that no two workers write the same counter.
+final class PolicyState: Sendable {
+    let policy: CompiledPolicy
+    let loadedAt = Date()
+    /// `ruleHits[worker][rule]`.
+    let ruleHits: [[RuleHitCounter]]
+
+    init(policy: CompiledPolicy, workers: Int) {
+        self.policy = policy
+        ruleHits = (0..<workers).map { _ in policy.rules.map { _ in RuleHitCounter() } }
+    }
+
+    func hits(ofRule index: Int) -> UInt64 {
+        ruleHits.reduce(0) { $0 + $1[index].hits.value }
+    }
+}
+
+/// The policy in force. Workers take a reference once per batch; a reload
+/// swaps in a new one atomically, and the old one is freed when the last batch
+/// that uses it ends. Rule hits of replaced policies are kept by rule name.
+final class PolicyHolder: Sendable {
+    private struct Guarded {
+        var current: PolicyState
+        /// The policy replaced last: a worker may still be finishing a batch with it.
+        var previous: PolicyState?
+        /// Hits of older generations, by "group/rule".
+        var retiredHits: [String: UInt64] = [:]
+    }
+    private let guarded: Mutex<Guarded>
+
+    init(_ state: PolicyState) { guarded = Mutex(Guarded(current: state)) }
+
+    var state: PolicyState { guarded.withLock { $0.current } }
+
+    func replace(with state: PolicyState) {
+        guarded.withLock { guarded in
+            if let previous = guarded.previous { Self.fold(previous, into: &guarded.retiredHits) }
+            guarded.previous = guarded.current
+            guarded.current = state
+        }
+    }
+
+    /// Hits per rule of the current policy, including those its namesakes in
+    /// earlier generations counted.
+    func ruleHits() -> (PolicyState, [UInt64]) {
+        guarded.withLock { guarded in
+            var totals = guarded.retiredHits
+            if let previous = guarded.previous { Self.fold(previous, into: &totals) }
+            let current = guarded.current
+            let hits = current.policy.rules.indices.map { index in
+                current.hits(ofRule: index) + (totals[Self.key(current.policy.rules[index])] ?? 0)
+            }
+            return (current, hits)
+        }
+    }
+
+    private static func key(_ rule: CompiledRule) -> String { rule.group + "/" + rule.name }
+
+    private static func fold(_ state: PolicyState, into totals: inout [String: UInt64]) {
+        for (index, rule) in state.policy.rules.enumerated() {
+            totals[key(rule), default: 0] += state.hits(ofRule: index)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import Foundation
+
+/// The `stats` reply (SPEC §4). Keys are snake_case on the wire.
+public struct StatsSnapshot: Codable, Sendable {
+    public struct Policy: Codable, Sendable {
+        public var generation: Int
+        public var rules: Int
+        public var domains: Int
+        public var loadedAt: String
+    }
+    public struct Packets: Codable, Sendable {
+        public var received: UInt64 = 0, accepted: UInt64 = 0, dropped: UInt64 = 0, answered: UInt64 = 0
+    }
+    public struct Verdicts: Codable, Sendable {
+        public var allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0, noMatch: UInt64 = 0, notDns: UInt64 = 0
+    }
+    public struct Responses: Codable, Sendable {
+        public var nxdomain: UInt64 = 0, nodata: UInt64 = 0, refused: UInt64 = 0, override: UInt64 = 0, drop: UInt64 = 0
+    }
+    public struct Rule: Codable, Sendable {
+        public var group: String
+        public var rule: String
+        public var action: String
+        public var hits: UInt64
+    }
+    public struct Queue: Codable, Sendable {
+        public var queue: UInt16
+        public var received: UInt64
+        public var waiting: UInt64
+        public var kernelDropped: UInt64
+        public var userDropped: UInt64
+    }
+    public struct Errors: Codable, Sendable {
+        public var injectFailures: UInt64 = 0
+        public var reloadFailures: UInt64 = 0
+        public var verdictFailures: UInt64 = 0
+        public var queryLogDropped: UInt64 = 0
+    }
+    public struct List: Codable, Sendable {
+        public var name: String
+        public var file: String
+        public var format: String
+        public var entries: Int
+        public var skippedLines: Int
+    }
+
+    public var version: String
+    public var uptimeSeconds: Int
+    public var failMode: String
+    public var policy: Policy
+    public var packets = Packets()
+    public var verdicts = Verdicts()
+    public var responses = Responses()
+    public var rules: [Rule] = []
+    public var lists: [List] = []
+    public var queues: [Queue] = []
+    public var errors = Errors()
+
+    public static func decode(_ json: String) throws -> StatsSnapshot {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(StatsSnapshot.self, from: Data(json.utf8))
+    }
+
+    public func json(pretty: Bool = false) -> String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
+        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    public var prometheus: String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String, _ samples: [(String, UInt64)]) {
+            out += "# HELP dnsgate_\(name) \(help)\n# TYPE dnsgate_\(name) \(type)\n"
+            for (labels, value) in samples { out += "dnsgate_\(name)\(labels.isEmpty ? "" : "{\(labels)}") \(value)\n" }
+        }
+        func label(_ name: String, _ value: String) -> String {
+            let escaped = value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                .replacingOccurrences(of: "\n", with: "\\n")
+            return "\(name)=\"\(escaped)\""
+        }
+        family("build_info", "gauge", "Version of the running daemon.", [(label("version", version), 1)])
+        family("uptime_seconds", "gauge", "Seconds since the daemon started.", [("", UInt64(uptimeSeconds))])
+        family("policy_generation", "gauge", "Generation of the policy in force.", [("", UInt64(policy.generation))])
+        family("policy_rules", "gauge", "Rules in the policy in force.", [("", UInt64(policy.rules))])
+        family("policy_domains", "gauge", "Distinct names in the policy's lists.", [("", UInt64(policy.domains))])
+        family("packets_total", "counter", "Queued packets by what happened to them.", [
+            (label("outcome", "received"), packets.received), (label("outcome", "accepted"), packets.accepted),
+            (label("outcome", "dropped"), packets.dropped), (label("outcome", "answered"), packets.answered),
+        ])
+        family("verdicts_total", "counter", "Decisions by verdict.", [
+            (label("verdict", "allow"), verdicts.allow), (label("verdict", "block"), verdicts.block),
+            (label("verdict", "alert"), verdicts.alert), (label("verdict", "no_match"), verdicts.noMatch),
+            (label("verdict", "not_dns"), verdicts.notDns),
+        ])
+        family("responses_total", "counter", "Blocked queries by block response.", [
+            (label("response", "nxdomain"), responses.nxdomain), (label("response", "nodata"), responses.nodata),
+            (label("response", "refused"), responses.refused), (label("response", "override"), responses.override),
+            (label("response", "drop"), responses.drop),
+        ])
+        family("rule_hits_total", "counter", "Queries each rule decided.",
+               rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })
+        family("queue_received_total", "counter", "Packets received per queue.",
+               queues.map { (label("queue", String($0.queue)), $0.received) })
+        family("queue_kernel_dropped_total", "counter", "Packets the kernel dropped because the queue was full.",
+               queues.map { (label("queue", String($0.queue)), $0.kernelDropped) })
+        family("queue_user_dropped_total", "counter", "Packets the kernel could not hand to dnsgate.",
+               queues.map { (label("queue", String($0.queue)), $0.userDropped) })
+        family("errors_total", "counter", "Failures by kind.", [
+            (label("kind", "inject"), errors.injectFailures), (label("kind", "reload"), errors.reloadFailures),
+            (label("kind", "verdict"), errors.verdictFailures), (label("kind", "query_log_dropped"), errors.queryLogDropped),
+        ])
+        return out
+    }
+}

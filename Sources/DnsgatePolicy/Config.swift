@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+public import DNSWire
+
+/// What dnsgate does with a packet it cannot decide on.
+public enum FailMode: String, Sendable, CaseIterable { case open, closed }
+
+public enum RuleAction: String, Sendable, CaseIterable { case allow = "ALLOW", block = "BLOCK", alert = "ALERT" }
+
+public enum BlockResponse: String, Sendable, CaseIterable {
+    case nxdomain = "NXDOMAIN", nodata = "NODATA", refused = "REFUSED", drop = "DROP", override = "OVERRIDE"
+}
+
+public enum ListFormat: String, Sendable, CaseIterable { case auto, domains, hosts, adblock, rpz }
+
+/// The config file as written (SPEC §2), before lists are read.
+public struct DnsgateConfig: Sendable {
+    public var path: String
+    public var queues: [UInt16] = [0]
+    public var failMode: FailMode = .open
+    public var statsSocket = "/run/dnsgate/dnsgate.sock"
+    public var queryLog: QueryLogConfig? = nil
+    public var blockTTL: UInt32 = 60
+    public var extendedError = true
+    public var domainLists: [DomainListConfig] = []
+    public var ruleGroups: [RuleGroupConfig] = []
+
+    public init(path: String) { self.path = path }
+}
+
+public struct QueryLogConfig: Sendable, Equatable {
+    public var path: String
+    public var actions: Set<RuleAction>
+}
+
+public struct DomainListConfig: Sendable {
+    public enum Source: Sendable {
+        case inline([String])
+        case file(String)
+    }
+    public var name: String
+    public var source: Source
+    public var format: ListFormat
+    public var matchSubdomains: Bool
+    /// Line of the list's definition in the config file.
+    public var line: Int
+}
+
+public struct RuleGroupConfig: Sendable {
+    public var name: String
+    public var priority: Int
+    public var clients: [IPNetwork]
+    public var rules: [RuleConfig]
+    public var line: Int
+}
+
+public struct RuleConfig: Sendable {
+    public var name: String
+    public var priority: Int
+    public var domainList: String
+    public var action: RuleAction
+    public var blockResponse: BlockResponse
+    public var override: OverrideRecord?
+    public var queryTypes: [QueryType]?
+    public var line: Int
+}

@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+internal import Yams
+
+/// Reads the YAML config into `DnsgateConfig`, collecting every problem with
+/// its line instead of stopping at the first.
+public enum ConfigReader {
+    public static func read(yaml: String, path: String) -> (DnsgateConfig?, [Diagnostic]) {
+        var context = Context(file: path)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            return (nil, [Diagnostic(.error, file: path, line: error.line, "YAML: \(error.summary)")])
+        } catch {
+            return (nil, [Diagnostic(.error, file: path, line: 0, "YAML: \(error)")])
+        }
+        guard let root, let mapping = root.mapping else {
+            return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
+        }
+        var config = DnsgateConfig(path: path)
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "stats_socket", "query_log", "block_defaults",
+                                             "domain_lists", "rule_groups"], in: "the config")
+        if let node = mapping["queues"] { config.queues = context.queues(node) }
+        if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
+            config.failMode = mode
+        }
+        if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
+            config.statsSocket = path
+        }
+        if let node = mapping["query_log"] { config.queryLog = context.queryLog(node) }
+        if let node = mapping["block_defaults"], let defaults = context.mapping(node, "block_defaults") {
+            context.checkKeys(defaults, allowed: ["ttl", "extended_error"], in: "block_defaults")
+            if let ttl = defaults["ttl"], let value = context.integer(ttl, "ttl", 0...Int(Int32.max)) {
+                config.blockTTL = UInt32(value)
+            }
+            if let flag = defaults["extended_error"], let value = context.bool(flag, "extended_error") {
+                config.extendedError = value
+            }
+        }
+        if let node = mapping["domain_lists"] {
+            for item in context.sequence(node, "domain_lists") {
+                if let list = context.domainList(item) { config.domainLists.append(list) }
+            }
+        }
+        if let node = mapping["rule_groups"] {
+            for item in context.sequence(node, "rule_groups") {
+                if let group = context.ruleGroup(item) { config.ruleGroups.append(group) }
+            }
+        }
+        context.checkReferences(config)
+        let failed = context.diagnostics.contains { $0.severity == .error }
+        return (failed ? nil : config, context.diagnostics)
+    }
+
+    struct Context {
+        let file: String
+        var diagnostics: [Diagnostic] = []
+
+        init(file: String) { self.file = file }
+
+        mutating func error(_ node: Node?, _ message: String) {
+            diagnostics.append(Diagnostic(.error, file: file, line: node?.mark?.line ?? 0, message))
+        }
+
+        mutating func checkKeys(_ mapping: Node.Mapping, allowed: Set<String>, in place: String) {
+            for (key, _) in mapping {
+                guard let name = key.string else {
+                    error(key, "\(place): keys must be strings")
+                    continue
+                }
+                if !allowed.contains(name) {
+                    error(key, "\(place): unknown key '\(name)' (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+                }
+            }
+        }
+
+        mutating func mapping(_ node: Node, _ what: String) -> Node.Mapping? {
+            guard let mapping = node.mapping else {
+                error(node, "\(what) must be a mapping")
+                return nil
+            }
+            return mapping
+        }
+
+        mutating func sequence(_ node: Node, _ what: String) -> [Node] {
+            guard let sequence = node.sequence else {
+                error(node, "\(what) must be a list")
+                return []
+            }
+            return Array(sequence)
+        }
+
+        mutating func string(_ node: Node, _ what: String) -> String? {
+            guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+                error(node, "\(what) must be a non-empty string")
+                return nil
+            }
+            return scalar.string
+        }
+
+        mutating func integer(_ node: Node, _ what: String, _ range: ClosedRange<Int>) -> Int? {
+            guard case .scalar(let scalar) = node, let value = Int(scalar.string), range.contains(value) else {
+                error(node, "\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound)")
+                return nil
+            }
+            return value
+        }
+
+        mutating func bool(_ node: Node, _ what: String) -> Bool? {
+            guard let value = node.bool else {
+                error(node, "\(what) must be true or false")
+                return nil
+            }
+            return value
+        }
+
+        mutating func enumeration<Value: RawRepresentable & CaseIterable>(_ node: Node, _ what: String) -> Value?
+        where Value.RawValue == String {
+            guard let text = string(node, what) else { return nil }
+            if let value = Value.allCases.first(where: { $0.rawValue.lowercased() == text.lowercased() }) {
+                return value
+            }
+            error(node, "\(what): '\(text)' is not one of \(Value.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+
+        /// `"0-1"`, `3`, or `[0, 1]`.
+        mutating func queues(_ node: Node) -> [UInt16] {
+            var result: [UInt16] = []
+            let items = node.sequence.map(Array.init) ?? [node]
+            for item in items {
+                guard let text = item.string else {
+                    error(item, "queues: expected a queue number or a range like \"0-1\"")
+                    continue
+                }
+                let bounds = text.split(separator: "-", maxSplits: 1).map { UInt16($0.trimmingSpaces) }
+                guard let first = bounds.first ?? nil, let last = bounds.last ?? nil, first <= last, last - first < 64 else {
+                    error(item, "queues: '\(text)' is not a queue number (0-65535) or a range of at most 64 queues")
+                    continue
+                }
+                result.append(contentsOf: first...last)
+            }
+            if result.isEmpty { error(node, "queues: at least one queue is needed") }
+            if Set(result).count != result.count { error(node, "queues: a queue is listed twice") }
+            return result
+        }
+
+        mutating func queryLog(_ node: Node) -> QueryLogConfig? {
+            guard let mapping = mapping(node, "query_log") else { return nil }
+            checkKeys(mapping, allowed: ["path", "actions"], in: "query_log")
+            guard let pathNode = mapping["path"] else {
+                error(node, "query_log: 'path' is required (\"-\" for stdout)")
+                return nil
+            }
+            guard let path = string(pathNode, "query_log.path") else { return nil }
+            var actions: Set<RuleAction> = [.block, .alert]
+            if let actionsNode = mapping["actions"] {
+                actions = []
+                for item in sequence(actionsNode, "query_log.actions") {
+                    if let action: RuleAction = enumeration(item, "query_log.actions") { actions.insert(action) }
+                }
+            }
+            return QueryLogConfig(path: path, actions: actions)
+        }
+
+        mutating func domainList(_ node: Node) -> DomainListConfig? {
+            guard let mapping = mapping(node, "a domain list") else { return nil }
+            checkKeys(mapping, allowed: ["name", "domains", "file", "format", "match_subdomains"], in: "domain list")
+            guard let nameNode = mapping["name"], let name = string(nameNode, "domain list name") else {
+                if mapping["name"] == nil { error(node, "a domain list needs a 'name'") }
+                return nil
+            }
+            let line = node.mark?.line ?? 0
+            var format = ListFormat.auto
+            if let formatNode = mapping["format"], let value: ListFormat = enumeration(formatNode, "format") {
+                format = value
+            }
+            var matchSubdomains = false
+            if let flag = mapping["match_subdomains"], let value = bool(flag, "match_subdomains") {
+                matchSubdomains = value
+            }
+            switch (mapping["domains"], mapping["file"]) {
+            case (let domains?, nil):
+                let names = sequence(domains, "domains").compactMap { string($0, "a domain") }
+                return DomainListConfig(name: name, source: .inline(names), format: .domains,
+                                        matchSubdomains: matchSubdomains, line: domains.mark?.line ?? line)
+            case (nil, let fileNode?):
+                guard let file = string(fileNode, "file") else { return nil }
+                return DomainListConfig(name: name, source: .file(file), format: format,
+                                        matchSubdomains: matchSubdomains, line: line)
+            case (.some, .some):
+                error(node, "domain list '\(name)': give either 'domains' or 'file', not both")
+            case (nil, nil):
+                error(node, "domain list '\(name)': needs 'domains' or 'file'")
+            }
+            return nil
+        }
+
+        mutating func ruleGroup(_ node: Node) -> RuleGroupConfig? {
+            guard let mapping = mapping(node, "a rule group") else { return nil }
+            checkKeys(mapping, allowed: ["name", "priority", "clients", "rules"], in: "rule group")
+            guard let nameNode = mapping["name"], let name = string(nameNode, "rule group name") else {
+                if mapping["name"] == nil { error(node, "a rule group needs a 'name'") }
+                return nil
+            }
+            guard let priorityNode = mapping["priority"] else {
+                error(node, "rule group '\(name)' needs a 'priority'")
+                return nil
+            }
+            guard let priority = integer(priorityNode, "priority", 0...Int(Int32.max)) else { return nil }
+            var clients: [IPNetwork] = []
+            if let clientsNode = mapping["clients"] {
+                for item in sequence(clientsNode, "clients") {
+                    guard let text = string(item, "a client network") else { continue }
+                    if let network = IPNetwork(text) {
+                        clients.append(network)
+                    } else {
+                        error(item, "rule group '\(name)': '\(text)' is not an address or CIDR prefix")
+                    }
+                }
+                if clients.isEmpty { error(clientsNode, "rule group '\(name)': 'clients' is empty; omit it to mean all clients") }
+            }
+            var rules: [RuleConfig] = []
+            if let rulesNode = mapping["rules"] {
+                for item in sequence(rulesNode, "rules") {
+                    if let rule = rule(item, group: name) { rules.append(rule) }
+                }
+            }
+            var seen: [Int: String] = [:]
+            for rule in rules {
+                if let other = seen[rule.priority] {
+                    diagnostics.append(Diagnostic(.error, file: file, line: rule.line,
+                        "rule group '\(name)': rules '\(other)' and '\(rule.name)' share priority \(rule.priority)"))
+                }
+                seen[rule.priority] = rule.name
+            }
+            return RuleGroupConfig(name: name, priority: priority, clients: clients,
+                                   rules: rules.sorted { $0.priority < $1.priority }, line: node.mark?.line ?? 0)
+        }
+
+        mutating func rule(_ node: Node, group: String) -> RuleConfig? {
+            guard let mapping = mapping(node, "a rule") else { return nil }
+            checkKeys(mapping, allowed: ["name", "priority", "domain_list", "action", "block_response", "override", "qtypes"],
+                      in: "rule")
+            guard let name = mapping["name"].flatMap({ string($0, "rule name") }) else {
+                if mapping["name"] == nil { error(node, "a rule in group '\(group)' needs a 'name'") }
+                return nil
+            }
+            let place = "rule '\(group)/\(name)'"
+            guard let priorityNode = mapping["priority"], let listNode = mapping["domain_list"],
+                  let actionNode = mapping["action"] else {
+                error(node, "\(place) needs 'priority', 'domain_list' and 'action'")
+                return nil
+            }
+            guard let priority = integer(priorityNode, "priority", 0...Int(Int32.max)),
+                  let list = string(listNode, "domain_list"),
+                  let action: RuleAction = enumeration(actionNode, "action") else { return nil }
+            var response = BlockResponse.nxdomain
+            if let responseNode = mapping["block_response"] {
+                guard let value: BlockResponse = enumeration(responseNode, "block_response") else { return nil }
+                if action != .block { error(responseNode, "\(place): block_response only applies to action BLOCK") }
+                response = value
+            }
+            var override: OverrideRecord? = nil
+            if let overrideNode = mapping["override"] {
+                override = overrideRecord(overrideNode, place: place)
+                if override == nil { return nil }
+            }
+            if response == .override, override == nil {
+                error(node, "\(place): block_response OVERRIDE needs 'override: {type, value, ttl}'")
+                return nil
+            }
+            if response != .override, let overrideNode = mapping["override"] {
+                error(overrideNode, "\(place): 'override' is only used with block_response OVERRIDE")
+            }
+            var queryTypes: [QueryType]? = nil
+            if let typesNode = mapping["qtypes"] {
+                var types: [QueryType] = []
+                for item in sequence(typesNode, "qtypes") {
+                    guard let text = item.string else { continue }
+                    if let type = QueryType(mnemonic: text) {
+                        types.append(type)
+                    } else {
+                        error(item, "\(place): '\(text)' is not a query type (A, AAAA, TXT, … or TYPEnnn)")
+                    }
+                }
+                queryTypes = types
+            }
+            return RuleConfig(name: name, priority: priority, domainList: list, action: action,
+                              blockResponse: response, override: override, queryTypes: queryTypes,
+                              line: node.mark?.line ?? 0)
+        }
+
+        mutating func overrideRecord(_ node: Node, place: String) -> OverrideRecord? {
+            guard let mapping = mapping(node, "override") else { return nil }
+            checkKeys(mapping, allowed: ["type", "value", "ttl"], in: "override")
+            guard let typeNode = mapping["type"], let valueNode = mapping["value"],
+                  let typeText = string(typeNode, "override.type"), let value = string(valueNode, "override.value") else {
+                error(node, "\(place): override needs 'type' and 'value'")
+                return nil
+            }
+            var ttl: UInt32 = 300
+            if let ttlNode = mapping["ttl"], let parsed = integer(ttlNode, "override.ttl", 0...Int(Int32.max)) {
+                ttl = UInt32(parsed)
+            }
+            switch typeText.uppercased() {
+            case "A":
+                guard let address = IPAddress(value), address.isIPv4 else {
+                    error(valueNode, "\(place): '\(value)' is not an IPv4 address")
+                    return nil
+                }
+                return OverrideRecord(type: .a, ttl: ttl, data: address.bytes)
+            case "AAAA":
+                guard let address = IPAddress(value), !address.isIPv4 else {
+                    error(valueNode, "\(place): '\(value)' is not an IPv6 address")
+                    return nil
+                }
+                return OverrideRecord(type: .aaaa, ttl: ttl, data: address.bytes)
+            case "CNAME":
+                guard let name = DomainName(text: value), name.labelCount > 0 else {
+                    error(valueNode, "\(place): '\(value)' is not a domain name")
+                    return nil
+                }
+                return OverrideRecord(type: .cname, ttl: ttl, data: name.lowercasedWire + [0])
+            default:
+                error(typeNode, "\(place): override type must be CNAME, A or AAAA")
+                return nil
+            }
+        }
+
+        mutating func checkReferences(_ config: DnsgateConfig) {
+            var listNames: Set<String> = []
+            for list in config.domainLists where !listNames.insert(list.name).inserted {
+                diagnostics.append(Diagnostic(.error, file: file, line: list.line, "domain list '\(list.name)' is defined twice"))
+            }
+            var priorities: [Int: String] = [:]
+            var groupNames: Set<String> = []
+            for group in config.ruleGroups {
+                if !groupNames.insert(group.name).inserted {
+                    diagnostics.append(Diagnostic(.error, file: file, line: group.line, "rule group '\(group.name)' is defined twice"))
+                }
+                if let other = priorities[group.priority] {
+                    diagnostics.append(Diagnostic(.error, file: file, line: group.line,
+                        "rule groups '\(other)' and '\(group.name)' share priority \(group.priority)"))
+                }
+                priorities[group.priority] = group.name
+                for rule in group.rules where !listNames.contains(rule.domainList) {
+                    diagnostics.append(Diagnostic(.error, file: file, line: rule.line,
+                        "rule '\(group.name)/\(rule.name)' uses domain list '\(rule.domainList)', which is not defined"))
+                }
+            }
+        }
+    }
+}
+
+extension YamlError {
+    var line: Int {
+        switch self {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _):
+            return mark.line
+        default:
+            return 0
+        }
+    }
+    var summary: String {
+        switch self {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _):
+            return problem
+        default:
+            return "\(self)"
+        }
+    }
+}
+
+extension StringProtocol where SubSequence == Substring {
+    var trimmingSpaces: Substring {
+        let start = firstIndex { !$0.isWhitespace } ?? endIndex
+        let end = lastIndex { !$0.isWhitespace }.map(index(after:)) ?? start
+        return self[start..<Swift.max(start, end)]
+    }
+}

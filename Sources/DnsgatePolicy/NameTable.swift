@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+
+/// Every list entry of a policy in one open-addressing table keyed by the hash
+/// of the lowercase wire name; the names themselves sit in one byte arena.
+/// A lookup is one probe sequence per label boundary of the query name, whatever
+/// the number of names.
+struct NameTable: Sendable {
+    /// A key's list memberships: list index (high bits) and entry kind (low 2 bits).
+    typealias Membership = UInt32
+
+    private var slotHashes: [UInt64]
+    private var slotKeys: [UInt32]
+    private var mask: Int
+    private var arena: [UInt8] = []
+    private var keyOffsets: [UInt32] = []
+    /// Memberships of key `k` are `memberships[membershipStarts[k]..<membershipStarts[k + 1]]`.
+    private var membershipStarts: [UInt32] = [0]
+    private var memberships: [Membership] = []
+    /// Source line of each membership, for `explain`.
+    private var membershipLines: [UInt32] = []
+
+    var keyCount: Int { keyOffsets.count }
+
+    /// Builds the table from (key → entries) already grouped by key.
+    init(grouped: [[UInt8]: [(list: Int, kind: EntryKind, line: Int)]]) {
+        var capacity = 16
+        while capacity < grouped.count * 2 { capacity <<= 1 }
+        slotHashes = Array(repeating: 0, count: capacity)
+        slotKeys = Array(repeating: 0, count: capacity)
+        mask = capacity - 1
+        arena.reserveCapacity(grouped.keys.reduce(0) { $0 + $1.count })
+        for (key, entries) in grouped {
+            let keyIndex = UInt32(keyOffsets.count)
+            keyOffsets.append(UInt32(arena.count))
+            arena.append(contentsOf: key)
+            for entry in entries {
+                memberships.append(UInt32(entry.list) << 2 | UInt32(entry.kind.rawValue))
+                membershipLines.append(UInt32(clamping: entry.line))
+            }
+            membershipStarts.append(UInt32(memberships.count))
+            var slot = Int(truncatingIfNeeded: Self.slotHash(key.span)) & mask
+            while slotHashes[slot] != 0 { slot = (slot + 1) & mask }
+            slotHashes[slot] = Self.slotHash(key.span)
+            slotKeys[slot] = keyIndex
+        }
+        keyOffsets.append(UInt32(arena.count))
+    }
+
+    /// Zero marks an empty slot, so a real hash of zero is stored as one.
+    @inline(__always)
+    static func slotHash(_ key: Span<UInt8>) -> UInt64 { max(NameHash.of(key), 1) }
+
+    /// The key equal to the suffix of `name` from label `label`, if any.
+    @inline(__always)
+    func find(_ name: DomainName, fromLabel label: Int) -> Int? {
+        let hash = max(name.suffixHash(fromLabel: label), 1)
+        var slot = Int(truncatingIfNeeded: hash) & mask
+        for _ in 0...mask {  // load factor ≤ 1/2, so an empty slot ends this early
+            let stored = slotHashes[slot]
+            if stored == 0 { return nil }
+            if stored == hash {
+                let key = Int(slotKeys[slot])
+                let start = Int(keyOffsets[key])
+                let end = Int(keyOffsets[key + 1])
+                if name.suffix(fromLabel: label, equals: arena.span.extracting(start..<end)) { return key }
+            }
+            slot = (slot + 1) & mask
+        }
+        return nil
+    }
+
+    @inline(__always)
+    func membershipRange(ofKey key: Int) -> Range<Int> {
+        Int(membershipStarts[key])..<Int(membershipStarts[key + 1])
+    }
+
+    @inline(__always)
+    func membership(_ index: Int) -> (list: Int, kind: EntryKind) {
+        let value = memberships[index]
+        return (Int(value >> 2), EntryKind(rawValue: UInt8(value & 3)) ?? .exact)
+    }
+
+    func line(ofMembership index: Int) -> Int { Int(membershipLines[index]) }
+
+    /// Text form of key `key` (for explanations).
+    func keyText(_ key: Int) -> String {
+        let bytes = arena[Int(keyOffsets[key])..<Int(keyOffsets[key + 1])]
+        var labels: [String] = []
+        var offset = bytes.startIndex
+        while offset < bytes.endIndex {
+            let length = Int(bytes[offset])
+            labels.append(String(decoding: bytes[(offset + 1)..<min(offset + 1 + length, bytes.endIndex)], as: UTF8.self))
+            offset += 1 + length
+        }
+        return labels.joined(separator: ".")
+    }
+
+    /// Approximate heap bytes held, for stats.
+    var memoryBytes: Int {
+        slotHashes.count * 8 + slotKeys.count * 4 + arena.count + keyOffsets.count * 4
+            + membershipStarts.count * 4 + memberships.count * 8
+    }
+}
+
+/// Which lists contain a name: a fixed-size bit set, so matching never allocates.
+public struct ListMatches: Sendable, Equatable {
+    public static let capacity = 512
+    private var words = InlineArray<8, UInt64>(repeating: 0)
+
+    public init() {}
+
+    @inline(__always)
+    public mutating func insert(_ list: Int) {
+        words[list >> 6] |= 1 << UInt64(list & 63)
+    }
+
+    @inline(__always)
+    public func contains(_ list: Int) -> Bool {
+        words[list >> 6] & (1 << UInt64(list & 63)) != 0
+    }
+
+    public static func == (lhs: ListMatches, rhs: ListMatches) -> Bool {
+        for index in 0..<8 where lhs.words[index] != rhs.words[index] { return false }
+        return true
+    }
+}

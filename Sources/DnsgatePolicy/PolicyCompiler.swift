@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+
+/// Reads every list a config names and compiles the policy. File access is
+/// injected, so this stays pure and testable.
+public struct PolicyCompiler {
+    /// Reads a whole file as text; throws with a message on failure.
+    public typealias ReadFile = (String) throws -> String
+
+    public struct Result: Sendable {
+        public var policy: CompiledPolicy?
+        public var lists: [ParsedListSummary]
+        public var diagnostics: [Diagnostic]
+        public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+    }
+
+    public struct ParsedListSummary: Sendable {
+        public var info: ListInfo
+        public var diagnostics: [Diagnostic]
+    }
+
+    let readFile: ReadFile
+
+    public init(readFile: @escaping ReadFile) { self.readFile = readFile }
+
+    /// Reads the config at `path` and everything it names.
+    public func load(configPath path: String, generation: Int, cookieSecret: UInt64) -> (DnsgateConfig?, Result) {
+        let text: String
+        do {
+            text = try readFile(path)
+        } catch {
+            let diagnostic = Diagnostic(.error, file: path, line: 0, "cannot read the config: \(error)")
+            return (nil, Result(policy: nil, lists: [], diagnostics: [diagnostic]))
+        }
+        let (config, diagnostics) = ConfigReader.read(yaml: text, path: path)
+        guard let config else { return (nil, Result(policy: nil, lists: [], diagnostics: diagnostics)) }
+        var result = compile(config, generation: generation, cookieSecret: cookieSecret)
+        result.diagnostics = diagnostics + result.diagnostics
+        return (config, result)
+    }
+
+    public func compile(_ config: DnsgateConfig, generation: Int, cookieSecret: UInt64) -> Result {
+        var diagnostics: [Diagnostic] = []
+        var summaries: [ParsedListSummary] = []
+        var grouped: [[UInt8]: [(list: Int, kind: EntryKind, line: Int)]] = [:]
+        var infos: [ListInfo] = []
+        if config.domainLists.count > ListMatches.capacity {
+            diagnostics.append(Diagnostic(.error, file: config.path, line: 0,
+                "\(config.domainLists.count) domain lists; at most \(ListMatches.capacity) are supported"))
+            return Result(policy: nil, lists: [], diagnostics: diagnostics)
+        }
+        for (listIndex, list) in config.domainLists.enumerated() {
+            let parsed: ParsedList
+            let file: String
+            switch list.source {
+            case .inline(let names):
+                file = config.path
+                parsed = ListParser.parseInline(names, file: file, line: list.line, matchSubdomains: list.matchSubdomains)
+            case .file(let listPath):
+                file = resolve(listPath, relativeTo: config.path)
+                do {
+                    parsed = ListParser.parse(text: try readFile(file), format: list.format, file: file,
+                                              matchSubdomains: list.matchSubdomains)
+                } catch {
+                    diagnostics.append(Diagnostic(.error, file: config.path, line: list.line,
+                        "domain list '\(list.name)': cannot read \(file): \(error)"))
+                    continue
+                }
+            }
+            var seen = Set<[UInt8]>()
+            var loaded = 0
+            for entry in parsed.entries {
+                // One membership per (name, kind) and list; the first line is kept.
+                guard seen.insert(entry.key + [entry.kind.rawValue]).inserted else { continue }
+                grouped[entry.key, default: []].append((listIndex, entry.kind, entry.line))
+                loaded += 1
+            }
+            let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
+                                format: parsed.format, entries: loaded, skippedLines: parsed.skippedLines)
+            infos.append(info)
+            summaries.append(ParsedListSummary(info: info, diagnostics: parsed.diagnostics))
+            diagnostics += parsed.diagnostics
+        }
+        guard !diagnostics.contains(where: { $0.severity == .error }) else {
+            return Result(policy: nil, lists: summaries, diagnostics: diagnostics)
+        }
+        let listIndex = Dictionary(uniqueKeysWithValues: config.domainLists.enumerated().map { ($1.name, $0) })
+        var rules: [CompiledRule] = []
+        var groups: [CompiledGroup] = []
+        for group in config.ruleGroups.sorted(by: { $0.priority < $1.priority }) {
+            let first = rules.count
+            for rule in group.rules {
+                guard let index = listIndex[rule.domainList] else { continue }
+                var forged: ForgedAnswerKind? = nil
+                if rule.action == .block {
+                    switch rule.blockResponse {
+                    case .nxdomain: forged = .nxdomain
+                    case .nodata: forged = .nodata
+                    case .refused: forged = .refused
+                    case .drop: forged = nil
+                    case .override: forged = rule.override.map(ForgedAnswerKind.override)
+                    }
+                }
+                let text = "blocked by dnsgate rule \(group.name)/\(rule.name)"
+                rules.append(CompiledRule(
+                    group: group.name, name: rule.name, listIndex: index, listName: rule.domainList,
+                    action: rule.action, blockResponse: rule.blockResponse, forgedAnswer: forged,
+                    queryTypes: rule.queryTypes ?? [],
+                    extraText: Array(text.utf8.prefix(ForgedAnswerBuilder.maximumExtraTextLength))))
+            }
+            groups.append(CompiledGroup(name: group.name, priority: group.priority, clients: group.clients,
+                                        ruleIndices: first..<rules.count))
+        }
+        let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError,
+                                            cookieSecret: cookieSecret, serialNumber: UInt32(truncatingIfNeeded: generation))
+        let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
+                                    answerSettings: settings, table: NameTable(grouped: grouped))
+        return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
+    }
+
+    /// A relative list path is relative to the config file's folder.
+    func resolve(_ path: String, relativeTo configPath: String) -> String {
+        if path.hasPrefix("/") { return path }
+        guard let slash = configPath.lastIndex(of: "/") else { return path }
+        return String(configPath[...slash]) + path
+    }
+}

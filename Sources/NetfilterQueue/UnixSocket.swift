@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+internal import CDnsgateShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A connected Unix stream socket speaking the stats protocol: one command
+/// line in, a reply out, then close.
+public final class UnixConnection {
+    private let descriptor: Int32
+
+    init(descriptor: Int32) { self.descriptor = descriptor }
+    deinit { close(descriptor) }
+
+    /// Connects to the socket at `path` with a timeout on every read and write.
+    public convenience init(connectingTo path: String, timeoutMilliseconds: Int32 = 5000) throws(SystemError) {
+        let descriptor = try check("connecting to \(path)", dg_unix_connect(path))
+        _ = dg_socket_timeouts(descriptor, timeoutMilliseconds)
+        self.init(descriptor: descriptor)
+    }
+
+    /// Reads up to the first newline (or `limit` bytes, or end of stream).
+    public func readLine(limit: Int = 1024) throws(SystemError) -> String {
+        var bytes: [UInt8] = []
+        var byte: UInt8 = 0
+        while bytes.count < limit {
+            let count = read(descriptor, &byte, 1)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("reading a command", negativeErrno: -errno)
+            }
+            if count == 0 || byte == UInt8(ascii: "\n") { break }
+            bytes.append(byte)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Reads everything until the peer closes (at most `limit` bytes).
+    public func readAll(limit: Int = 16 << 20) throws(SystemError) -> String {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        while result.count < limit {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("reading the reply", negativeErrno: -errno)
+            }
+            if count == 0 { break }
+            result.append(contentsOf: chunk[0..<count])
+        }
+        return String(decoding: result, as: UTF8.self)
+    }
+
+    public func write(_ text: String) throws(SystemError) {
+        var bytes = Array(text.utf8)[...]
+        while !bytes.isEmpty {
+            let count = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("writing the reply", negativeErrno: -errno)
+            }
+            bytes = bytes.dropFirst(count)
+        }
+    }
+
+    /// The connecting process's user id (SO_PEERCRED).
+    public var peerUserID: UInt32? {
+        let uid = dg_peer_uid(descriptor)
+        return uid < 0 ? nil : UInt32(truncatingIfNeeded: uid)
+    }
+}
+
+/// A listening Unix stream socket.
+public final class UnixListener: Sendable {
+    public let path: String
+    private let descriptor: Int32
+
+    /// Binds `path` (replacing a stale socket file) with `mode`, e.g. 0o660.
+    public init(path: String, mode: UInt32) throws(SystemError) {
+        self.path = path
+        descriptor = try check("listening on \(path)", dg_unix_listen(path, mode, 16))
+        // Accept wakes up periodically so the owner can notice shutdown.
+        _ = dg_socket_timeouts(descriptor, 250)
+    }
+
+    deinit {
+        close(descriptor)
+        unlink(path)
+    }
+
+    /// Waits for a connection; nil on timeout.
+    public func accept(timeoutMilliseconds: Int32 = 5000) throws(SystemError) -> UnixConnection? {
+        let connection = dg_unix_accept(descriptor)
+        if connection < 0 {
+            if connection == -EAGAIN || connection == -EWOULDBLOCK || connection == -EINTR { return nil }
+            throw SystemError("accepting on \(path)", negativeErrno: connection)
+        }
+        _ = dg_socket_timeouts(connection, timeoutMilliseconds)
+        return UnixConnection(descriptor: connection)
+    }
+}

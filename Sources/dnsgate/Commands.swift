@@ -1,0 +1,217 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+public import ArgumentParser
+import DNSWire
+import DnsgateDaemon
+import DnsgatePolicy
+import Foundation
+public import Logging
+import NetfilterQueue
+
+/// A runtime failure: printed to stderr, exit status 1.
+struct CommandFailure: Error {
+    var message: String
+}
+
+struct Dnsgate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dnsgate",
+        abstract: "Egress DNS firewall for Linux gateways (NFQUEUE).",
+        version: Daemon.version,
+        subcommands: [Run.self, Check.self, Explain.self, Stats.self, Reload.self]
+    )
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Config file.")
+    var config = "/etc/dnsgate/dnsgate.yaml"
+}
+
+struct SocketOption: ParsableArguments {
+    @Option(name: .long, help: "Stats socket (default: stats_socket of /etc/dnsgate/dnsgate.yaml, else /run/dnsgate/dnsgate.sock).")
+    var socket: String?
+
+    var path: String {
+        if let socket { return socket }
+        if let text = try? readTextFile("/etc/dnsgate/dnsgate.yaml"),
+           case let (config?, _) = ConfigReader.read(yaml: text, path: "/etc/dnsgate/dnsgate.yaml") {
+            return config.statsSocket
+        }
+        return "/run/dnsgate/dnsgate.sock"
+    }
+
+    func request(_ command: String) throws -> String {
+        do {
+            let connection = try UnixConnection(connectingTo: path)
+            try connection.write(command + "\n")
+            return try connection.readAll()
+        } catch {
+            throw CommandFailure(message: "dnsgate: cannot talk to the daemon at \(path): \(error)")
+        }
+    }
+}
+
+extension Dnsgate {
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run the firewall in the foreground; logs go to stderr.")
+        @OptionGroup var options: ConfigOption
+        @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+        var logLevel: Logger.Level = .info
+
+        func run() throws {
+            let level = logLevel
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let logger = Logger(label: "dnsgate")
+            do {
+                let daemon = try Daemon(configPath: options.config, logger: logger)
+                try daemon.run()
+            } catch {
+                throw CommandFailure(message: "dnsgate: \(error)")
+            }
+        }
+    }
+
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate the config and its lists; print a summary. Exit 0 when valid, 1 with every problem listed.")
+        @OptionGroup var options: ConfigOption
+
+        func run() throws {
+            let compiler = PolicyCompiler(readFile: readTextFile)
+            let (config, result) = compiler.load(configPath: options.config, generation: 1, cookieSecret: 0)
+            for summary in result.lists {
+                let info = summary.info
+                let source = info.inline ? "inline" : info.file
+                print("list \(info.name): \(info.format.rawValue), \(info.entries) entries, \(info.skippedLines) lines skipped (\(source))")
+            }
+            for diagnostic in result.diagnostics { print(diagnostic) }
+            let errors = result.diagnostics.filter { $0.severity == .error }.count
+            guard let config, let policy = result.policy, errors == 0 else {
+                throw CommandFailure(message: "\(options.config): invalid, \(errors) error(s)")
+            }
+            print("\(options.config): valid; \(config.ruleGroups.count) rule groups, \(policy.rules.count) rules, "
+                + "\(policy.domainCount) names in \(policy.lists.count) lists; queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue)")
+        }
+    }
+
+    struct Explain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the decision for a query and which group, rule and list entry produced it.")
+        @Argument(help: "The query name.") var name: String
+        @Option(help: "Query type (A, AAAA, TXT, … or TYPEnnn).") var type = "A"
+        @Option(help: "Client address.") var client = "192.0.2.1"
+        @OptionGroup var options: ConfigOption
+
+        func validate() throws {
+            guard QueryType(mnemonic: type) != nil else { throw ValidationError("'\(type)' is not a query type") }
+            guard IPAddress(client) != nil else { throw ValidationError("'\(client)' is not an IP address") }
+            guard DomainName(text: name) != nil else { throw ValidationError("'\(name)' is not a domain name") }
+        }
+
+        func run() throws {
+            let compiler = PolicyCompiler(readFile: readTextFile)
+            let (_, result) = compiler.load(configPath: options.config, generation: 1, cookieSecret: 0)
+            guard let policy = result.policy, !result.hasErrors else {
+                throw CommandFailure(message: result.diagnostics.filter { $0.severity == .error }.map(\.description)
+                    .joined(separator: "\n"))
+            }
+            let queryName = DomainName(text: name)!, queryType = QueryType(mnemonic: type)!, address = IPAddress(client)!
+            let explanation = policy.explain(name: queryName, type: queryType, client: address)
+            print("query:   \(queryName.text). \(queryType) from \(address)")
+            for group in explanation.groupsConsidered {
+                print("group:   \(group.name): \(group.applies ? "applies to this client" : "not for this client")")
+            }
+            print("lists containing the name: \(explanation.listsContainingName.isEmpty ? "none" : explanation.listsContainingName.joined(separator: ", "))")
+            guard let index = explanation.ruleIndex else {
+                print("decision: no rule matches; the query goes through (no_match)")
+                return
+            }
+            let rule = policy.rules[index]
+            var outcome = rule.action.rawValue
+            if rule.action == .block { outcome += " (\(rule.blockResponse.rawValue))" }
+            if rule.action == .alert { outcome += " (passed and logged)" }
+            print("decision: \(outcome) by rule \(rule.group)/\(rule.name), list \(rule.listName)")
+            if let entry = explanation.matchedEntry {
+                print("entry:   \(entry.text) (\(entry.kind)) at \(entry.file):\(entry.line)")
+            }
+        }
+    }
+
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the daemon's counters.")
+        @OptionGroup var socket: SocketOption
+        @Flag(help: "Print the raw JSON.") var json = false
+
+        func run() throws {
+            let reply = try socket.request("stats")
+            if json {
+                print(reply, terminator: reply.hasSuffix("\n") ? "" : "\n")
+                return
+            }
+            guard let stats = try? StatsSnapshot.decode(reply) else {
+                throw CommandFailure(message: "dnsgate: unexpected reply from the daemon: \(reply.prefix(200))")
+            }
+            print(StatsTable(stats).text)
+        }
+    }
+
+    struct Reload: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-read the config and lists (same as SIGHUP); print the outcome.")
+        @OptionGroup var socket: SocketOption
+
+        func run() throws {
+            let reply = try socket.request("reload")
+            print(reply, terminator: "")
+            guard reply.hasPrefix("ok") else { throw CommandFailure(message: "dnsgate: reload failed") }
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// The human form of `dnsgate stats`.
+struct StatsTable {
+    let stats: StatsSnapshot
+    init(_ stats: StatsSnapshot) { self.stats = stats }
+
+    var text: String {
+        var lines: [String] = []
+        func row(_ name: String, _ value: some CustomStringConvertible) {
+            lines.append("  " + name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(describing: value))
+        }
+        lines.append("dnsgate \(stats.version), up \(stats.uptimeSeconds)s, fail_mode \(stats.failMode)")
+        lines.append("policy generation \(stats.policy.generation): \(stats.policy.rules) rules, \(stats.policy.domains) names")
+        lines.append("packets")
+        row("received", stats.packets.received)
+        row("accepted", stats.packets.accepted)
+        row("dropped", stats.packets.dropped)
+        row("answered", stats.packets.answered)
+        lines.append("verdicts")
+        row("allow", stats.verdicts.allow)
+        row("block", stats.verdicts.block)
+        row("alert", stats.verdicts.alert)
+        row("no_match", stats.verdicts.noMatch)
+        row("not_dns", stats.verdicts.notDns)
+        lines.append("block responses")
+        row("nxdomain", stats.responses.nxdomain)
+        row("nodata", stats.responses.nodata)
+        row("refused", stats.responses.refused)
+        row("override", stats.responses.override)
+        row("drop", stats.responses.drop)
+        lines.append("rules")
+        for rule in stats.rules { row("\(rule.group)/\(rule.rule)", "\(rule.hits)  \(rule.action)") }
+        lines.append("queues")
+        for queue in stats.queues {
+            row("queue \(queue.queue)", "received \(queue.received), kernel_dropped \(queue.kernelDropped), user_dropped \(queue.userDropped)")
+        }
+        lines.append("errors")
+        row("inject_failures", stats.errors.injectFailures)
+        row("reload_failures", stats.errors.reloadFailures)
+        row("query_log_dropped", stats.errors.queryLogDropped)
+        return lines.joined(separator: "\n")
+    }
+}

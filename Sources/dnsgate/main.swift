@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import ArgumentParser
+import Foundation
+
+// SPEC §4 exit codes: 0 success, 1 runtime failure, 2 usage error.
+do {
+    var command = try Dnsgate.parseAsRoot()
+    try command.run()
+} catch let failure as CommandFailure {
+    FileHandle.standardError.write(Data((failure.message + "\n").utf8))
+    exit(1)
+} catch {
+    let code = Dnsgate.exitCode(for: error)
+    if code == .success {
+        Dnsgate.exit(withError: error)  // --help and --version
+    }
+    FileHandle.standardError.write(Data((Dnsgate.fullMessage(for: error) + "\n").utf8))
+    exit(code == .validationFailure ? 2 : 1)
+}

@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A throwaway three-namespace lab: client -- gateway (dnsgate) -- upstream.
+
+    client  192.0.2.10, .20      2001:db8:1::10, ::20
+       | c0 -- g0
+    gateway 192.0.2.1 / 198.51.100.1   2001:db8:1::1 / 2001:db8:2::1   (forwarding, dnsgate)
+       | g1 -- u0
+    upstream 198.51.100.53        2001:db8:2::53   (lab/upstream.py)
+
+Only documentation prefixes are used. Everything is removed by `down()`,
+which also runs at interpreter exit.
+"""
+import atexit
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = "/usr/bin/python3"
+
+CLIENT_V4, CLIENT2_V4 = "192.0.2.10", "192.0.2.20"
+CLIENT_V6, CLIENT2_V6 = "2001:db8:1::10", "2001:db8:1::20"
+GATEWAY_LAN_V4, GATEWAY_LAN_V6 = "192.0.2.1", "2001:db8:1::1"
+UPSTREAM_V4, UPSTREAM_V6 = "198.51.100.53", "2001:db8:2::53"
+
+
+def dnsgate_binary() -> Path:
+    configured = os.environ.get("DNSGATE_BIN")
+    if configured:
+        return Path(configured)
+    out = subprocess.run(["swift", "build", "--show-bin-path"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip()) / "dnsgate"
+
+
+class Lab:
+    def __init__(self, name: str | None = None):
+        tag = name or f"dg{os.getpid() % 100000}"
+        self.client, self.gateway, self.upstream = f"{tag}-cl", f"{tag}-gw", f"{tag}-up"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
+        self.upstream_log = self.dir / "upstream.log"
+        self.processes: list[subprocess.Popen] = []
+        self.dnsgate: subprocess.Popen | None = None
+        self.rules_applied: list[str] | None = None
+        self.binary = dnsgate_binary()
+        atexit.register(self.down)
+
+    # -- plumbing -------------------------------------------------------------
+    def sh(self, *args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(list(args), check=check, capture_output=True, text=True, **kwargs)
+
+    def ns(self, namespace: str, *args: str, check: bool = True, timeout: float = 30, **kwargs):
+        return self.sh("ip", "netns", "exec", namespace, *args, check=check, timeout=timeout, **kwargs)
+
+    def up(self) -> "Lab":
+        for namespace in (self.client, self.gateway, self.upstream):
+            self.sh("ip", "netns", "add", namespace)
+            self.ns(namespace, "ip", "link", "set", "lo", "up")
+        # getent and other glibc clients in the client namespace use the upstream.
+        netns_etc = Path("/etc/netns") / self.client
+        netns_etc.mkdir(parents=True, exist_ok=True)
+        (netns_etc / "resolv.conf").write_text(f"nameserver {UPSTREAM_V4}\noptions timeout:2 attempts:1\n")
+        self.sh("ip", "link", "add", "c0", "netns", self.client, "type", "veth", "peer", "name", "g0", "netns", self.gateway)
+        self.sh("ip", "link", "add", "g1", "netns", self.gateway, "type", "veth", "peer", "name", "u0", "netns", self.upstream)
+        plan = {
+            self.client: ("c0", [f"{CLIENT_V4}/24", f"{CLIENT2_V4}/24"], [f"{CLIENT_V6}/64", f"{CLIENT2_V6}/64"]),
+            self.upstream: ("u0", [f"{UPSTREAM_V4}/24"], [f"{UPSTREAM_V6}/64"]),
+        }
+        for namespace, (link, v4s, v6s) in plan.items():
+            for address in v4s:
+                self.ns(namespace, "ip", "addr", "add", address, "dev", link)
+            for address in v6s:
+                self.ns(namespace, "ip", "-6", "addr", "add", address, "dev", link, "nodad")
+            self.ns(namespace, "ip", "link", "set", link, "up")
+        for link, v4, v6 in (("g0", "192.0.2.1/24", "2001:db8:1::1/64"), ("g1", "198.51.100.1/24", "2001:db8:2::1/64")):
+            self.ns(self.gateway, "ip", "addr", "add", v4, "dev", link)
+            self.ns(self.gateway, "ip", "-6", "addr", "add", v6, "dev", link, "nodad")
+            self.ns(self.gateway, "ip", "link", "set", link, "up")
+        self.ns(self.client, "ip", "route", "add", "default", "via", GATEWAY_LAN_V4)
+        self.ns(self.client, "ip", "-6", "route", "add", "default", "via", GATEWAY_LAN_V6)
+        self.ns(self.upstream, "ip", "route", "add", "default", "via", "198.51.100.1")
+        self.ns(self.upstream, "ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
+        self.ns(self.gateway, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns(self.gateway, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        self.start_upstream()
+        return self
+
+    def start_upstream(self) -> None:
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.upstream, PYTHON, str(ROOT / "lab" / "upstream.py"),
+             str(self.upstream_log), UPSTREAM_V4, UPSTREAM_V6],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.processes.append(process)
+        line = process.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"upstream did not start: {line}")
+
+    # -- the firewall -----------------------------------------------------------
+    def apply_rules(self, *options: str) -> None:
+        self.remove_rules()
+        self.ns(self.gateway, str(ROOT / "iptables" / "dnsgate-firewall"), "apply", *options)
+        self.rules_applied = list(options)
+
+    def remove_rules(self) -> None:
+        if self.rules_applied is not None:
+            self.ns(self.gateway, str(ROOT / "iptables" / "dnsgate-firewall"), "remove", check=False)
+            self.rules_applied = None
+
+    def write_config(self, text: str, name: str = "dnsgate.yaml") -> Path:
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    @property
+    def socket_path(self) -> Path:
+        return self.dir / "dnsgate.sock"
+
+    def start_dnsgate(self, config: Path, wait: float = 10) -> subprocess.Popen:
+        self.stop_dnsgate()
+        stderr = open(self.dir / "dnsgate.stderr", "a")
+        self.dnsgate = subprocess.Popen(["ip", "netns", "exec", self.gateway, str(self.binary), "run", "--config", str(config)],
+                                        stdout=subprocess.DEVNULL, stderr=stderr)
+        self.processes.append(self.dnsgate)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.dnsgate.poll() is not None:
+                raise RuntimeError(f"dnsgate exited with {self.dnsgate.returncode}: {self.dnsgate_stderr()}")
+            if self.socket_path.exists() and self.try_stats() is not None:
+                return self.dnsgate
+            time.sleep(0.05)
+        raise RuntimeError(f"dnsgate did not come up: {self.dnsgate_stderr()}")
+
+    def stop_dnsgate(self) -> None:
+        if self.dnsgate is not None and self.dnsgate.poll() is None:
+            self.dnsgate.send_signal(signal.SIGTERM)
+            try:
+                self.dnsgate.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.dnsgate.kill()
+                self.dnsgate.wait()
+        self.dnsgate = None
+
+    def dnsgate_stderr(self) -> str:
+        path = self.dir / "dnsgate.stderr"
+        return path.read_text() if path.exists() else ""
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.sh(str(self.binary), *args, check=check, timeout=30)
+
+    def try_stats(self) -> dict | None:
+        result = self.cli("stats", "--json", "--socket", str(self.socket_path), check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def stats(self) -> dict:
+        stats = self.try_stats()
+        assert stats is not None, "stats socket did not answer"
+        return stats
+
+    # -- queries ------------------------------------------------------------------
+    def dig(self, *args: str, server: str = UPSTREAM_V4, timeout: float = 30) -> str:
+        return self.ns(self.client, "dig", f"@{server}", "+tries=1", "+time=2", *args, check=False, timeout=timeout).stdout
+
+    def upstream_queries(self) -> list[str]:
+        return self.upstream_log.read_text().splitlines() if self.upstream_log.exists() else []
+
+    def down(self) -> None:
+        self.stop_dnsgate()
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self.processes = []
+        self.remove_rules()
+        for namespace in (self.client, self.gateway, self.upstream):
+            self.sh("ip", "netns", "del", namespace, check=False)
+        shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)

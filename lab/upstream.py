@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The lab's upstream resolver: answers every name, and records each query it
+receives (one line: name type) so tests can prove what did or did not get past
+the gateway.
+
+Answers: A 203.0.113.7, AAAA 2001:db8:ff::7, TXT "upstream", other types NOERROR
+with no data. Runs until killed.
+"""
+import socket
+import sys
+import threading
+
+import dns.flags
+import dns.message
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+ANSWERS = {
+    dns.rdatatype.A: "203.0.113.7",
+    dns.rdatatype.AAAA: "2001:db8:ff::7",
+    dns.rdatatype.TXT: '"upstream"',
+}
+
+
+def answer(wire: bytes) -> bytes | None:
+    try:
+        query = dns.message.from_wire(wire)
+    except Exception:
+        return None
+    response = dns.message.make_response(query)
+    response.flags |= dns.flags.RA
+    question = query.question[0] if query.question else None
+    if question is not None and question.rdtype in ANSWERS:
+        response.answer.append(
+            dns.rrset.from_text(question.name, 60, dns.rdataclass.IN, question.rdtype, ANSWERS[question.rdtype]))
+    return response.to_wire()
+
+
+def serve(family: int, address: str, log, lock: threading.Lock) -> None:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, 53))
+    while True:
+        wire, peer = sock.recvfrom(65535)
+        try:
+            parsed = dns.message.from_wire(wire)
+            q = parsed.question[0]
+            line = f"{q.name.to_text().lower()} {dns.rdatatype.to_text(q.rdtype)} {peer[0]}\n"
+        except Exception:
+            line = f"<undecodable {len(wire)} bytes> - {peer[0]}\n"
+        with lock:
+            log.write(line)
+            log.flush()
+        reply = answer(wire)
+        if reply is not None:
+            sock.sendto(reply, peer)
+
+
+def main() -> None:
+    log_path, v4, v6 = sys.argv[1], sys.argv[2], sys.argv[3]
+    lock = threading.Lock()
+    with open(log_path, "a", buffering=1) as log:
+        threads = [threading.Thread(target=serve, args=(socket.AF_INET, v4, log, lock), daemon=True),
+                   threading.Thread(target=serve, args=(socket.AF_INET6, v6, log, lock), daemon=True)]
+        for thread in threads:
+            thread.start()
+        print("ready", flush=True)
+        for thread in threads:
+            thread.join()
+
+
+if __name__ == "__main__":
+    main()
