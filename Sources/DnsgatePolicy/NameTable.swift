@@ -20,7 +20,8 @@ struct NameTable: Sendable {
     /// Source line of each membership, for `explain`.
     private var membershipLines: [UInt32] = []
 
-    var keyCount: Int { keyOffsets.count }
+    /// `keyOffsets` ends with the arena length, one more than the keys.
+    var keyCount: Int { keyOffsets.count - 1 }
 
     /// Builds the table from (key → entries) already grouped by key.
     init(grouped: [[UInt8]: [(list: Int, kind: EntryKind, line: Int)]]) {

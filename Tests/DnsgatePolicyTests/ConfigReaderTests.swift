@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import Foundation
+import Testing
+@testable import DnsgatePolicy
+
+@Suite("Config reader")
+struct ConfigReaderTests {
+    @Test("the shipped example config is valid")
+    func shippedExample() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../config/dnsgate.yaml").standardized.path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let (config, diagnostics) = ConfigReader.read(yaml: text, path: path)
+        #expect(diagnostics.isEmpty, "\(diagnostics)")
+        let parsed = try #require(config)
+        #expect(parsed.queues == [0, 1])
+        #expect(parsed.ruleGroups.count >= 1)
+    }
+
+    @Test("every field of SPEC §2 is read")
+    func fields() throws {
+        let yaml = """
+        queues: "2-3"
+        fail_mode: closed
+        stats_socket: /tmp/x.sock
+        query_log:
+          path: "-"
+          actions: [ALERT]
+        block_defaults:
+          ttl: 30
+          extended_error: false
+        domain_lists:
+          - name: l
+            domains: ["a.example", "*.b.example"]
+            match_subdomains: true
+          - name: f
+            file: lists/f.txt
+            format: hosts
+        rule_groups:
+          - name: g
+            priority: 5
+            clients: ["192.0.2.0/24", "2001:db8:1::/48"]
+            rules:
+              - name: r2
+                priority: 20
+                domain_list: f
+                action: BLOCK
+                block_response: OVERRIDE
+                override: { type: AAAA, value: "2001:db8::53", ttl: 9 }
+              - name: r1
+                priority: 10
+                domain_list: l
+                action: alert
+                qtypes: [TXT, NULL, TYPE65]
+        """
+        let (config, diagnostics) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+        #expect(diagnostics.isEmpty, "\(diagnostics)")
+        let c = try #require(config)
+        #expect(c.queues == [2, 3])
+        #expect(c.failMode == .closed)
+        #expect(c.statsSocket == "/tmp/x.sock")
+        #expect(c.queryLog == QueryLogConfig(path: "-", actions: [.alert]))
+        #expect(c.blockTTL == 30 && !c.extendedError)
+        #expect(c.domainLists.map(\.name) == ["l", "f"])
+        #expect(c.domainLists[0].matchSubdomains)
+        #expect(c.domainLists[1].format == .hosts)
+        let group = try #require(c.ruleGroups.first)
+        #expect(group.clients.count == 2)
+        #expect(group.rules.map(\.name) == ["r1", "r2"], "rules sorted by priority")
+        #expect(group.rules[0].queryTypes == [.txt, .null, .https])
+        #expect(group.rules[0].action == .alert)
+        #expect(group.rules[1].override == OverrideRecord(type: .aaaa, ttl: 9, data: IPAddress("2001:db8::53")!.bytes))
+    }
+
+    @Test("problems are all reported, each with its line", arguments: [
+        ("queues: \"5-1\"\n", 1, "queues"),
+        ("fail_mode: sideways\n", 1, "fail_mode"),
+        ("colour: blue\n", 1, "unknown key 'colour'"),
+        ("domain_lists:\n  - name: a\n    domains: [x.example]\n    file: f\n", 2, "either 'domains' or 'file'"),
+        ("rule_groups:\n  - name: g\n    priority: 1\n    clients: [\"192.0.2.0/33\"]\n", 4, "not an address or CIDR"),
+        ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: nope, action: BLOCK}\n", 7, "'nope', which is not defined"),
+        ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: BLOCK, block_response: OVERRIDE}\n", 7, "needs 'override"),
+        ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: BLOCK, block_response: OVERRIDE, override: {type: A, value: \"2001:db8::1\"}}\n", 7, "not an IPv4 address"),
+        ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: PERMIT}\n", 7, "'PERMIT' is not one of"),
+        ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: BLOCK, qtypes: [BOGUS]}\n", 7, "'BOGUS' is not a query type"),
+        ("rule_groups:\n  - {name: a, priority: 1}\n  - {name: b, priority: 1}\n", 3, "share priority 1"),
+        ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: ALLOW}\n      - {name: s, priority: 1, domain_list: l, action: ALLOW}\n", 8, "share priority 1"),
+        ("queues: [0\n", 2, "YAML"),
+    ])
+    func problems(yaml: String, line: Int, message: String) {
+        let (config, diagnostics) = ConfigReader.read(yaml: yaml, path: "bad.yaml")
+        #expect(config == nil)
+        #expect(diagnostics.contains { $0.line == line && $0.message.contains(message) && $0.file == "bad.yaml" },
+                "\(diagnostics)")
+    }
+
+    @Test("several problems in one file are all listed")
+    func severalProblems() {
+        let yaml = "fail_mode: maybe\nqueues: x\nextra: 1\n"
+        let (_, diagnostics) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+        #expect(Set(diagnostics.map(\.line)) == [1, 2, 3])
+    }
+}

@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import Foundation
+import Testing
+@testable import DnsgatePolicy
+
+@Suite("List formats")
+struct ListParserTests {
+    @Test("domains: comments, wildcards, a bad line reported by line and skipped")
+    func domains() {
+        let text = "# header\nads.example\n*.tracker.example  # trailing\n\nbad..name\nUPPER.Example.\nx y\n"
+        let list = ListParser.parse(text: text, format: .auto, file: "d.txt", matchSubdomains: false)
+        #expect(list.format == .domains)
+        #expect(list.entries.map(\.line) == [2, 3, 6])
+        #expect(list.entries[1].kind == .wildcard)
+        #expect(list.entries[2].key == ListParser.key(for: "upper.example"))
+        #expect(list.skippedLines == 2)
+        #expect(list.diagnostics.map(\.line) == [5, 7])
+        #expect(list.diagnostics.allSatisfy { $0.file == "d.txt" && $0.severity == .warning })
+    }
+
+    @Test("hosts: any address, several names, inline comments, self names skipped")
+    func hosts() {
+        let text = """
+        127.0.0.1 localhost
+        ::1 localhost ip6-localhost
+        0.0.0.0 a.example b.example # two
+        127.0.0.1\tc.example
+        :: d.example
+        notanaddress e.example
+        """
+        let list = ListParser.parse(text: text, format: .auto, file: "h", matchSubdomains: false)
+        #expect(list.format == .hosts)
+        #expect(list.entries.map(\.key) == ["a.example", "b.example", "c.example", "d.example"].map { ListParser.key(for: $0)! })
+        #expect(list.entries.allSatisfy { $0.kind == .exact })
+        #expect(list.diagnostics.map(\.line) == [6])
+    }
+
+    @Test("format detection", arguments: [
+        ("0.0.0.0 x.example\n", ListFormat.hosts), ("# c\nx.example\n", .domains),
+        ("! adblock\n||x.example^\n", .adblock), ("$TTL 300\n@ SOA a b 1 2 3 4 5\n", .rpz),
+    ])
+    func detection(text: String, format: ListFormat) {
+        #expect(ListParser.detectFormat(text) == format)
+    }
+
+    @Test("match_subdomains turns every entry into a subtree")
+    func subtree() {
+        let list = ListParser.parse(text: "a.example\n*.b.example\n", format: .domains, file: "f", matchSubdomains: true)
+        #expect(list.entries.allSatisfy { $0.kind == .subtree })
+    }
+}
+
+@Suite("Matching and evaluation (SPEC §2)")
+struct PolicyTests {
+    static let files = Files(contents: [
+        "/etc/dnsgate/lists/bad.txt": "# malware\nmalware.example\n*.evil.example\n",
+        "/etc/dnsgate/lists/hosts": "0.0.0.0 tracker.example\n",
+        "/lists/all.txt": "*\n",
+    ])
+
+    static let config = """
+    domain_lists:
+      - { name: corp, domains: ["corp.example", "*.corp.example"] }
+      - { name: bad, file: lists/bad.txt }
+      - { name: trackers, file: lists/hosts, format: hosts }
+      - { name: wide, domains: [wide.example], match_subdomains: true }
+      - { name: everything, file: /lists/all.txt }
+      - { name: guest-only, domains: [games.example] }
+    rule_groups:
+      - name: guests
+        priority: 200
+        clients: ["192.0.2.20/32", "2001:db8:1::20/128"]
+        rules:
+          - { name: no-games, priority: 1, domain_list: guest-only, action: BLOCK, block_response: REFUSED }
+      - name: baseline
+        priority: 100
+        rules:
+          - { name: allow-corp, priority: 10, domain_list: corp, action: ALLOW }
+          - { name: block-bad, priority: 20, domain_list: bad, action: BLOCK }
+          - { name: trackers, priority: 30, domain_list: trackers, action: BLOCK, block_response: NODATA }
+          - { name: wide, priority: 40, domain_list: wide, action: BLOCK, block_response: DROP }
+          - { name: watch-txt, priority: 50, domain_list: everything, action: ALERT, qtypes: [TXT] }
+    """
+
+    func policy() throws -> CompiledPolicy {
+        let result = Self.files.compile(Self.config)
+        #expect(!result.hasErrors, "\(result.diagnostics)")
+        return try #require(result.policy)
+    }
+
+    @Test("exact, wildcard and subtree entries match as SPEC §2 says")
+    func semantics() throws {
+        let p = try policy()
+        #expect(p.decision("malware.example") == "baseline/block-bad")
+        #expect(p.decision("sub.malware.example") == nil, "exact entry does not match below")
+        #expect(p.decision("evil.example") == nil, "*. does not match the apex")
+        #expect(p.decision("a.evil.example") == "baseline/block-bad")
+        #expect(p.decision("a.b.c.evil.example") == "baseline/block-bad")
+        #expect(p.decision("wide.example") == "baseline/wide")
+        #expect(p.decision("x.wide.example") == "baseline/wide")
+        #expect(p.decision("notwide.example") == nil, "suffix match stops at label boundaries")
+        #expect(p.decision("MALWARE.Example.") == "baseline/block-bad", "case-insensitive, trailing dot")
+    }
+
+    @Test("rule priority: ALLOW ends evaluation before a later BLOCK")
+    func allowFirst() throws {
+        let p = try policy()
+        #expect(p.decision("corp.example") == "baseline/allow-corp")
+        #expect(p.decision("mail.corp.example") == "baseline/allow-corp")
+    }
+
+    @Test("qtypes scope a rule; `*` matches every name")
+    func queryTypes() throws {
+        let p = try policy()
+        #expect(p.decision("anything.example", type: .txt) == "baseline/watch-txt")
+        #expect(p.decision("anything.example", type: .a) == nil)
+        #expect(p.decision("malware.example", type: .txt) == "baseline/block-bad", "earlier rule wins")
+    }
+
+    @Test("client association: a group applies only to its clients, in group priority order")
+    func clients() throws {
+        let p = try policy()
+        #expect(p.decision("games.example", client: "192.0.2.20") == "guests/no-games")
+        #expect(p.decision("games.example", client: "2001:db8:1::20") == "guests/no-games")
+        #expect(p.decision("games.example", client: "192.0.2.10") == nil)
+        #expect(p.decision("games.example", client: "2001:db8:1::10") == nil)
+        // baseline (100) is evaluated before guests (200) even for a guest.
+        #expect(p.decision("malware.example", client: "192.0.2.20") == "baseline/block-bad")
+        #expect(p.groups.map(\.name) == ["baseline", "guests"])
+    }
+
+    @Test("compiled rules carry their forged answer")
+    func forgedKinds() throws {
+        let p = try policy()
+        let byName = Dictionary(uniqueKeysWithValues: p.rules.map { ($0.name, $0) })
+        #expect(byName["block-bad"]?.forgedAnswer == .nxdomain)
+        #expect(byName["trackers"]?.forgedAnswer == .nodata)
+        #expect(byName["no-games"]?.forgedAnswer == .refused)
+        #expect(byName["wide"]?.forgedAnswer == nil)
+        #expect(byName["allow-corp"]?.forgedAnswer == nil)
+        #expect(String(decoding: byName["block-bad"]!.extraText, as: UTF8.self) == "blocked by dnsgate rule baseline/block-bad")
+    }
+
+    @Test("explain names the list entry's file and line")
+    func explain() throws {
+        let p = try policy()
+        let explanation = p.explain(name: name("x.evil.example"), type: .a, client: address("192.0.2.10"))
+        let entry = try #require(explanation.matchedEntry)
+        #expect(entry.text == "*.evil.example")
+        #expect(entry.file == "/etc/dnsgate/lists/bad.txt")
+        #expect(entry.line == 3)
+        #expect(explanation.listsContainingName.contains("bad"))
+        let none = p.explain(name: name("fine.example"), type: .a, client: address("192.0.2.10"))
+        #expect(none.ruleIndex == nil)
+    }
+
+    @Test("a missing list file is an error naming the config line")
+    func missingFile() {
+        let result = Files(contents: [:]).compile("domain_lists:\n  - name: x\n    file: /nope.txt\n")
+        #expect(result.hasErrors)
+        #expect(result.diagnostics.contains { $0.line == 2 && $0.message.contains("/nope.txt") })
+    }
+
+    @Test("many names: every one is found, neighbours are not")
+    func manyNames() throws {
+        let names = (0..<20_000).map { "host\($0).zone\($0 % 97).example" }
+        let files = Files(contents: ["/big.txt": names.joined(separator: "\n")])
+        let result = files.compile("""
+        domain_lists: [{name: big, file: /big.txt}]
+        rule_groups: [{name: g, priority: 1, rules: [{name: r, priority: 1, domain_list: big, action: BLOCK}]}]
+        """)
+        let p = try #require(result.policy)
+        #expect(p.domainCount == names.count)
+        for n in names.prefix(2000) { #expect(p.decision(n) == "g/r") }
+        #expect(p.decision("host1.zone2.example") == nil)
+        #expect(p.decision("zone1.example") == nil)
+    }
+}
+
+/// Real published lists from ../shared/data, when present (a user's clone has none).
+@Suite("Published lists")
+struct PublishedListTests {
+    static let dataDirectory: String? = {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../../shared/data/blocklists").standardized.path
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }()
+
+    @Test("hagezi hosts and domains files hold the same names; adaway loads",
+          .enabled(if: dataDirectory != nil, "../shared/data is absent: published-list tests skipped"))
+    func hageziHostsAndDomains() throws {
+        let directory = try #require(Self.dataDirectory)
+        let hagezi = directory + "/hagezi_fake_2022-07-24"
+        let files = try FileManager.default.contentsOfDirectory(atPath: hagezi)
+        let hostsFile = try #require(files.first { $0 == "hosts_fake.txt" })
+        let domainsFile = try #require(files.first { $0 == "domains_fake.txt" })
+        let hosts = ListParser.parse(text: try String(contentsOfFile: "\(hagezi)/\(hostsFile)", encoding: .utf8),
+                                     format: .auto, file: hostsFile, matchSubdomains: false)
+        let domains = ListParser.parse(text: try String(contentsOfFile: "\(hagezi)/\(domainsFile)", encoding: .utf8),
+                                       format: .auto, file: domainsFile, matchSubdomains: false)
+        #expect(hosts.format == .hosts)
+        #expect(domains.format == .domains)
+        #expect(Set(hosts.entries.map(\.key)).count == 14_043)
+        #expect(Set(hosts.entries.map(\.key)) == Set(domains.entries.map(\.key)))
+        let adaway = ListParser.parse(text: try String(contentsOfFile: directory + "/adaway/hosts.txt", encoding: .utf8),
+                                      format: .auto, file: "adaway", matchSubdomains: false)
+        #expect(adaway.format == .hosts)
+        #expect(adaway.entries.count > 1000)
+        #expect(!adaway.entries.contains { $0.key == ListParser.key(for: "localhost") })
+    }
+}

@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+@testable import DnsgatePolicy
+
+/// An in-memory file system for the compiler.
+struct Files {
+    var contents: [String: String]
+
+    func read(_ path: String) throws -> String {
+        guard let text = contents[path] else { throw MissingFile(path: path) }
+        return text
+    }
+
+    struct MissingFile: Error, CustomStringConvertible {
+        var path: String
+        var description: String { "no such file" }
+    }
+
+    func compile(_ config: String, at path: String = "/etc/dnsgate/dnsgate.yaml") -> PolicyCompiler.Result {
+        var files = self
+        files.contents[path] = config
+        return PolicyCompiler(readFile: files.read).load(configPath: path, generation: 1, cookieSecret: 0).1
+    }
+}
+
+func name(_ text: String) -> DomainName { DomainName(text: text)! }
+func address(_ text: String) -> IPAddress { IPAddress(text)! }
+
+extension CompiledPolicy {
+    /// "group/rule" of the deciding rule, or nil.
+    func decision(_ query: String, type: QueryType = .a, client: String = "192.0.2.10") -> String? {
+        decide(name: name(query), type: type, client: address(client)).map { "\(rules[$0].group)/\(rules[$0].name)" }
+    }
+}
