@@ -60,6 +60,9 @@ class Lab:
         for namespace in (self.client, self.gateway, self.upstream):
             self.sh("ip", "netns", "add", namespace)
             self.ns(namespace, "ip", "link", "set", "lo", "up")
+            # No duplicate address detection: addresses (link-local too) are usable at once.
+            for scope in ("all", "default"):
+                self.ns(namespace, "sysctl", "-qw", f"net.ipv6.conf.{scope}.accept_dad=0")
         # getent and other glibc clients in the client namespace use the upstream.
         netns_etc = Path("/etc/netns") / self.client
         netns_etc.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,9 @@ ANSWERS = {
 def answer(wire: bytes) -> bytes | None:
     try:
         query = dns.message.from_wire(wire)
+        response = dns.message.make_response(query)
     except Exception:
         return None
-    response = dns.message.make_response(query)
     response.flags |= dns.flags.RA
     question = query.question[0] if query.question else None
     if question is not None and question.rdtype in ANSWERS:
