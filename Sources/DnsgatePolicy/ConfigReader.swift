@@ -3,7 +3,9 @@ import DNSWire
 internal import Yams
 
 /// Reads the YAML config into `DnsgateConfig`, collecting every problem with
-/// its line instead of stopping at the first.
+/// its line instead of stopping at the first. The config comes back whenever
+/// the YAML is a mapping, even with errors, so that its lists can be checked
+/// too; it is usable only when no diagnostic is an error.
 public enum ConfigReader {
     public static func read(yaml: String, path: String) -> (DnsgateConfig?, [Diagnostic]) {
         var context = Context(file: path)
@@ -49,8 +51,7 @@ public enum ConfigReader {
             }
         }
         context.checkReferences(config)
-        let failed = context.diagnostics.contains { $0.severity == .error }
-        return (failed ? nil : config, context.diagnostics)
+        return (config, context.diagnostics)
     }
 
     struct Context {

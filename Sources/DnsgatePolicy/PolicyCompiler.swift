@@ -36,6 +36,7 @@ public struct PolicyCompiler {
         guard let config else { return (nil, Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         var result = compile(config, generation: generation, cookieSecret: cookieSecret)
         result.diagnostics = diagnostics + result.diagnostics
+        if result.hasErrors { result.policy = nil }
         return (config, result)
     }
 
@@ -84,7 +85,8 @@ public struct PolicyCompiler {
         guard !diagnostics.contains(where: { $0.severity == .error }) else {
             return Result(policy: nil, lists: summaries, diagnostics: diagnostics)
         }
-        let listIndex = Dictionary(uniqueKeysWithValues: config.domainLists.enumerated().map { ($1.name, $0) })
+        // A name defined twice is already an error of the config; the first definition is used.
+        let listIndex = Dictionary(config.domainLists.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         var rules: [CompiledRule] = []
         var groups: [CompiledGroup] = []
         for group in config.ruleGroups.sorted(by: { $0.priority < $1.priority }) {

@@ -181,7 +181,8 @@ struct StatsTable {
     var text: String {
         var lines: [String] = []
         func row(_ name: String, _ value: some CustomStringConvertible) {
-            lines.append("  " + name.padding(toLength: 22, withPad: " ", startingAt: 0) + String(describing: value))
+            let label = name.count < 22 ? name.padding(toLength: 22, withPad: " ", startingAt: 0) : name + "  "
+            lines.append("  " + label + String(describing: value))
         }
         lines.append("dnsgate \(stats.version), up \(stats.uptimeSeconds)s, fail_mode \(stats.failMode)")
         lines.append("policy generation \(stats.policy.generation): \(stats.policy.rules) rules, \(stats.policy.domains) names")

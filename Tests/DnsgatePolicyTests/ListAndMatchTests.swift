@@ -162,6 +162,25 @@ struct PolicyTests {
         #expect(result.diagnostics.contains { $0.line == 2 && $0.message.contains("/nope.txt") })
     }
 
+    @Test("a config with errors still has its lists checked, and never traps")
+    func errorsEverywhere() {
+        let files = Files(contents: ["/l.txt": "ok.example\nbad..example\n"])
+        let result = files.compile("""
+        fail_mode: maybe
+        domain_lists:
+          - {name: dup, file: /l.txt}
+          - {name: dup, domains: [x.example]}
+        rule_groups:
+          - name: g
+            priority: 1
+            rules: [{name: r, priority: 1, domain_list: dup, action: BLOCK}]
+        """)
+        #expect(result.policy == nil)
+        #expect(result.diagnostics.contains { $0.file == "/l.txt" && $0.line == 2 })
+        #expect(result.diagnostics.contains { $0.message.contains("defined twice") })
+        #expect(result.diagnostics.contains { $0.line == 1 && $0.message.contains("fail_mode") })
+    }
+
     @Test("many names: every one is found, neighbours are not")
     func manyNames() throws {
         let names = (0..<20_000).map { "host\($0).zone\($0 % 97).example" }

@@ -1,0 +1,193 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Operating dnsgate: the CLI's exit codes and messages, reload, running with
+only two capabilities, and the shipped nftables and systemd files."""
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import CLIENT_V4, ROOT, UPSTREAM_V4
+
+GOOD = """
+queues: "0-1"
+stats_socket: {socket}
+domain_lists:
+  - name: bad
+    file: bad.txt
+rule_groups:
+  - name: base
+    priority: 1
+    rules:
+      - {{name: block-bad, priority: 1, domain_list: bad, action: BLOCK}}
+"""
+
+
+def test_check_accepts_the_shipped_example(lab):
+    result = lab.cli("check", "--config", str(ROOT / "config" / "dnsgate.yaml"), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid; 1 rule groups, 4 rules" in result.stdout
+
+
+def test_check_lists_every_problem_with_file_and_line(lab):
+    (lab.dir / "bad.txt").write_text("good.example\nbad..name\n*.also-good.example\n")
+    config = lab.write_config("queues: \"0-1\"\nfail_mode: maybe\ndomain_lists:\n  - name: bad\n    file: bad.txt\n"
+                              "rule_groups:\n  - name: g\n    priority: 1\n    rules:\n"
+                              "      - {name: r, priority: 1, domain_list: nope, action: BLOCK}\n", "broken.yaml")
+    result = lab.cli("check", "--config", str(config), check=False)
+    assert result.returncode == 1
+    assert f"{config}:2: error: fail_mode: 'maybe' is not one of open, closed" in result.stdout
+    assert f"{config}:10: error: rule 'g/r' uses domain list 'nope', which is not defined" in result.stdout
+    assert f"{lab.dir}/bad.txt:2: warning: 'bad..name' is not a valid domain name" in result.stdout
+    assert "list bad: domains, 2 entries, 1 lines skipped" in result.stdout
+
+
+def test_usage_errors_exit_2(lab):
+    assert lab.cli("explain", check=False).returncode == 2
+    assert lab.cli("explain", "x.example", "--type", "NOPE", check=False).returncode == 2
+    assert lab.cli("frobnicate", check=False).returncode == 2
+    help_text = lab.cli("run", "--help").stdout
+    assert "--config" in help_text
+    for sub in ("check", "explain", "stats", "reload"):
+        assert lab.cli(sub, "--help").returncode == 0
+
+
+def test_runtime_failures_exit_1(lab):
+    assert lab.cli("stats", "--socket", str(lab.dir / "absent.sock"), check=False).returncode == 1
+    assert lab.cli("check", "--config", str(lab.dir / "absent.yaml"), check=False).returncode == 1
+
+
+def test_explain_names_group_rule_list_and_entry(lab):
+    (lab.dir / "bad.txt").write_text("# list\nbad.example\n*.bad.example\n")
+    config = lab.write_config(GOOD.format(socket=lab.socket_path))
+    out = lab.cli("explain", "Www.Bad.Example", "--type", "AAAA", "--client", "2001:db8:1::10",
+                  "--config", str(config)).stdout
+    assert "decision: BLOCK (NXDOMAIN) by rule base/block-bad, list bad" in out
+    assert f"entry:   *.bad.example (wildcard) at {lab.dir}/bad.txt:3" in out
+    out = lab.cli("explain", "fine.example", "--config", str(config)).stdout
+    assert "no rule matches" in out
+
+
+def probe_rcode(lab, client, name):
+    return client.probe(name, server=UPSTREAM_V4, source=CLIENT_V4)["rcode"]
+
+
+def test_reload_swaps_the_policy_and_a_bad_config_keeps_the_old_one(lab, client):
+    (lab.dir / "bad.txt").write_text("first.example\n")
+    config = lab.write_config(GOOD.format(socket=lab.socket_path))
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+    try:
+        assert probe_rcode(lab, client, "first.example") == "NXDOMAIN"
+        assert probe_rcode(lab, client, "second.example") == "NOERROR"
+        (lab.dir / "bad.txt").write_text("second.example\n")
+        result = lab.cli("reload", "--socket", str(lab.socket_path))
+        assert result.stdout.startswith("ok: policy generation 2")
+        assert probe_rcode(lab, client, "second.example") == "NXDOMAIN"
+        assert probe_rcode(lab, client, "first.example") == "NOERROR"
+        config.write_text(config.read_text() + "bogus_key: 1\n")
+        failed = lab.cli("reload", "--socket", str(lab.socket_path), check=False)
+        assert failed.returncode == 1 and "unknown key 'bogus_key'" in failed.stdout
+        assert probe_rcode(lab, client, "second.example") == "NXDOMAIN"
+        stats = lab.stats()
+        assert stats["policy"]["generation"] == 2 and stats["errors"]["reload_failures"] == 1
+        assert [r["hits"] for r in stats["rules"]] == [3], "hits carry over reloads by rule name"
+        config.write_text(GOOD.format(socket=lab.socket_path))
+        (lab.dir / "bad.txt").write_text("third.example\n")
+        lab.dnsgate.send_signal(1)  # SIGHUP
+        deadline = time.monotonic() + 5
+        while lab.stats()["policy"]["generation"] != 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert probe_rcode(lab, client, "third.example") == "NXDOMAIN"
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
+
+
+def test_runs_unprivileged_with_only_net_admin_and_net_raw(lab, client):
+    """The systemd unit's privilege model, without systemd: setpriv drops to nobody."""
+    run_dir = lab.dir / "unprivileged"
+    run_dir.mkdir()
+    shutil.chown(run_dir, "nobody", "nogroup")
+    (lab.dir / "bad.txt").write_text("priv.example\n")
+    lab.dir.chmod(0o755)
+    (lab.dir / "bad.txt").chmod(0o644)
+    config = lab.write_config(GOOD.format(socket=run_dir / "dnsgate.sock"), "unprivileged.yaml")
+    config.chmod(0o644)
+    lab.apply_rules()
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", lab.gateway, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         "--inh-caps=-all,+net_admin,+net_raw", "--ambient-caps=-all,+net_admin,+net_raw",
+         "--bounding-set=-all,+net_admin,+net_raw", "--no-new-privs", str(lab.binary), "run", "--config", str(config)],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (run_dir / "dnsgate.sock").exists() and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        # `ip netns exec` and setpriv both exec, so the pid is the daemon's own.
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        assert re.search(r"^Uid:\s+65534", status, re.M)
+        effective = int(re.search(r"^CapEff:\s+(\w+)", status, re.M).group(1), 16)
+        assert effective == (1 << 12) | (1 << 13), hex(effective)  # CAP_NET_ADMIN | CAP_NET_RAW
+        assert probe_rcode(lab, client, "priv.example") == "NXDOMAIN"
+        assert probe_rcode(lab, client, "fine.example") == "NOERROR"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        lab.remove_rules()
+
+
+def test_nftables_rules_load(lab):
+    probe = subprocess.run(["ip", "netns", "exec", lab.gateway, "nft", "add table inet dgprobe; "
+                            "add chain inet dgprobe c; add rule inet dgprobe c queue num 9 bypass"],
+                           capture_output=True, text=True)
+    subprocess.run(["ip", "netns", "exec", lab.gateway, "nft", "delete table inet dgprobe"], capture_output=True)
+    if probe.returncode != 0:
+        # Structure still checked: the file loads with the queue statement replaced.
+        text = (ROOT / "iptables" / "dnsgate.nft").read_text().replace("queue flags bypass,fanout to 0-1", "counter")
+        staged = lab.dir / "structure.nft"
+        staged.write_text(text)
+        lab.ns(lab.gateway, "nft", "-f", str(staged))
+        listed = lab.ns(lab.gateway, "nft", "list", "table", "inet", "dnsgate").stdout
+        lab.ns(lab.gateway, "nft", "delete", "table", "inet", "dnsgate")
+        assert "meta mark 0x00444e53 return" in listed and "hook forward" in listed and "hook input" in listed
+        pytest.skip(f"this kernel cannot load an nft queue statement ({probe.stderr.strip()[:80]}); "
+                    "checked the file's structure only")
+    for variant in ("dnsgate.nft", "dnsgate.closed.nft"):
+        lab.ns(lab.gateway, "nft", "-f", str(ROOT / "iptables" / variant))
+        lab.ns(lab.gateway, "nft", "-f", str(ROOT / "iptables" / variant))  # idempotent
+        listed = lab.ns(lab.gateway, "nft", "list", "table", "inet", "dnsgate").stdout
+        assert ("bypass" in listed) == (variant == "dnsgate.nft")
+        lab.ns(lab.gateway, str(ROOT / "iptables" / "dnsgate-firewall"), "remove", "--nft")
+
+
+def test_shipped_iptables_variants_differ_only_in_bypass():
+    for family in ("v4", "v6"):
+        open_rules = (ROOT / "iptables" / f"dnsgate.rules.{family}").read_text()
+        closed_rules = (ROOT / "iptables" / f"dnsgate.closed.rules.{family}").read_text()
+        assert "--queue-bypass" in open_rules and "--queue-bypass" not in closed_rules
+        strip = lambda text: [l for l in text.splitlines() if not l.startswith("#")]  # noqa: E731
+        assert [l.replace(" --queue-bypass", "") for l in strip(open_rules)] == strip(closed_rules)
+
+
+def test_systemd_unit_verifies_and_keeps_two_capabilities(lab):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = (ROOT / "systemd" / "dnsgate.service").read_text()
+    assert re.search(r"^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW$", unit, re.M)
+    assert re.search(r"^AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW$", unit, re.M)
+    assert "ExecStartPre=+/usr/local/share/dnsgate/iptables/dnsgate-firewall apply" in unit
+    assert "ExecStopPost=+/usr/local/share/dnsgate/iptables/dnsgate-firewall remove" in unit
+    staged = lab.dir / "dnsgate.service"
+    staged.write_text(unit.replace("/usr/local/bin/dnsgate", str(lab.binary))
+                      .replace("/usr/local/share/dnsgate/iptables", str(ROOT / "iptables")))
+    verify = subprocess.run(["systemd-analyze", "verify", str(staged)], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(staged)],
+                              capture_output=True, text=True)
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout).group(1))
+    assert score <= 2.0, security.stdout
