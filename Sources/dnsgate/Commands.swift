@@ -144,8 +144,13 @@ extension Dnsgate {
         static let configuration = CommandConfiguration(abstract: "Print the daemon's counters.")
         @OptionGroup var socket: SocketOption
         @Flag(help: "Print the raw JSON.") var json = false
+        @Flag(help: "Print the Prometheus text exposition instead.") var metrics = false
 
         func run() throws {
+            if metrics {
+                print(try socket.request("metrics"), terminator: "")
+                return
+            }
             let reply = try socket.request("stats")
             if json {
                 print(reply, terminator: reply.hasSuffix("\n") ? "" : "\n")

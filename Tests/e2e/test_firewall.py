@@ -289,7 +289,6 @@ def test_garbage_is_counted_as_not_dns_and_passed_when_fail_open(firewall, clien
 
 
 def test_socket_commands(firewall):
-    from lab import Lab  # noqa: F401
     metrics = firewall.cli("stats", "--socket", str(firewall.socket_path)).stdout
     assert "verdicts" in metrics and "base/block-nx" in metrics
     raw = subprocess.run(["/usr/bin/python3", "-c", (
@@ -305,6 +304,7 @@ def test_socket_commands(firewall):
     assert re.search(r'^dnsgate_rule_hits_total\{group="base",rule="block-nx",action="BLOCK"\} [1-9]\d*$', raw, re.M)
     assert "# TYPE dnsgate_packets_total counter" in raw
     assert "error: unknown command 'bogus'" in raw
+    assert "# TYPE dnsgate_rule_hits_total counter" in firewall.cli("stats", "--metrics", "--socket", str(firewall.socket_path)).stdout
     assert oct(firewall.socket_path.stat().st_mode & 0o777) == "0o660"
 
 
