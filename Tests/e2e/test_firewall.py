@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -248,6 +249,45 @@ def test_glibc_resolution_through_the_gateway(firewall):
     sinkhole = firewall.ns(firewall.client, "getent", "ahostsv4", "sink-a.example", check=False)
     assert "192.0.2.250" in sinkhole.stdout
     assert not reached_upstream(firewall, "glibc.nx.example")
+
+
+def test_glibc_resolution_over_ipv6_transport(firewall):
+    resolv = Path("/etc/netns") / firewall.client / "resolv.conf"
+    original = resolv.read_text()
+    resolv.write_text(f"nameserver {UPSTREAM_V6}\noptions timeout:2 attempts:1\n")
+    try:
+        ok = firewall.ns(firewall.client, "getent", "ahostsv6", "glibc6-ok.example", check=False)
+        assert ok.returncode == 0 and "2001:db8:ff::7" in ok.stdout
+        blocked = firewall.ns(firewall.client, "getent", "hosts", "glibc6.nx.example", check=False)
+        assert blocked.returncode == 2
+        sinkhole = firewall.ns(firewall.client, "getent", "ahostsv6", "sink-aaaa.example", check=False)
+        assert "2001:db8::250" in sinkhole.stdout
+        peers = [line.split()[2] for line in firewall.upstream_queries() if line.startswith("glibc6-ok.example.")]
+        assert peers and all(":" in peer for peer in peers), "asked over IPv6"
+    finally:
+        resolv.write_text(original)
+
+
+def test_gateway_own_lookups_with_the_output_hook(lab):
+    """`dnsgate-firewall apply --output` also decides the gateway's own queries;
+    the forged answer is delivered locally and never queued again."""
+    lab.stop_dnsgate()
+    config = start(lab, rules=("--output",))
+    try:
+        out = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V4}", "+tries=1", "+time=2", "own.nx.example", check=False).stdout
+        assert "status: NXDOMAIN" in out and "EDE: 15 (Blocked)" in out
+        out6 = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V6}", "+tries=1", "+time=2", "own6.nx.example", check=False).stdout
+        assert "status: NXDOMAIN" in out6
+        ok = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V4}", "+tries=1", "+time=2", "+short", "own-ok.example").stdout
+        assert ok.strip() == "203.0.113.7"
+        stats = lab.stats()
+        assert stats["verdicts"]["block"] == 2 and stats["verdicts"]["no_match"] == 1
+        assert stats["packets"]["received"] == 3, "the forged answers were not queued again"
+        assert not reached_upstream(lab, "own.nx.example")
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
+        del config
 
 
 def test_forged_packets_pass_a_validating_capture(firewall, client):
