@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 
 /// The record an OVERRIDE block answers with, encoded once when the policy is compiled.
-public struct OverrideRecord: Sendable, Equatable {
+public struct OverrideRecord: Sendable, Hashable {
     public var type: QueryType
     public var ttl: UInt32
     /// RDATA in wire form (4 bytes for A, 16 for AAAA, an uncompressed name for CNAME).
@@ -20,7 +20,7 @@ public struct OverrideRecord: Sendable, Equatable {
 }
 
 /// Which forged answer to send.
-public enum ForgedAnswerKind: Sendable, Equatable {
+public enum ForgedAnswerKind: Sendable, Hashable {
     case nxdomain
     case nodata
     case refused

@@ -16,7 +16,7 @@ struct QueryLogRecord: Sendable {
     var name: DomainName
     var type: QueryType
     var queryClass: QueryClass
-    var ruleIndex: Int
+    var decision: Decision
     var policy: CompiledPolicy
 }
 
@@ -103,7 +103,8 @@ final class QueryLog: Sendable {
     }
 
     static func format(_ record: QueryLogRecord) -> String {
-        let rule = record.policy.rules[record.ruleIndex]
+        let rule = record.policy.rules[record.decision.ruleIndex]
+        let outcome = record.policy.outcome(of: record.decision)
         var fields: [(String, String)] = [
             ("query_timestamp", timestamp(seconds: record.seconds, microseconds: record.microseconds)),
             ("srcaddr", record.source.description),
@@ -117,9 +118,9 @@ final class QueryLog: Sendable {
             ("firewall_rule_group", rule.group),
             ("firewall_rule", rule.name),
             ("firewall_domain_list", rule.listName),
-            ("firewall_rule_action", rule.action.rawValue),
+            ("firewall_rule_action", outcome.action.rawValue),
         ]
-        if rule.action == .block { fields.append(("block_response", rule.blockResponse.rawValue)) }
+        if outcome.action == .block { fields.append(("block_response", outcome.blockResponse.rawValue)) }
         return "{" + fields.map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",") + "}"
     }
 

@@ -72,14 +72,14 @@ final class Worker: @unchecked Sendable {
     @inline(__always)
     func decide(_ query: DNSQuery, packet: Span<UInt8>, state: PolicyState) -> Verdict {
         let policy = state.policy
-        guard let ruleIndex = policy.decide(name: query.name, type: query.type, client: query.source) else {
+        guard let decision = policy.decide(name: query.name, type: query.type, client: query.source) else {
             counters.noMatch.increment()
             return .accept
         }
-        state.ruleHits[index][ruleIndex].hits.increment()
-        let rule = policy.rules[ruleIndex]
-        if let log, log.actions.contains(rule.action) { record(query, ruleIndex: ruleIndex, policy: policy, in: log) }
-        switch rule.action {
+        state.ruleHits[index][decision.ruleIndex].hits.increment()
+        let outcome = policy.outcome(of: decision)
+        if let log, log.actions.contains(outcome.action) { record(query, decision: decision, policy: policy, in: log) }
+        switch outcome.action {
         case .allow:
             counters.allow.increment()
             return .accept
@@ -88,15 +88,17 @@ final class Worker: @unchecked Sendable {
             return .accept
         case .block:
             counters.block.increment()
-            guard let kind = rule.forgedAnswer else {
+            guard let kind = outcome.forgedAnswer else {
                 counters.drop.increment()
                 return .drop
             }
+            let extraText = policy.rules[decision.ruleIndex].extraText
             let sent: Bool
             do {
                 sent = try injector.send { output in
                     ForgedAnswerBuilder.build(answering: query, packet: packet, kind: kind,
-                                              settings: policy.answerSettings, extraText: rule.extraText.span,
+                                              settings: policy.answerSettings,
+                                              extraText: extraText.span,
                                               into: &output)
                 }
             } catch {
@@ -117,12 +119,12 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    private func record(_ query: DNSQuery, ruleIndex: Int, policy: CompiledPolicy, in log: QueryLog) {
+    private func record(_ query: DNSQuery, decision: Decision, policy: CompiledPolicy, in log: QueryLog) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         log.append(QueryLogRecord(
             seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source, sourcePort: query.sourcePort,
             destination: query.destination, destinationPort: query.destinationPort, name: query.name,
-            type: query.type, queryClass: query.queryClass, ruleIndex: ruleIndex, policy: policy))
+            type: query.type, queryClass: query.queryClass, decision: decision, policy: policy))
     }
 }

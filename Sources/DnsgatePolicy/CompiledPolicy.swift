@@ -1,6 +1,46 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 public import DNSWire
 
+/// What happens to a query: the action, and for BLOCK how it is answered.
+public struct Outcome: Sendable, Hashable {
+    public var action: RuleAction
+    public var blockResponse: BlockResponse
+    /// The forged answer, for BLOCK other than DROP.
+    public var forgedAnswer: ForgedAnswerKind?
+
+    public init(action: RuleAction, blockResponse: BlockResponse, override: OverrideRecord? = nil) {
+        self.action = action
+        self.blockResponse = blockResponse
+        guard action == .block else { return }
+        switch blockResponse {
+        case .nxdomain: forgedAnswer = .nxdomain
+        case .nodata: forgedAnswer = .nodata
+        case .refused: forgedAnswer = .refused
+        case .drop: forgedAnswer = nil
+        case .override: forgedAnswer = override.map(ForgedAnswerKind.override)
+        }
+    }
+
+    /// An RPZ entry's own action, under a BLOCK rule.
+    init(_ action: EntryAction) {
+        switch action {
+        case .nxdomain: self.init(action: .block, blockResponse: .nxdomain)
+        case .nodata: self.init(action: .block, blockResponse: .nodata)
+        case .passthru: self.init(action: .allow, blockResponse: .nxdomain)
+        case .drop: self.init(action: .block, blockResponse: .drop)
+        case .override(let record): self.init(action: .block, blockResponse: .override, override: record)
+        }
+    }
+}
+
+/// The rule that decided a query, and the outcome: the rule's own, or that of
+/// the RPZ entry that matched.
+public struct Decision: Sendable {
+    public var ruleIndex: Int
+    /// Index into `CompiledPolicy.entryOutcomes`, or -1 for the rule's own outcome.
+    public var entryOutcome: Int
+}
+
 /// A rule ready for the packet path: everything a decision and a forged answer
 /// need is computed here, once.
 public struct CompiledRule: Sendable {
@@ -8,10 +48,11 @@ public struct CompiledRule: Sendable {
     public var name: String
     public var listIndex: Int
     public var listName: String
+    /// The rule's action as configured (counters are kept per rule by it).
     public var action: RuleAction
-    public var blockResponse: BlockResponse
-    /// The forged answer, for BLOCK other than DROP.
-    public var forgedAnswer: ForgedAnswerKind?
+    public var outcome: Outcome
+    /// BLOCK with a list whose entries carry their own actions (RPZ).
+    public var usesEntryActions: Bool
     /// Query types this rule is limited to; empty means every type.
     public var queryTypes: [QueryType]
     /// EDE EXTRA-TEXT naming the rule.
@@ -45,6 +86,9 @@ public struct ListInfo: Sendable {
     public var format: ListFormat
     public var entries: Int
     public var skippedLines: Int
+    public var skipReasons: [String: Int]
+    /// Entries carry their own actions (RPZ).
+    public var hasEntryActions: Bool
 }
 
 /// An immutable, compiled policy (SPEC §2). Built off the packet path, read by
@@ -55,51 +99,77 @@ public final class CompiledPolicy: Sendable {
     /// All rules in evaluation order (group priority, then rule priority).
     public let rules: [CompiledRule]
     public let lists: [ListInfo]
+    /// Outcomes of RPZ entries, shared by every entry with the same action.
+    public let entryOutcomes: [Outcome]
     public let answerSettings: ForgedAnswerSettings
     let table: NameTable
 
     init(generation: Int, groups: [CompiledGroup], rules: [CompiledRule], lists: [ListInfo],
-         answerSettings: ForgedAnswerSettings, table: NameTable) {
+         entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable) {
         self.generation = generation
         self.groups = groups
         self.rules = rules
         self.lists = lists
+        self.entryOutcomes = entryOutcomes
         self.answerSettings = answerSettings
         self.table = table
+    }
+
+    /// The outcome a decision stands for.
+    @inline(__always)
+    public func outcome(of decision: Decision) -> Outcome {
+        decision.entryOutcome < 0 ? rules[decision.ruleIndex].outcome : entryOutcomes[decision.entryOutcome]
     }
 
     /// Distinct names in all lists.
     public var domainCount: Int { table.keyCount }
     public var memoryBytes: Int { table.memoryBytes }
 
-    /// Which lists contain `name`: one table probe per label boundary.
+    /// Which lists contain `name`: one table probe per label boundary. A list
+    /// with an exception (`@@`) matching the name does not contain it.
     @inline(__always)
     public func matchingLists(_ name: DomainName) -> ListMatches {
         var matches = ListMatches()
+        var exceptions = ListMatches()
         for label in 0...name.labelCount {  // labelCount ≤ 127
             guard let key = table.find(name, fromLabel: label) else { continue }
             for index in table.membershipRange(ofKey: key) {
-                let (list, kind) = table.membership(index)
-                let hit = label == 0 ? kind != .wildcard : kind != .exact
-                if hit { matches.insert(list) }
+                let member = table.membership(index)
+                guard NameTable.matches(member.kind, atLabel: label) else { continue }
+                if member.exception { exceptions.insert(member.list) } else { matches.insert(member.list) }
             }
         }
+        matches.subtract(exceptions)
         return matches
     }
 
-    /// The index of the rule that decides this query, or nil when none matches.
-    /// Allocation-free.
+    /// The rule that decides this query, or nil when none matches. Allocation-free.
     @inline(__always)
-    public func decide(name: DomainName, type: QueryType, client: IPAddress) -> Int? {
+    public func decide(name: DomainName, type: QueryType, client: IPAddress) -> Decision? {
         if rules.isEmpty { return nil }
         let matches = matchingLists(name)
         for group in groups where group.applies(to: client) {
-            for index in group.ruleIndices {
-                let rule = rules[index]
-                if matches.contains(rule.listIndex), rule.applies(to: type) { return index }
+            for index in group.ruleIndices where matches.contains(rules[index].listIndex) && rules[index].applies(to: type) {
+                let outcome = rules[index].usesEntryActions ? entryOutcomeIndex(list: rules[index].listIndex, name: name) : -1
+                return Decision(ruleIndex: index, entryOutcome: outcome)
             }
         }
         return nil
+    }
+
+    /// The outcome of the most specific entry of `list` that matches `name`
+    /// (RPZ precedence: the exact name, then the nearest wildcard).
+    func entryOutcomeIndex(list: Int, name: DomainName) -> Int {
+        for label in 0...name.labelCount {
+            guard let key = table.find(name, fromLabel: label) else { continue }
+            for index in table.membershipRange(ofKey: key) {
+                let member = table.membership(index)
+                if member.list == list, !member.exception, NameTable.matches(member.kind, atLabel: label) {
+                    return member.outcome
+                }
+            }
+        }
+        return -1
     }
 }
 
@@ -111,7 +181,8 @@ public struct Explanation: Sendable {
         public var file: String
         public var line: Int
     }
-    public var ruleIndex: Int?
+    public var decision: Decision?
+    public var ruleIndex: Int? { decision?.ruleIndex }
     public var matchedEntry: Entry?
     /// Groups considered, in order, with whether their `clients` contained the client.
     public var groupsConsidered: [(name: String, applies: Bool)]
@@ -121,10 +192,11 @@ public struct Explanation: Sendable {
 
 extension CompiledPolicy {
     public func explain(name: DomainName, type: QueryType, client: IPAddress) -> Explanation {
-        let ruleIndex = decide(name: name, type: type, client: client)
+        let decision = decide(name: name, type: type, client: client)
+        let ruleIndex = decision?.ruleIndex
         let matches = matchingLists(name)
         var explanation = Explanation(
-            ruleIndex: ruleIndex, matchedEntry: nil,
+            decision: decision, matchedEntry: nil,
             groupsConsidered: groups.map { ($0.name, $0.applies(to: client)) },
             listsContainingName: lists.indices.filter { matches.contains($0) }.map { lists[$0].name })
         if let ruleIndex {
@@ -138,8 +210,9 @@ extension CompiledPolicy {
         for label in 0...name.labelCount {
             guard let key = table.find(name, fromLabel: label) else { continue }
             for index in table.membershipRange(ofKey: key) {
-                let (entryList, kind) = table.membership(index)
-                guard entryList == list, label == 0 ? kind != .wildcard : kind != .exact else { continue }
+                let member = table.membership(index)
+                guard member.list == list, !member.exception, NameTable.matches(member.kind, atLabel: label) else { continue }
+                let kind = member.kind
                 var text = table.keyText(key)
                 if kind == .wildcard { text = text.isEmpty ? "*" : "*." + text }
                 let info = lists[list]

@@ -6,8 +6,21 @@ import DNSWire
 /// A lookup is one probe sequence per label boundary of the query name, whatever
 /// the number of names.
 struct NameTable: Sendable {
-    /// A key's list memberships: list index (high bits) and entry kind (low 2 bits).
+    /// One list's entry for a key, as given to `init`.
+    struct Member {
+        var list: Int
+        var kind: EntryKind
+        var exception: Bool
+        /// Index into the policy's entry outcomes, or -1.
+        var outcome: Int
+        var line: Int
+    }
+
+    /// A key's list membership packed in 32 bits: kind (2), exception (1),
+    /// list index (10), entry outcome + 1 (19; 0 = none).
     typealias Membership = UInt32
+    static let maximumLists = 1 << 10
+    static let maximumOutcomes = (1 << 19) - 1
 
     private var slotHashes: [UInt64]
     private var slotKeys: [UInt32]
@@ -24,7 +37,7 @@ struct NameTable: Sendable {
     var keyCount: Int { keyOffsets.count - 1 }
 
     /// Builds the table from (key → entries) already grouped by key.
-    init(grouped: [[UInt8]: [(list: Int, kind: EntryKind, line: Int)]]) {
+    init(grouped: [[UInt8]: [Member]]) {
         var capacity = 16
         while capacity < grouped.count * 2 { capacity <<= 1 }
         slotHashes = Array(repeating: 0, count: capacity)
@@ -36,7 +49,9 @@ struct NameTable: Sendable {
             keyOffsets.append(UInt32(arena.count))
             arena.append(contentsOf: key)
             for entry in entries {
-                memberships.append(UInt32(entry.list) << 2 | UInt32(entry.kind.rawValue))
+                let packed = UInt32(entry.kind.rawValue) | (entry.exception ? 4 : 0) | UInt32(entry.list) << 3
+                    | UInt32(entry.outcome + 1) << 13
+                memberships.append(packed)
                 membershipLines.append(UInt32(clamping: entry.line))
             }
             membershipStarts.append(UInt32(memberships.count))
@@ -77,9 +92,16 @@ struct NameTable: Sendable {
     }
 
     @inline(__always)
-    func membership(_ index: Int) -> (list: Int, kind: EntryKind) {
+    func membership(_ index: Int) -> (list: Int, kind: EntryKind, exception: Bool, outcome: Int) {
         let value = memberships[index]
-        return (Int(value >> 2), EntryKind(rawValue: UInt8(value & 3)) ?? .exact)
+        return (Int((value >> 3) & 0x3ff), EntryKind(rawValue: UInt8(value & 3)) ?? .exact, value & 4 != 0,
+                Int(value >> 13) - 1)
+    }
+
+    /// Whether an entry of `kind` found at label `label` of the name matches it.
+    @inline(__always)
+    static func matches(_ kind: EntryKind, atLabel label: Int) -> Bool {
+        label == 0 ? kind != .wildcard : kind != .exact
     }
 
     func line(ofMembership index: Int) -> Int { Int(membershipLines[index]) }
@@ -119,6 +141,12 @@ public struct ListMatches: Sendable, Equatable {
     @inline(__always)
     public func contains(_ list: Int) -> Bool {
         words[list >> 6] & (1 << UInt64(list & 63)) != 0
+    }
+
+    /// Removes every list in `other`.
+    @inline(__always)
+    public mutating func subtract(_ other: ListMatches) {
+        for index in 0..<8 { words[index] &= ~other.words[index] }
     }
 
     public static func == (lhs: ListMatches, rhs: ListMatches) -> Bool {

@@ -43,9 +43,11 @@ public struct PolicyCompiler {
     public func compile(_ config: DnsgateConfig, generation: Int, cookieSecret: UInt64) -> Result {
         var diagnostics: [Diagnostic] = []
         var summaries: [ParsedListSummary] = []
-        var grouped: [[UInt8]: [(list: Int, kind: EntryKind, line: Int)]] = [:]
+        var grouped: [[UInt8]: [NameTable.Member]] = [:]
+        var outcomeIndex: [EntryAction: Int] = [:]
+        var entryOutcomes: [Outcome] = []
         var infos: [ListInfo] = []
-        if config.domainLists.count > ListMatches.capacity {
+        if config.domainLists.count > min(ListMatches.capacity, NameTable.maximumLists) {
             diagnostics.append(Diagnostic(.error, file: config.path, line: 0,
                 "\(config.domainLists.count) domain lists; at most \(ListMatches.capacity) are supported"))
             return Result(policy: nil, lists: [], diagnostics: diagnostics)
@@ -71,13 +73,27 @@ public struct PolicyCompiler {
             var seen = Set<[UInt8]>()
             var loaded = 0
             for entry in parsed.entries {
-                // One membership per (name, kind) and list; the first line is kept.
-                guard seen.insert(entry.key + [entry.kind.rawValue]).inserted else { continue }
-                grouped[entry.key, default: []].append((listIndex, entry.kind, entry.line))
+                // One membership per (name, kind, exception) and list; the first line is kept.
+                guard seen.insert(entry.key + [entry.kind.rawValue, entry.exception ? 1 : 0]).inserted else { continue }
+                var outcome = -1
+                if let action = entry.action {
+                    if let known = outcomeIndex[action] {
+                        outcome = known
+                    } else if entryOutcomes.count < NameTable.maximumOutcomes {
+                        outcome = entryOutcomes.count
+                        outcomeIndex[action] = outcome
+                        entryOutcomes.append(Outcome(action))
+                    }
+                }
+                grouped[entry.key, default: []].append(
+                    NameTable.Member(list: listIndex, kind: entry.kind, exception: entry.exception, outcome: outcome,
+                                     line: entry.line))
                 loaded += 1
             }
+            let hasEntryActions = parsed.entries.contains { $0.action != nil }
             let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
-                                format: parsed.format, entries: loaded, skippedLines: parsed.skippedLines)
+                                format: parsed.format, entries: loaded, skippedLines: parsed.skippedLines,
+                                skipReasons: parsed.skipReasons, hasEntryActions: hasEntryActions)
             infos.append(info)
             summaries.append(ParsedListSummary(info: info, diagnostics: parsed.diagnostics))
             diagnostics += parsed.diagnostics
@@ -92,21 +108,13 @@ public struct PolicyCompiler {
         for group in config.ruleGroups.sorted(by: { $0.priority < $1.priority }) {
             let first = rules.count
             for rule in group.rules {
-                guard let index = listIndex[rule.domainList] else { continue }
-                var forged: ForgedAnswerKind? = nil
-                if rule.action == .block {
-                    switch rule.blockResponse {
-                    case .nxdomain: forged = .nxdomain
-                    case .nodata: forged = .nodata
-                    case .refused: forged = .refused
-                    case .drop: forged = nil
-                    case .override: forged = rule.override.map(ForgedAnswerKind.override)
-                    }
-                }
+                guard let index = listIndex[rule.domainList], index < infos.count else { continue }
                 let text = "blocked by dnsgate rule \(group.name)/\(rule.name)"
                 rules.append(CompiledRule(
                     group: group.name, name: rule.name, listIndex: index, listName: rule.domainList,
-                    action: rule.action, blockResponse: rule.blockResponse, forgedAnswer: forged,
+                    action: rule.action,
+                    outcome: Outcome(action: rule.action, blockResponse: rule.blockResponse, override: rule.override),
+                    usesEntryActions: rule.action == .block && infos[index].hasEntryActions,
                     queryTypes: rule.queryTypes ?? [],
                     extraText: Array(text.utf8.prefix(ForgedAnswerBuilder.maximumExtraTextLength))))
             }
@@ -116,7 +124,7 @@ public struct PolicyCompiler {
         let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError,
                                             cookieSecret: cookieSecret, serialNumber: UInt32(truncatingIfNeeded: generation))
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
-                                    answerSettings: settings, table: NameTable(grouped: grouped))
+                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: NameTable(grouped: grouped))
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
     }
 

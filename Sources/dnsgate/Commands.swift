@@ -85,7 +85,12 @@ extension Dnsgate {
             for summary in result.lists {
                 let info = summary.info
                 let source = info.inline ? "inline" : info.file
-                print("list \(info.name): \(info.format.rawValue), \(info.entries) entries, \(info.skippedLines) lines skipped (\(source))")
+                var line = "list \(info.name): \(info.format.rawValue), \(info.entries) entries, \(info.skippedLines) lines skipped"
+                if !info.skipReasons.isEmpty {
+                    line += " (" + info.skipReasons.sorted { $0.value > $1.value }.map { "\($0.value) \($0.key)" }
+                        .joined(separator: ", ") + ")"
+                }
+                print(line + " [\(source)]")
             }
             for diagnostic in result.diagnostics { print(diagnostic) }
             let errors = result.diagnostics.filter { $0.severity == .error }.count
@@ -125,15 +130,17 @@ extension Dnsgate {
                 print("group:   \(group.name): \(group.applies ? "applies to this client" : "not for this client")")
             }
             print("lists containing the name: \(explanation.listsContainingName.isEmpty ? "none" : explanation.listsContainingName.joined(separator: ", "))")
-            guard let index = explanation.ruleIndex else {
+            guard let decision = explanation.decision else {
                 print("decision: no rule matches; the query goes through (no_match)")
                 return
             }
-            let rule = policy.rules[index]
-            var outcome = rule.action.rawValue
-            if rule.action == .block { outcome += " (\(rule.blockResponse.rawValue))" }
-            if rule.action == .alert { outcome += " (passed and logged)" }
-            print("decision: \(outcome) by rule \(rule.group)/\(rule.name), list \(rule.listName)")
+            let rule = policy.rules[decision.ruleIndex]
+            let outcome = policy.outcome(of: decision)
+            var text = outcome.action.rawValue
+            if outcome.action == .block { text += " (\(outcome.blockResponse.rawValue))" }
+            if outcome.action == .alert { text += " (passed and logged)" }
+            if decision.entryOutcome >= 0 { text += ", as the list entry says" }
+            print("decision: \(text) by rule \(rule.group)/\(rule.name), list \(rule.listName)")
             if let entry = explanation.matchedEntry {
                 print("entry:   \(entry.text) (\(entry.kind)) at \(entry.file):\(entry.line)")
             }

@@ -134,11 +134,11 @@ struct PolicyTests {
     func forgedKinds() throws {
         let p = try policy()
         let byName = Dictionary(uniqueKeysWithValues: p.rules.map { ($0.name, $0) })
-        #expect(byName["block-bad"]?.forgedAnswer == .nxdomain)
-        #expect(byName["trackers"]?.forgedAnswer == .nodata)
-        #expect(byName["no-games"]?.forgedAnswer == .refused)
-        #expect(byName["wide"]?.forgedAnswer == nil)
-        #expect(byName["allow-corp"]?.forgedAnswer == nil)
+        #expect(byName["block-bad"]?.outcome.forgedAnswer == .nxdomain)
+        #expect(byName["trackers"]?.outcome.forgedAnswer == .nodata)
+        #expect(byName["no-games"]?.outcome.forgedAnswer == .refused)
+        #expect(byName["wide"]?.outcome.forgedAnswer == nil)
+        #expect(byName["allow-corp"]?.outcome.forgedAnswer == nil)
         #expect(String(decoding: byName["block-bad"]!.extraText, as: UTF8.self) == "blocked by dnsgate rule baseline/block-bad")
     }
 

@@ -29,6 +29,13 @@ func address(_ text: String) -> IPAddress { IPAddress(text)! }
 extension CompiledPolicy {
     /// "group/rule" of the deciding rule, or nil.
     func decision(_ query: String, type: QueryType = .a, client: String = "192.0.2.10") -> String? {
-        decide(name: name(query), type: type, client: address(client)).map { "\(rules[$0].group)/\(rules[$0].name)" }
+        decide(name: name(query), type: type, client: address(client)).map {
+            "\(rules[$0.ruleIndex].group)/\(rules[$0.ruleIndex].name)"
+        }
+    }
+
+    /// The outcome for a query, or nil when no rule matches.
+    func outcome(_ query: String, type: QueryType = .a, client: String = "192.0.2.10") -> Outcome? {
+        decide(name: name(query), type: type, client: address(client)).map { outcome(of: $0) }
     }
 }
