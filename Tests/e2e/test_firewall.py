@@ -268,28 +268,6 @@ def test_glibc_resolution_over_ipv6_transport(firewall):
         resolv.write_text(original)
 
 
-def test_gateway_own_lookups_with_the_output_hook(lab):
-    """`dnsgate-firewall apply --output` also decides the gateway's own queries;
-    the forged answer is delivered locally and never queued again."""
-    lab.stop_dnsgate()
-    config = start(lab, rules=("--output",))
-    try:
-        out = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V4}", "+tries=1", "+time=2", "own.nx.example", check=False).stdout
-        assert "status: NXDOMAIN" in out and "EDE: 15 (Blocked)" in out
-        out6 = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V6}", "+tries=1", "+time=2", "own6.nx.example", check=False).stdout
-        assert "status: NXDOMAIN" in out6
-        ok = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V4}", "+tries=1", "+time=2", "+short", "own-ok.example").stdout
-        assert ok.strip() == "203.0.113.7"
-        stats = lab.stats()
-        assert stats["verdicts"]["block"] == 2 and stats["verdicts"]["no_match"] == 1
-        assert stats["packets"]["received"] == 3, "the forged answers were not queued again"
-        assert not reached_upstream(lab, "own.nx.example")
-    finally:
-        lab.stop_dnsgate()
-        lab.remove_rules()
-        del config
-
-
 def test_forged_packets_pass_a_validating_capture(firewall, client):
     pcap = firewall.dir / "answers.pcap"
     capture = subprocess.Popen(["ip", "netns", "exec", firewall.client, "tcpdump", "-i", "c0", "-U", "-c", "4",
@@ -409,3 +387,25 @@ def test_without_the_daemon_the_rules_fail_as_chosen(lab, client):
     assert client.probe("closed-no-daemon.example", timeout=1.0)["timeout"] is True
     assert not reached_upstream(lab, "closed-no-daemon.example")
     lab.remove_rules()
+
+
+def test_gateway_own_lookups_with_the_output_hook(lab):
+    """`dnsgate-firewall apply --output` also decides the gateway's own queries;
+    the forged answer is delivered locally and never queued again."""
+    lab.stop_dnsgate()
+    config = start(lab, rules=("--output",))
+    try:
+        out = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V4}", "+tries=1", "+time=2", "own.nx.example", check=False).stdout
+        assert "status: NXDOMAIN" in out and "EDE: 15 (Blocked)" in out
+        out6 = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V6}", "+tries=1", "+time=2", "own6.nx.example", check=False).stdout
+        assert "status: NXDOMAIN" in out6
+        ok = lab.ns(lab.gateway, "dig", f"@{UPSTREAM_V4}", "+tries=1", "+time=2", "+short", "own-ok.example").stdout
+        assert ok.strip() == "203.0.113.7"
+        stats = lab.stats()
+        assert stats["verdicts"]["block"] == 2 and stats["verdicts"]["no_match"] == 1
+        assert stats["packets"]["received"] == 3, "the forged answers were not queued again"
+        assert not reached_upstream(lab, "own.nx.example")
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
+        del config
