@@ -64,6 +64,9 @@ public struct DomainName: Sendable {
     /// Lowercase wire form, for keys and for diagnostics.
     public var lowercasedWire: [UInt8] { (0..<length).map { lowercased(storage[$0]) } }
 
+    /// `text` with ASCII letters lowercased.
+    public var lowercasedText: String { text.lowercased() }
+
     /// Presentation form without the trailing dot, case as received; unusual
     /// bytes are escaped as in RFC 4343 (`\.`, `\DDD`).
     public var text: String {

@@ -44,20 +44,22 @@ public final class Daemon: Sendable {
     let logger: Logger
     let policies: PolicyHolder
     let workers: [Worker]
-    let queryLog: QueryLog?
+    let recorder: DecisionRecorder
     let runState = RunState()
     let started = Date()
     let cookieSecret = UInt64.random(in: .min ... .max)
     let reloadFailures = Atomic<UInt64>(0)
     private let reloadLock = Mutex<Int>(1)  // holds the last generation number
+    let feeds: Feeds
 
-    /// Loads the config, compiles the policy and binds the queues; throws
-    /// with every problem when any of that fails.
+    /// Loads the config, fetches remote lists that have no copy yet, compiles
+    /// the policy and binds the queues; throws with every problem when any of
+    /// that fails.
     public init(configPath: String, logger: Logger) throws {
         self.configPath = configPath
         self.logger = logger
-        let compiler = PolicyCompiler(readFile: readTextFile)
-        let (config, result) = compiler.load(configPath: configPath, generation: 1, cookieSecret: cookieSecret)
+        feeds = Feeds(logger: logger)
+        let (config, result) = Self.load(configPath, generation: 1, cookieSecret: cookieSecret, feeds: feeds)
         for diagnostic in result.diagnostics where diagnostic.severity == .warning {
             logger.warning("\(diagnostic)")
         }
@@ -67,15 +69,30 @@ public final class Daemon: Sendable {
         }
         self.config = config
         policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count))
-        queryLog = config.queryLog.map { QueryLog(path: $0.path, actions: $0.actions) }
+        recorder = DecisionRecorder(log: config.queryLog)
         let settings = WorkerSettings(failMode: config.failMode, mark: Self.answerMark)
         var workers: [Worker] = []
         for (index, queue) in config.queues.enumerated() {
             workers.append(try Worker(index: index, queueNumber: queue, policies: policies, settings: settings,
-                                      log: queryLog, running: runState))
+                                      recorder: recorder, running: runState))
         }
         self.workers = workers
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
+    }
+
+    /// Reads the config, brings its remote lists up to date where they have no
+    /// copy, and compiles. Off the packet path.
+    static func load(_ path: String, generation: Int, cookieSecret: UInt64,
+                     feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
+        let compiler = PolicyCompiler(readFile: readTextFile)
+        let (config, diagnostics) = compiler.readConfig(path)
+        guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
+        if !diagnostics.contains(where: { $0.severity == .error }) {
+            feeds.configure(config)
+            feeds.fetchMissing()
+        }
+        return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation,
+                                         cookieSecret: cookieSecret))
     }
 
     /// Runs until SIGTERM or SIGINT.
@@ -94,7 +111,7 @@ public final class Daemon: Sendable {
         onSignal(SIGTERM) { runState.stop(); stopped.signal() }
         onSignal(SIGINT) { runState.stop(); stopped.signal() }
         onSignal(SIGHUP) { [self] in _ = reload() }
-        onSignal(SIGUSR1) { [self] in queryLog?.requestReopen() }
+        onSignal(SIGUSR1) { [self] in recorder.requestReopen() }
 
         let finished = DispatchGroup()
         for worker in workers {
@@ -102,10 +119,11 @@ public final class Daemon: Sendable {
                 worker.run { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }
         }
-        if let queryLog {
-            startThread(name: "dnsgate-log", group: finished) { queryLog.run(while: { runState.isRunning }) }
-        }
+        startThread(name: "dnsgate-log", group: finished) { [recorder] in recorder.run(while: { runState.isRunning }) }
         startThread(name: "dnsgate-stats", group: finished) { [self] in serveStats(listener) }
+        startThread(name: "dnsgate-feeds", group: finished) { [self] in
+            feeds.run(while: { runState.isRunning }, changed: { [self] in _ = reload() })
+        }
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
@@ -148,12 +166,17 @@ public final class Daemon: Sendable {
         case "stats": return snapshot().json() + "\n"
         case "metrics": return snapshot().prometheus
         case "version": return "dnsgate \(Self.version)\n"
+        case "top": return topJSON(limit: 10) + "\n"
         case "reload":
             // Only root or the daemon's own user may change state.
             guard let peer, peer == 0 || peer == getuid() else { return "error: reload is not permitted for this user\n" }
             let (ok, message) = reload()
             return (ok ? "ok: " : "error: ") + message + "\n"
-        default: return "error: unknown command '\(command.prefix(64))' (stats, metrics, reload, version)\n"
+        default:
+            if command.hasPrefix("top "), let limit = Int(command.dropFirst(4)), (1...1000).contains(limit) {
+                return topJSON(limit: limit) + "\n"
+            }
+            return "error: unknown command '\(command.prefix(64))' (stats, metrics, top [N], reload, version)\n"
         }
     }
 
@@ -161,9 +184,8 @@ public final class Daemon: Sendable {
     /// the new policy in; a bad config leaves the running policy in force.
     func reload() -> (Bool, String) {
         reloadLock.withLock { generation in
-            let compiler = PolicyCompiler(readFile: readTextFile)
-            let (newConfig, result) = compiler.load(configPath: configPath, generation: generation + 1,
-                                                    cookieSecret: cookieSecret)
+            let (newConfig, result) = Self.load(configPath, generation: generation + 1, cookieSecret: cookieSecret,
+                                                feeds: feeds)
             guard let newConfig, let policy = result.policy, !result.hasErrors else {
                 reloadFailures.wrappingAdd(1, ordering: .relaxed)
                 let problems = result.diagnostics.filter { $0.severity == .error }.map(\.description)
@@ -180,6 +202,14 @@ public final class Daemon: Sendable {
             logger.info("reloaded: \(message)")
             return (true, message)
         }
+    }
+
+    func topJSON(limit: Int) -> String {
+        let ranking = recorder.top.ranking(limit: limit, now: Int(Date().timeIntervalSince1970))
+        let report = TopReport(windowSeconds: ranking.windowSeconds,
+                               names: ranking.names.map { .init(name: $0.0, blocked: $0.1) },
+                               clients: ranking.clients.map { .init(client: $0.0, blocked: $0.1) })
+        return report.json
     }
 
     func snapshot() -> StatsSnapshot {
@@ -214,12 +244,20 @@ public final class Daemon: Sendable {
                                          kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
         }
         snapshot.errors.reloadFailures = reloadFailures.load(ordering: .relaxed)
-        snapshot.errors.queryLogDropped = queryLog?.droppedRecords.load(ordering: .relaxed) ?? 0
+        snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
         snapshot.rules = policy.rules.enumerated().map {
             .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0])
         }
-        snapshot.lists = policy.lists.map {
-            .init(name: $0.name, file: $0.file, format: $0.format.rawValue, entries: $0.entries, skippedLines: $0.skippedLines)
+        var listHits = [UInt64](repeating: 0, count: policy.lists.count)
+        for (index, rule) in policy.rules.enumerated() { listHits[rule.listIndex] += hits[index] }
+        let loadedAt = ISO8601DateFormatter().string(from: state.loadedAt)
+        snapshot.lists = policy.lists.enumerated().map { index, list in
+            let feed = feeds.status(of: list.name)
+            let iso = ISO8601DateFormatter()
+            return .init(name: list.name, file: list.file, url: list.url, format: list.format.rawValue,
+                         entries: list.entries, skippedLines: list.skippedLines, hits: listHits[index],
+                         lastSuccess: list.url == nil ? loadedAt : feed?.lastSuccess.map { iso.string(from: $0) },
+                         lastError: feed?.lastError)
         }
         return snapshot
     }

@@ -33,10 +33,17 @@ final class PolicyHolder: Sendable {
         var retiredHits: [String: UInt64] = [:]
     }
     private let guarded: Mutex<Guarded>
+    /// Bumped after every swap: workers compare it per packet (a plain load of
+    /// a line no one writes in between) and take the lock only when it moved.
+    private let swaps = Atomic<Int>(0)
 
     init(_ state: PolicyState) { guarded = Mutex(Guarded(current: state)) }
 
     var state: PolicyState { guarded.withLock { $0.current } }
+
+    /// The number of swaps so far, with acquire ordering: a worker that sees a
+    /// new count and then reads `state` gets the new policy.
+    var swapCount: Int { swaps.load(ordering: .acquiring) }
 
     func replace(with state: PolicyState) {
         guarded.withLock { guarded in
@@ -44,6 +51,7 @@ final class PolicyHolder: Sendable {
             guarded.previous = guarded.current
             guarded.current = state
         }
+        swaps.wrappingAdd(1, ordering: .releasing)
     }
 
     /// Hits per rule of the current policy, including those its namesakes in

@@ -39,10 +39,17 @@ public struct StatsSnapshot: Codable, Sendable {
     }
     public struct List: Codable, Sendable {
         public var name: String
+        /// The list file, or for a remote list its cached copy.
         public var file: String
+        public var url: String?
         public var format: String
         public var entries: Int
         public var skippedLines: Int
+        /// Queries decided by rules that use this list.
+        public var hits: UInt64
+        /// RFC 3339: when the list was last loaded (file) or fetched or confirmed unchanged (url).
+        public var lastSuccess: String?
+        public var lastError: String?
     }
 
     public var version: String
@@ -103,6 +110,11 @@ public struct StatsSnapshot: Codable, Sendable {
         ])
         family("rule_hits_total", "counter", "Queries each rule decided.",
                rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })
+        family("list_hits_total", "counter", "Queries decided by rules using each list.",
+               lists.map { (label("list", $0.name), $0.hits) })
+        family("list_entries", "gauge", "Entries loaded per list.", lists.map { (label("list", $0.name), UInt64($0.entries)) })
+        family("list_fetch_failing", "gauge", "1 when the last fetch of a remote list failed.",
+               lists.filter { $0.url != nil }.map { (label("list", $0.name), $0.lastError == nil ? 0 : 1) })
         family("queue_received_total", "counter", "Packets received per queue.",
                queues.map { (label("queue", String($0.queue)), $0.received) })
         family("queue_kernel_dropped_total", "counter", "Packets the kernel dropped because the queue was full.",
@@ -114,5 +126,33 @@ public struct StatsSnapshot: Codable, Sendable {
             (label("kind", "verdict"), errors.verdictFailures), (label("kind", "query_log_dropped"), errors.queryLogDropped),
         ])
         return out
+    }
+}
+
+/// The `top` reply: most-blocked names and clients over the sliding window.
+public struct TopReport: Codable, Sendable {
+    public struct Name: Codable, Sendable {
+        public var name: String
+        public var blocked: UInt64
+    }
+    public struct Client: Codable, Sendable {
+        public var client: String
+        public var blocked: UInt64
+    }
+    public var windowSeconds: Int
+    public var names: [Name]
+    public var clients: [Client]
+
+    public static func decode(_ json: String) throws -> TopReport {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(TopReport.self, from: Data(json.utf8))
+    }
+
+    var json: String {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
     }
 }

@@ -22,13 +22,13 @@ final class Worker: @unchecked Sendable {
     private let injector: PacketInjector
     private let policies: PolicyHolder
     private let settings: WorkerSettings
-    private let log: QueryLog?
+    private let recorder: DecisionRecorder
     private let running: RunState
 
     /// This worker's index in every `PolicyState.ruleHits`.
     let index: Int
 
-    init(index: Int, queueNumber: UInt16, policies: PolicyHolder, settings: WorkerSettings, log: QueryLog?,
+    init(index: Int, queueNumber: UInt16, policies: PolicyHolder, settings: WorkerSettings, recorder: DecisionRecorder,
          running: RunState) throws {
         self.index = index
         queue = try PacketQueue(number: queueNumber, failOpen: settings.failMode == .open)
@@ -36,17 +36,26 @@ final class Worker: @unchecked Sendable {
         counters = WorkerCounters(queue: queueNumber)
         self.policies = policies
         self.settings = settings
-        self.log = log
+        self.recorder = recorder
         self.running = running
     }
 
     var overflowAccepted: UInt64 { queue.overflowAccepted }
 
     func run(onError: (SystemError) -> Void) {
+        var swaps = policies.swapCount
+        var state = policies.state
         while running.isRunning {
-            let state = policies.state
             do {
-                try queue.receive { packet in handle(packet, state: state) }
+                try queue.receive { packet in
+                    // A reload is seen by the first packet after the swap.
+                    let current = policies.swapCount
+                    if current != swaps {
+                        swaps = current
+                        state = policies.state
+                    }
+                    return handle(packet, state: state)
+                }
             } catch {
                 counters.verdictFailures.increment()
                 onError(error)
@@ -78,7 +87,7 @@ final class Worker: @unchecked Sendable {
         }
         state.ruleHits[index][decision.ruleIndex].hits.increment()
         let outcome = policy.outcome(of: decision)
-        if let log, log.actions.contains(outcome.action) { record(query, decision: decision, policy: policy, in: log) }
+        if recorder.wants(outcome.action) { record(query, decision: decision, policy: policy) }
         switch outcome.action {
         case .allow:
             counters.allow.increment()
@@ -119,10 +128,10 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    private func record(_ query: DNSQuery, decision: Decision, policy: CompiledPolicy, in log: QueryLog) {
+    private func record(_ query: DNSQuery, decision: Decision, policy: CompiledPolicy) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        log.append(QueryLogRecord(
+        recorder.append(DecisionRecord(
             seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source, sourcePort: query.sourcePort,
             destination: query.destination, destinationPort: query.destinationPort, name: query.name,
             type: query.type, queryClass: query.queryClass, decision: decision, policy: policy))

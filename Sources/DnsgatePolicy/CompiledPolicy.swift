@@ -83,6 +83,8 @@ public struct ListInfo: Sendable {
     /// The list file, or the config file for an inline list.
     public var file: String
     public var inline: Bool
+    /// For a remote list, where it comes from (`file` is its cached copy).
+    public var url: String?
     public var format: ListFormat
     public var entries: Int
     public var skippedLines: Int

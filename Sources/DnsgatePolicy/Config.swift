@@ -18,6 +18,8 @@ public struct DnsgateConfig: Sendable {
     public var queues: [UInt16] = [0]
     public var failMode: FailMode = .open
     public var statsSocket = "/run/dnsgate/dnsgate.sock"
+    /// Where the last good copy of every remote list is kept.
+    public var cacheDirectory = "/var/cache/dnsgate"
     public var queryLog: QueryLogConfig? = nil
     public var blockTTL: UInt32 = 60
     public var extendedError = true
@@ -33,9 +35,10 @@ public struct QueryLogConfig: Sendable, Equatable {
 }
 
 public struct DomainListConfig: Sendable {
-    public enum Source: Sendable {
+    public enum Source: Sendable, Equatable {
         case inline([String])
         case file(String)
+        case url(RemoteSource)
     }
     public var name: String
     public var source: Source
@@ -43,6 +46,27 @@ public struct DomainListConfig: Sendable {
     public var matchSubdomains: Bool
     /// Line of the list's definition in the config file.
     public var line: Int
+}
+
+/// A list fetched over HTTP(S) and refreshed in the background.
+public struct RemoteSource: Sendable, Equatable {
+    public var url: String
+    /// Seconds between refreshes.
+    public var refreshSeconds: Int
+    /// A download larger than this is refused and the previous copy kept.
+    public var maximumBytes: Int
+
+    public static let defaultRefreshSeconds = 24 * 3600
+    public static let defaultMaximumBytes = 64 << 20
+}
+
+extension DomainListConfig {
+    /// The cached copy of a remote list: `cache_dir/NAME.list`, with any
+    /// character outside [A-Za-z0-9._-] of the name replaced.
+    public func cachePath(in directory: String) -> String {
+        let safe = String(name.map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
+        return directory + "/" + safe + ".list"
+    }
 }
 
 public struct RuleGroupConfig: Sendable {

@@ -21,8 +21,8 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "stats_socket", "query_log", "block_defaults",
-                                             "domain_lists", "rule_groups"], in: "the config")
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "stats_socket", "cache_dir", "query_log",
+                                             "block_defaults", "domain_lists", "rule_groups"], in: "the config")
         if let node = mapping["queues"] { config.queues = context.queues(node) }
         if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
             config.failMode = mode
@@ -30,6 +30,7 @@ public enum ConfigReader {
         if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
             config.statsSocket = path
         }
+        if let node = mapping["cache_dir"], let path = context.string(node, "cache_dir") { config.cacheDirectory = path }
         if let node = mapping["query_log"] { config.queryLog = context.queryLog(node) }
         if let node = mapping["block_defaults"], let defaults = context.mapping(node, "block_defaults") {
             context.checkKeys(defaults, allowed: ["ttl", "extended_error"], in: "block_defaults")
@@ -181,21 +182,71 @@ public enum ConfigReader {
             if let flag = mapping["match_subdomains"], let value = bool(flag, "match_subdomains") {
                 matchSubdomains = value
             }
-            switch (mapping["domains"], mapping["file"]) {
-            case (let domains?, nil):
+            let sources = ["domains", "file", "url"].filter { mapping[$0] != nil }
+            guard sources.count == 1 else {
+                error(node, sources.isEmpty ? "domain list '\(name)': needs 'domains', 'file' or 'url'"
+                    : "domain list '\(name)': give one of 'domains', 'file' or 'url', not \(sources.joined(separator: " and "))")
+                return nil
+            }
+            if sources[0] != "url" {
+                for key in ["refresh", "max_size"] where mapping[key] != nil {
+                    error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'url' list")
+                }
+            }
+            switch sources[0] {
+            case "domains":
+                let domains = mapping["domains"]!
                 let names = sequence(domains, "domains").compactMap { string($0, "a domain") }
                 return DomainListConfig(name: name, source: .inline(names), format: .domains,
                                         matchSubdomains: matchSubdomains, line: domains.mark?.line ?? line)
-            case (nil, let fileNode?):
-                guard let file = string(fileNode, "file") else { return nil }
+            case "file":
+                guard let file = string(mapping["file"]!, "file") else { return nil }
                 return DomainListConfig(name: name, source: .file(file), format: format,
                                         matchSubdomains: matchSubdomains, line: line)
-            case (.some, .some):
-                error(node, "domain list '\(name)': give either 'domains' or 'file', not both")
-            case (nil, nil):
-                error(node, "domain list '\(name)': needs 'domains' or 'file'")
+            default:
+                let urlNode = mapping["url"]!
+                guard let url = string(urlNode, "url") else { return nil }
+                guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.count > 8 else {
+                    error(urlNode, "domain list '\(name)': url must start with http:// or https://")
+                    return nil
+                }
+                var remote = RemoteSource(url: url, refreshSeconds: RemoteSource.defaultRefreshSeconds,
+                                          maximumBytes: RemoteSource.defaultMaximumBytes)
+                if let refreshNode = mapping["refresh"] {
+                    guard let seconds = duration(refreshNode), seconds >= 10 else {
+                        error(refreshNode, "refresh: expected a duration of at least 10s, like 90s, 30m, 4h or 1d")
+                        return nil
+                    }
+                    remote.refreshSeconds = seconds
+                }
+                if let sizeNode = mapping["max_size"] {
+                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
+                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
+                        return nil
+                    }
+                    remote.maximumBytes = bytes
+                }
+                return DomainListConfig(name: name, source: .url(remote), format: format,
+                                        matchSubdomains: matchSubdomains, line: line)
             }
-            return nil
+        }
+
+        /// `90s`, `30m`, `4h`, `1d`, or plain seconds.
+        func duration(_ node: Node) -> Int? {
+            guard let text = node.string?.lowercased(), !text.isEmpty else { return nil }
+            let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
+            if let unit = text.last, let factor = units[unit], let value = Int(text.dropLast()) { return value * factor }
+            return Int(text)
+        }
+
+        /// `500K`, `64M`, `1G` (powers of 1024), or plain bytes.
+        func byteSize(_ node: Node) -> Int? {
+            guard let text = node.string?.uppercased(), !text.isEmpty else { return nil }
+            let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+            var digits = Substring(text)
+            if digits.hasSuffix("B") { digits = digits.dropLast() }
+            if let unit = digits.last, let factor = units[unit], let value = Int(digits.dropLast()) { return value * factor }
+            return Int(digits)
         }
 
         mutating func ruleGroup(_ node: Node) -> RuleGroupConfig? {

@@ -12,6 +12,12 @@ public struct PolicyCompiler {
         public var lists: [ParsedListSummary]
         public var diagnostics: [Diagnostic]
         public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+
+        public init(policy: CompiledPolicy?, lists: [ParsedListSummary], diagnostics: [Diagnostic]) {
+            self.policy = policy
+            self.lists = lists
+            self.diagnostics = diagnostics
+        }
     }
 
     public struct ParsedListSummary: Sendable {
@@ -25,19 +31,28 @@ public struct PolicyCompiler {
 
     /// Reads the config at `path` and everything it names.
     public func load(configPath path: String, generation: Int, cookieSecret: UInt64) -> (DnsgateConfig?, Result) {
-        let text: String
-        do {
-            text = try readFile(path)
-        } catch {
-            let diagnostic = Diagnostic(.error, file: path, line: 0, "cannot read the config: \(error)")
-            return (nil, Result(policy: nil, lists: [], diagnostics: [diagnostic]))
-        }
-        let (config, diagnostics) = ConfigReader.read(yaml: text, path: path)
+        let (config, diagnostics) = readConfig(path)
         guard let config else { return (nil, Result(policy: nil, lists: [], diagnostics: diagnostics)) }
+        return (config, compile(config, configDiagnostics: diagnostics, generation: generation, cookieSecret: cookieSecret))
+    }
+
+    /// Reads the config file alone (lists are read by `compile`).
+    public func readConfig(_ path: String) -> (DnsgateConfig?, [Diagnostic]) {
+        do {
+            return ConfigReader.read(yaml: try readFile(path), path: path)
+        } catch {
+            return (nil, [Diagnostic(.error, file: path, line: 0, "cannot read the config: \(error)")])
+        }
+    }
+
+    /// Compiles a config read by `readConfig`; its diagnostics are reported
+    /// first and, if any is an error, there is no policy.
+    public func compile(_ config: DnsgateConfig, configDiagnostics: [Diagnostic], generation: Int,
+                        cookieSecret: UInt64) -> Result {
         var result = compile(config, generation: generation, cookieSecret: cookieSecret)
-        result.diagnostics = diagnostics + result.diagnostics
+        result.diagnostics = configDiagnostics + result.diagnostics
         if result.hasErrors { result.policy = nil }
-        return (config, result)
+        return result
     }
 
     public func compile(_ config: DnsgateConfig, generation: Int, cookieSecret: UInt64) -> Result {
@@ -69,6 +84,17 @@ public struct PolicyCompiler {
                         "domain list '\(list.name)': cannot read \(file): \(error)"))
                     continue
                 }
+            case .url(let remote):
+                // The last good copy; a list never fetched yet loads empty, so one
+                // feed outage cannot keep the rest of the policy from loading.
+                file = list.cachePath(in: resolve(config.cacheDirectory, relativeTo: config.path))
+                if let text = try? readFile(file) {
+                    parsed = ListParser.parse(text: text, format: list.format, file: file, matchSubdomains: list.matchSubdomains)
+                } else {
+                    parsed = ParsedList(format: list.format)
+                    diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
+                        "domain list '\(list.name)': no copy of \(remote.url) yet; it is empty until a download succeeds"))
+                }
             }
             var seen = Set<[UInt8]>()
             var loaded = 0
@@ -92,6 +118,7 @@ public struct PolicyCompiler {
             }
             let hasEntryActions = parsed.entries.contains { $0.action != nil }
             let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
+                                url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
                                 format: parsed.format, entries: loaded, skippedLines: parsed.skippedLines,
                                 skipReasons: parsed.skipReasons, hasEntryActions: hasEntryActions)
             infos.append(info)

@@ -152,10 +152,34 @@ extension Dnsgate {
         @OptionGroup var socket: SocketOption
         @Flag(help: "Print the raw JSON.") var json = false
         @Flag(help: "Print the Prometheus text exposition instead.") var metrics = false
+        @Flag(help: "Print the most blocked names and clients of the last 10 minutes.") var top = false
+        @Option(help: "How many names and clients --top lists.") var limit = 10
+
+        func validate() throws {
+            guard (1...1000).contains(limit) else { throw ValidationError("--limit must be from 1 to 1000") }
+        }
 
         func run() throws {
             if metrics {
                 print(try socket.request("metrics"), terminator: "")
+                return
+            }
+            if top {
+                let reply = try socket.request("top \(limit)")
+                if json {
+                    print(reply, terminator: reply.hasSuffix("\n") ? "" : "\n")
+                    return
+                }
+                guard let report = try? TopReport.decode(reply) else {
+                    throw CommandFailure(message: "dnsgate: unexpected reply from the daemon: \(reply.prefix(200))")
+                }
+                print("most blocked over the last \(report.windowSeconds / 60) minutes")
+                print("names")
+                for entry in report.names { print("  \(String(entry.blocked).padding(toLength: 8, withPad: " ", startingAt: 0)) \(entry.name)") }
+                if report.names.isEmpty { print("  (none)") }
+                print("clients")
+                for entry in report.clients { print("  \(String(entry.blocked).padding(toLength: 8, withPad: " ", startingAt: 0)) \(entry.client)") }
+                if report.clients.isEmpty { print("  (none)") }
                 return
             }
             let reply = try socket.request("stats")
@@ -217,6 +241,15 @@ struct StatsTable {
         row("drop", stats.responses.drop)
         lines.append("rules")
         for rule in stats.rules { row("\(rule.group)/\(rule.rule)", "\(rule.hits)  \(rule.action)") }
+        lines.append("lists")
+        for list in stats.lists {
+            var detail = "\(list.entries) entries, \(list.hits) hits, \(list.format)"
+            if list.url != nil {
+                detail += ", fetched \(list.lastSuccess ?? "never")"
+                if let error = list.lastError { detail += ", last error: \(error)" }
+            }
+            row(list.name, detail)
+        }
         lines.append("queues")
         for queue in stats.queues {
             row("queue \(queue.queue)", "received \(queue.received), kernel_dropped \(queue.kernelDropped), user_dropped \(queue.userDropped)")

@@ -4,9 +4,9 @@ import DnsgatePolicy
 import Foundation
 import Synchronization
 
-/// One decision to log, copied by value into a preallocated ring: the packet
-/// path never formats, allocates or writes.
-struct QueryLogRecord: Sendable {
+/// One decision, copied by value into a preallocated ring: the packet path
+/// never formats, allocates or writes.
+struct DecisionRecord: Sendable {
     var seconds: Int
     var microseconds: Int
     var source: IPAddress
@@ -20,32 +20,41 @@ struct QueryLogRecord: Sendable {
     var policy: CompiledPolicy
 }
 
-/// Route 53 Resolver–style JSON lines, written by a thread of its own. When
-/// the ring is full, records are dropped and counted, never waited for.
-final class QueryLog: Sendable {
+/// Takes BLOCK decisions (for the top-talkers window) and the decisions the
+/// query log wants, and handles them on a thread of its own: Route 53
+/// Resolver–style JSON lines, and `TopTalkers`. When the ring is full, records
+/// are dropped and counted, never waited for.
+final class DecisionRecorder: Sendable {
     private struct Ring {
-        var records: [QueryLogRecord?]
+        var records: [DecisionRecord?]
         var head = 0
         var count = 0
     }
 
     let capacity: Int
-    let path: String
-    let actions: Set<RuleAction>
+    /// The query log's file ("-" = stdout); nil when there is no log.
+    let path: String?
+    /// Actions the query log records.
+    let logActions: Set<RuleAction>
+    let top = TopTalkers()
     private let ring: Mutex<Ring>
     private let reopenRequested = Atomic<Bool>(false)
     let droppedRecords = Atomic<UInt64>(0)
     let writtenRecords = Atomic<UInt64>(0)
 
-    init(path: String, actions: Set<RuleAction>, capacity: Int = 8192) {
-        self.path = path
-        self.actions = actions
+    init(log: QueryLogConfig?, capacity: Int = 8192) {
+        path = log?.path
+        logActions = log?.actions ?? []
         self.capacity = capacity
         ring = Mutex(Ring(records: Array(repeating: nil, count: capacity)))
     }
 
+    /// Whether a decision with this outcome is recorded at all.
+    @inline(__always)
+    func wants(_ action: RuleAction) -> Bool { action == .block || logActions.contains(action) }
+
     /// Called on the packet path.
-    func append(_ record: QueryLogRecord) {
+    func append(_ record: DecisionRecord) {
         let stored = ring.withLock { ring -> Bool in
             guard ring.count < capacity else { return false }
             ring.records[(ring.head + ring.count) % capacity] = record
@@ -61,7 +70,7 @@ final class QueryLog: Sendable {
     /// The writer loop; returns when `running` turns false and the ring is drained.
     func run(while running: @escaping @Sendable () -> Bool) {
         var handle = openOutput()
-        var batch: [QueryLogRecord] = []
+        var batch: [DecisionRecord] = []
         while true {
             batch.removeAll(keepingCapacity: true)
             ring.withLock { ring in
@@ -78,9 +87,19 @@ final class QueryLog: Sendable {
             }
             if !batch.isEmpty {
                 var text = ""
-                for record in batch { text += Self.format(record) + "\n" }
-                handle?.write(Data(text.utf8))
-                writtenRecords.wrappingAdd(UInt64(batch.count), ordering: .relaxed)
+                var written: UInt64 = 0
+                for record in batch {
+                    let outcome = record.policy.outcome(of: record.decision)
+                    if outcome.action == .block {
+                        top.add(name: record.name.lowercasedText, client: record.source.description, at: record.seconds)
+                    }
+                    if logActions.contains(outcome.action) {
+                        text += Self.format(record) + "\n"
+                        written += 1
+                    }
+                }
+                if written > 0 { handle?.write(Data(text.utf8)) }
+                writtenRecords.wrappingAdd(written, ordering: .relaxed)
             } else if !running() {
                 break
             } else {
@@ -91,6 +110,7 @@ final class QueryLog: Sendable {
     }
 
     private func openOutput() -> FileHandle? {
+        guard let path else { return nil }
         if path == "-" { return FileHandle.standardOutput }
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
@@ -102,7 +122,7 @@ final class QueryLog: Sendable {
         return handle
     }
 
-    static func format(_ record: QueryLogRecord) -> String {
+    static func format(_ record: DecisionRecord) -> String {
         let rule = record.policy.rules[record.decision.ruleIndex]
         let outcome = record.policy.outcome(of: record.decision)
         var fields: [(String, String)] = [
