@@ -45,6 +45,7 @@ class Lab:
         self.upstream_log = self.dir / "upstream.log"
         self.processes: list[subprocess.Popen] = []
         self.dnsgate: subprocess.Popen | None = None
+        self.feed: subprocess.Popen | None = None
         self.rules_applied: list[str] | None = None
         self.binary = dnsgate_binary()
         atexit.register(self.down)
@@ -101,6 +102,40 @@ class Lab:
         line = process.stdout.readline()
         if "ready" not in line:
             raise RuntimeError(f"upstream did not start: {line}")
+
+    def start_feed_server(self, folder: Path, tls: bool = False) -> Path:
+        """Serves `folder` from the resolver host: http://198.51.100.53:8080/NAME
+        (and https on :8443 with a certificate the gateway trusts). Returns the
+        request log. A feed server started earlier is stopped first."""
+        if self.feed is not None and self.feed.poll() is None:
+            self.feed.terminate()
+            self.feed.wait(timeout=5)
+        log = folder / "requests.jsonl.log"
+        args = [PYTHON, str(ROOT / "lab" / "feedserver.py"), str(folder), str(log), UPSTREAM_V4, "8080"]
+        if tls:
+            certificate, key = self.dir / "feed.crt", self.dir / "feed.key"
+            self.sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=feeds.lab",
+                    "-addext", f"subjectAltName=IP:{UPSTREAM_V4}", "-keyout", str(key), "-out", str(certificate))
+            self.trust_in_gateway(certificate)
+            args += ["8443", str(certificate), str(key)]
+        process = subprocess.Popen(["ip", "netns", "exec", self.upstream, *args], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        self.processes.append(process)
+        self.feed = process
+        if "ready" not in process.stdout.readline():
+            raise RuntimeError("feed server did not start")
+        return log
+
+    def trust_in_gateway(self, certificate: Path) -> None:
+        """The gateway namespace gets its own /etc/ssl (ip netns exec bind-mounts
+        /etc/netns/NAME/ssl over /etc/ssl): the system bundle plus `certificate`."""
+        ssl_dir = Path("/etc/netns") / self.gateway / "ssl"
+        (ssl_dir / "certs").mkdir(parents=True, exist_ok=True)
+        system = Path("/etc/ssl/certs/ca-certificates.crt")
+        bundle = (system.read_text() if system.exists() else "") + certificate.read_text()
+        (ssl_dir / "certs" / "ca-certificates.crt").write_text(bundle)
+        if Path("/etc/ssl/openssl.cnf").exists():
+            shutil.copy("/etc/ssl/openssl.cnf", ssl_dir / "openssl.cnf")
 
     # -- the firewall -----------------------------------------------------------
     def apply_rules(self, *options: str) -> None:
@@ -184,4 +219,5 @@ class Lab:
         for namespace in (self.client, self.gateway, self.upstream):
             self.sh("ip", "netns", "del", namespace, check=False)
         shutil.rmtree(Path("/etc/netns") / self.client, ignore_errors=True)
+        shutil.rmtree(Path("/etc/netns") / self.gateway, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)

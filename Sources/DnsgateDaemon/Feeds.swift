@@ -87,12 +87,12 @@ final class Feeds: Sendable {
     }
 
     /// Due after `refresh` since the last success; after a failure, again
-    /// after a tenth of that (at least 10 s).
+    /// after a tenth of that (at least 10 s, at most `refresh`).
     static func isDue(_ feed: Feed, _ status: Status?, now: Date) -> Bool {
         guard let status, let attempt = status.lastAttempt else { return true }
         let interval = TimeInterval(feed.remote.refreshSeconds)
         if status.lastError != nil {
-            return now.timeIntervalSince(attempt) >= max(10, interval / 10)
+            return now.timeIntervalSince(attempt) >= min(interval, max(10, interval / 10))
         }
         return now.timeIntervalSince(status.lastSuccess ?? attempt) >= interval
     }

@@ -50,6 +50,20 @@ public struct StatsSnapshot: Codable, Sendable {
         /// RFC 3339: when the list was last loaded (file) or fetched or confirmed unchanged (url).
         public var lastSuccess: String?
         public var lastError: String?
+
+        /// Absent values are written as null, so every list has the same keys.
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(name, forKey: .name)
+            try container.encode(file, forKey: .file)
+            try container.encode(url, forKey: .url)
+            try container.encode(format, forKey: .format)
+            try container.encode(entries, forKey: .entries)
+            try container.encode(skippedLines, forKey: .skippedLines)
+            try container.encode(hits, forKey: .hits)
+            try container.encode(lastSuccess, forKey: .lastSuccess)
+            try container.encode(lastError, forKey: .lastError)
+        }
     }
 
     public var version: String

@@ -168,7 +168,8 @@ public enum ConfigReader {
 
         mutating func domainList(_ node: Node) -> DomainListConfig? {
             guard let mapping = mapping(node, "a domain list") else { return nil }
-            checkKeys(mapping, allowed: ["name", "domains", "file", "format", "match_subdomains"], in: "domain list")
+            checkKeys(mapping, allowed: ["name", "domains", "file", "url", "refresh", "max_size", "format",
+                                        "match_subdomains"], in: "domain list")
             guard let nameNode = mapping["name"], let name = string(nameNode, "domain list name") else {
                 if mapping["name"] == nil { error(node, "a domain list needs a 'name'") }
                 return nil
@@ -213,8 +214,8 @@ public enum ConfigReader {
                 var remote = RemoteSource(url: url, refreshSeconds: RemoteSource.defaultRefreshSeconds,
                                           maximumBytes: RemoteSource.defaultMaximumBytes)
                 if let refreshNode = mapping["refresh"] {
-                    guard let seconds = duration(refreshNode), seconds >= 10 else {
-                        error(refreshNode, "refresh: expected a duration of at least 10s, like 90s, 30m, 4h or 1d")
+                    guard let seconds = duration(refreshNode), seconds >= 1 else {
+                        error(refreshNode, "refresh: expected a duration like 90s, 30m, 4h or 1d")
                         return nil
                     }
                     remote.refreshSeconds = seconds

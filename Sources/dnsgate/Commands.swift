@@ -139,8 +139,8 @@ extension Dnsgate {
             var text = outcome.action.rawValue
             if outcome.action == .block { text += " (\(outcome.blockResponse.rawValue))" }
             if outcome.action == .alert { text += " (passed and logged)" }
-            if decision.entryOutcome >= 0 { text += ", as the list entry says" }
-            print("decision: \(text) by rule \(rule.group)/\(rule.name), list \(rule.listName)")
+            let source = decision.entryOutcome >= 0 ? " (the list entry's own action)" : ""
+            print("decision: \(text) by rule \(rule.group)/\(rule.name), list \(rule.listName)\(source)")
             if let entry = explanation.matchedEntry {
                 print("entry:   \(entry.text) (\(entry.kind)) at \(entry.file):\(entry.line)")
             }
