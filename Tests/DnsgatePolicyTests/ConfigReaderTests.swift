@@ -76,7 +76,11 @@ struct ConfigReaderTests {
         ("queues: \"5-1\"\n", 1, "queues"),
         ("fail_mode: sideways\n", 1, "fail_mode"),
         ("colour: blue\n", 1, "unknown key 'colour'"),
-        ("domain_lists:\n  - name: a\n    domains: [x.example]\n    file: f\n", 2, "either 'domains' or 'file'"),
+        ("domain_lists:\n  - name: a\n    domains: [x.example]\n    file: f\n", 2, "not domains and file"),
+        ("domain_lists:\n  - name: a\n    url: ftp://x/y\n", 3, "must start with http:// or https://"),
+        ("domain_lists:\n  - name: a\n    url: https://x.example/l\n    refresh: soon\n", 4, "refresh: expected a duration"),
+        ("domain_lists:\n  - name: a\n    file: f\n    refresh: 1h\n", 4, "'refresh' only applies to a 'url' list"),
+        ("domain_lists:\n  - name: a\n    url: https://x.example/l\n    max_size: lots\n", 4, "max_size: expected a size"),
         ("rule_groups:\n  - name: g\n    priority: 1\n    clients: [\"192.0.2.0/33\"]\n", 4, "not an address or CIDR"),
         ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: nope, action: BLOCK}\n", 7, "'nope', which is not defined"),
         ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: BLOCK, block_response: OVERRIDE}\n", 7, "needs 'override"),
@@ -92,6 +96,26 @@ struct ConfigReaderTests {
         #expect(diagnostics.contains { $0.severity == .error })
         #expect(diagnostics.contains { $0.line == line && $0.message.contains(message) && $0.file == "bad.yaml" },
                 "\(diagnostics)")
+    }
+
+    @Test("remote lists: url, refresh and max_size")
+    func remoteList() throws {
+        let yaml = """
+        cache_dir: /var/cache/x
+        domain_lists:
+          - {name: "threat feed/1", url: "https://feeds.example/list.txt", refresh: 4h, max_size: 10M, format: adblock}
+          - {name: b, url: "http://feeds.example/b"}
+        """
+        let (config, diagnostics) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+        #expect(diagnostics.isEmpty, "\(diagnostics)")
+        let c = try #require(config)
+        #expect(c.cacheDirectory == "/var/cache/x")
+        #expect(c.domainLists[0].source == .url(RemoteSource(url: "https://feeds.example/list.txt", refreshSeconds: 4 * 3600,
+                                                             maximumBytes: 10 << 20)))
+        #expect(c.domainLists[0].format == .adblock)
+        #expect(c.domainLists[1].source == .url(RemoteSource(url: "http://feeds.example/b",
+            refreshSeconds: RemoteSource.defaultRefreshSeconds, maximumBytes: RemoteSource.defaultMaximumBytes)))
+        #expect(c.domainLists[0].cachePath(in: "/var/cache/x") == "/var/cache/x/threat_feed_1.list")
     }
 
     @Test("several problems in one file are all listed")
