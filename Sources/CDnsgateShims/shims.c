@@ -14,17 +14,26 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sched.h>
+#include <pthread.h>
+
 #include <libmnl/libmnl.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 
-// A queued packet of up to 64 KiB plus the netlink attributes around it.
-#define DG_RECEIVE_BUFFER_SIZE (0xffff + (MNL_SOCKET_BUFFER_SIZE / 2))
+// Room for the netlink and nfqueue headers and attributes around a payload.
+#define DG_ATTRIBUTE_ROOM 512
+// One verdict message: nlmsghdr + nfgenmsg + verdict attribute, padded.
+#define DG_VERDICT_MESSAGE_SIZE 64
 
 struct dg_queue {
     struct mnl_socket *socket;
     uint32_t port_id;
     uint16_t queue_num;
-    char *buffer;
+    size_t datagram_size;     // copy range + attribute room
+    char *buffers;            // DG_RECEIVE_BATCH datagrams of datagram_size
+    struct mmsghdr messages[DG_RECEIVE_BATCH];
+    struct iovec vectors[DG_RECEIVE_BATCH];
+    char *verdicts;           // room for one verdict message per packet
 };
 
 static int dg_send_config(dg_queue *q, struct nlmsghdr *nlh) {
@@ -40,9 +49,20 @@ dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_le
     dg_queue *q = calloc(1, sizeof(*q));
     if (q == NULL) { *error = -ENOMEM; return NULL; }
     q->queue_num = queue_num;
-    q->buffer = malloc(DG_RECEIVE_BUFFER_SIZE);
+    if (copy_range == 0 || copy_range > 0xffff) copy_range = 0xffff;
+    q->datagram_size = copy_range + DG_ATTRIBUTE_ROOM;
+    q->buffers = malloc(q->datagram_size * DG_RECEIVE_BATCH);
+    q->verdicts = malloc(DG_VERDICT_MESSAGE_SIZE * (DG_RECEIVE_BATCH + 1));
     q->socket = mnl_socket_open(NETLINK_NETFILTER);
-    if (q->buffer == NULL || q->socket == NULL) { rc = q->buffer ? -errno : -ENOMEM; goto fail; }
+    if (q->buffers == NULL || q->verdicts == NULL) { rc = -ENOMEM; goto fail; }
+    if (q->socket == NULL) { rc = -errno; goto fail; }
+    for (int i = 0; i < DG_RECEIVE_BATCH; i++) {
+        q->vectors[i].iov_base = q->buffers + (size_t)i * q->datagram_size;
+        q->vectors[i].iov_len = q->datagram_size;
+        memset(&q->messages[i], 0, sizeof(q->messages[i]));
+        q->messages[i].msg_hdr.msg_iov = &q->vectors[i];
+        q->messages[i].msg_hdr.msg_iovlen = 1;
+    }
     if (mnl_socket_bind(q->socket, 0, MNL_SOCKET_AUTOPID) < 0) { rc = -errno; goto fail; }
     q->port_id = mnl_socket_get_portid(q->socket);
 
@@ -60,9 +80,9 @@ dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_le
     (void)dg_send_config(q, nlh);
 
     nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
-    uint32_t flags = fail_open ? NFQA_CFG_F_FAIL_OPEN : 0;
+    uint32_t flags = (fail_open ? NFQA_CFG_F_FAIL_OPEN : 0) | NFQA_CFG_F_GSO;
     mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(flags));
-    mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN));
+    mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO));
     (void)dg_send_config(q, nlh);
 
     // A full socket buffer must not turn into an error on every later receive.
@@ -85,7 +105,8 @@ fail:
 void dg_queue_close(dg_queue *q) {
     if (q == NULL) return;
     if (q->socket) mnl_socket_close(q->socket);
-    free(q->buffer);
+    free(q->buffers);
+    free(q->verdicts);
     free(q);
 }
 
@@ -124,16 +145,65 @@ static int dg_collect_packet(const struct nlmsghdr *nlh, void *data) {
 }
 
 int dg_queue_receive(dg_queue *q, dg_packet *packets, int max_packets, uint64_t *overflow) {
-    ssize_t n = mnl_socket_recvfrom(q->socket, q->buffer, DG_RECEIVE_BUFFER_SIZE);
-    if (n < 0) {
+    // The first datagram waits (SO_RCVTIMEO); the rest are taken only if already there.
+    int received = recvmmsg(mnl_socket_get_fd(q->socket), q->messages, DG_RECEIVE_BATCH, MSG_WAITFORONE, NULL);
+    if (received < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
         return -errno;
     }
     struct dg_collect c = {q, packets, max_packets, 0, overflow};
-    if (mnl_cb_run(q->buffer, (size_t)n, 0, q->port_id, dg_collect_packet, &c) < 0 && c.count == 0) {
-        return errno ? -errno : -EIO;
+    for (int i = 0; i < received; i++) {
+        size_t length = q->messages[i].msg_len;
+        if (q->messages[i].msg_hdr.msg_flags & MSG_TRUNC) continue;  // cannot happen with datagram_size
+        (void)mnl_cb_run(q->vectors[i].iov_base, length, 0, q->port_id, dg_collect_packet, &c);
     }
     return c.count;
+}
+
+/// Appends one verdict message at `*offset` of the queue's verdict buffer.
+static void dg_put_verdict(dg_queue *q, size_t *offset, int type, uint32_t id, int verdict) {
+    struct nlmsghdr *nlh = nfq_nlmsg_put(q->verdicts + *offset, type, q->queue_num);
+    nfq_nlmsg_verdict_put(nlh, (int)id, verdict == DG_VERDICT_ACCEPT ? NF_ACCEPT : NF_DROP);
+    *offset += NLMSG_ALIGN(nlh->nlmsg_len);
+}
+
+int dg_queue_verdicts(dg_queue *q, const dg_packet *packets, const uint8_t *verdicts, int count) {
+    if (count <= 0) return 0;
+    if (count > DG_RECEIVE_BATCH) count = DG_RECEIVE_BATCH;  // the buffer holds count + 1 messages
+    size_t offset = 0;
+    int pending_accept = -1;  // index of the last packet of a run of ACCEPTs not yet sent
+    for (int i = 0; i < count; i++) {
+        if (verdicts[i] == DG_VERDICT_ACCEPT) {
+            pending_accept = i;
+            continue;
+        }
+        // A DROP ends the run of ACCEPTs before it; both leave in order.
+        if (pending_accept >= 0) {
+            dg_put_verdict(q, &offset, NFQNL_MSG_VERDICT_BATCH, packets[pending_accept].id, DG_VERDICT_ACCEPT);
+            pending_accept = -1;
+        }
+        dg_put_verdict(q, &offset, NFQNL_MSG_VERDICT, packets[i].id, DG_VERDICT_DROP);
+    }
+    if (pending_accept >= 0) {
+        dg_put_verdict(q, &offset, NFQNL_MSG_VERDICT_BATCH, packets[pending_accept].id, DG_VERDICT_ACCEPT);
+    }
+    for (int attempt = 0; attempt < 3; attempt++) {
+        if (mnl_socket_sendto(q->socket, q->verdicts, offset) >= 0) return 0;
+        if (errno != EINTR) return -errno;
+    }
+    return -EINTR;
+}
+
+_Static_assert(DG_VERDICT_MESSAGE_SIZE >= NLMSG_ALIGN(sizeof(struct nlmsghdr)) + sizeof(struct nfgenmsg)
+                   + NLA_ALIGN(NLA_HDRLEN + sizeof(struct nfqnl_msg_verdict_hdr)),
+               "a verdict message fits its slot");
+
+int dg_pin_current_thread(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    return rc == 0 ? 0 : -rc;
 }
 
 int dg_queue_verdict(dg_queue *q, uint32_t packet_id, int verdict) {

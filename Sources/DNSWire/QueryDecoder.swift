@@ -70,20 +70,26 @@ public enum QueryDecoder {
     static let maximumExtensionHeaders = 8
     static let maximumCompressionPointers = 16
 
-    public static func decode(packet: Span<UInt8>) -> DecodeResult {
+    /// - Parameters:
+    ///   - packet: the captured bytes, from the network header on.
+    ///   - wireLength: the packet's length on the wire when the capture was cut
+    ///     short (NFQUEUE's copy range). Such a query is still decided on its
+    ///     question when that was captured; records past the capture are not read.
+    public static func decode(packet: Span<UInt8>, wireLength: Int? = nil) -> DecodeResult {
         guard packet.count >= 1 else { return .notDNS(.truncatedIP) }
+        let wire = max(wireLength ?? packet.count, packet.count)
         switch packet[0] >> 4 {
-        case 4: return decodeIPv4(packet)
-        case 6: return decodeIPv6(packet)
+        case 4: return decodeIPv4(packet, wire: wire)
+        case 6: return decodeIPv6(packet, wire: wire)
         default: return .notDNS(.unsupportedIP)
         }
     }
 
-    static func decodeIPv4(_ packet: Span<UInt8>) -> DecodeResult {
+    static func decodeIPv4(_ packet: Span<UInt8>, wire: Int) -> DecodeResult {
         guard packet.count >= 20 else { return .notDNS(.truncatedIP) }
         let headerLength = Int(packet[0] & 0x0f) * 4
         let totalLength = Int(packet.u16(2))
-        guard headerLength >= 20, totalLength >= headerLength, totalLength <= packet.count else {
+        guard headerLength >= 20, totalLength >= headerLength, totalLength <= wire else {
             return .notDNS(.truncatedIP)
         }
         let fragment = packet.u16(6)
@@ -96,11 +102,11 @@ public enum QueryDecoder {
                          source: source, destination: destination)
     }
 
-    static func decodeIPv6(_ packet: Span<UInt8>) -> DecodeResult {
+    static func decodeIPv6(_ packet: Span<UInt8>, wire: Int) -> DecodeResult {
         guard packet.count >= 40 else { return .notDNS(.truncatedIP) }
         let payloadLength = Int(packet.u16(4))
         // A zero payload length means a jumbogram, which DNS never needs.
-        guard payloadLength > 0, 40 + payloadLength <= packet.count else { return .notDNS(.truncatedIP) }
+        guard payloadLength > 0, 40 + payloadLength <= wire else { return .notDNS(.truncatedIP) }
         let end = 40 + payloadLength
         var nextHeader = packet[6]
         var offset = 40
@@ -111,16 +117,16 @@ public enum QueryDecoder {
                 let destination = IPAddress.v6(high: packet.u64(24), low: packet.u64(32))
                 return decodeUDP(packet, at: offset, end: end, version: .v6, source: source, destination: destination)
             case 0, 43, 60:  // hop-by-hop, routing, destination options
-                guard offset + 8 <= end else { return .notDNS(.truncatedIP) }
+                guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
                 nextHeader = packet[offset]
                 offset += (Int(packet[offset + 1]) + 1) * 8
             case 44:  // fragment: only an atomic fragment (offset 0, no M flag) is whole
-                guard offset + 8 <= end else { return .notDNS(.truncatedIP) }
+                guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
                 guard packet.u16(offset + 2) & 0xfff9 == 0 else { return .notDNS(.fragment) }
                 nextHeader = packet[offset]
                 offset += 8
             case 51:  // authentication header
-                guard offset + 8 <= end else { return .notDNS(.truncatedIP) }
+                guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
                 nextHeader = packet[offset]
                 offset += (Int(packet[offset + 1]) + 2) * 4
             default:
@@ -133,23 +139,28 @@ public enum QueryDecoder {
 
     static func decodeUDP(_ packet: Span<UInt8>, at offset: Int, end: Int, version: IPVersion,
                           source: IPAddress, destination: IPAddress) -> DecodeResult {
-        guard offset + 8 <= end else { return .notDNS(.truncatedUDP) }
+        guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedUDP) }
         let udpLength = Int(packet.u16(offset + 4))
         guard udpLength >= 8, offset + udpLength <= end else { return .notDNS(.truncatedUDP) }
         let dnsOffset = offset + 8
-        let message = packet.extracting(dnsOffset..<(offset + udpLength))
+        let udpEnd = offset + udpLength
+        let complete = udpEnd <= packet.count
+        let message = packet.extracting(dnsOffset..<min(udpEnd, packet.count))
         var query = DNSQuery(
             ipVersion: version, source: source, destination: destination,
             sourcePort: packet.u16(offset), destinationPort: packet.u16(offset + 2),
             packetLength: end, dnsOffset: dnsOffset, dnsLength: message.count,
             id: 0, flags: 0, name: DomainName(), questionEnd: 0, questionCompressed: false,
             type: .a, queryClass: .internet, edns: nil)
-        if let reason = decodeMessage(message, into: &query) { return .notDNS(reason) }
+        if let reason = decodeMessage(message, complete: complete, into: &query) { return .notDNS(reason) }
         return .query(query)
     }
 
     /// Decodes a DNS message (no IP/UDP around it) into `query`; nil on success.
-    public static func decodeMessage(_ message: Span<UInt8>, into query: inout DNSQuery) -> NotDNSReason? {
+    /// When the message is not `complete` (the capture was cut short), the
+    /// header and question must be there; what follows is read as far as it goes.
+    public static func decodeMessage(_ message: Span<UInt8>, complete: Bool = true,
+                                     into query: inout DNSQuery) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let flags = message.u16(2)
         guard flags & 0x8000 == 0 else { return .notQuery }
@@ -183,13 +194,14 @@ public enum QueryDecoder {
             let ownerEnd: Int
             switch readName(message, at: offset, into: &owner) {
             case .success(let end, _): ownerEnd = end
-            case .failure(let reason): return reason == .truncatedDNS ? .truncatedDNS : .badRecord
+            case .failure(.truncatedDNS): return complete ? .truncatedDNS : nil
+            case .failure: return .badRecord
             }
-            guard ownerEnd + 10 <= message.count else { return .truncatedDNS }
+            guard ownerEnd + 10 <= message.count else { return complete ? .truncatedDNS : nil }
             let type = message.u16(ownerEnd)
             let dataLength = Int(message.u16(ownerEnd + 8))
             let dataStart = ownerEnd + 10
-            guard dataStart + dataLength <= message.count else { return .truncatedDNS }
+            guard dataStart + dataLength <= message.count else { return complete ? .truncatedDNS : nil }
             if type == QueryType.opt.rawValue {
                 guard index >= additionalStart, owner.labelCount == 0 else { return .badRecord }
                 guard query.edns == nil else { return .duplicateOPT }

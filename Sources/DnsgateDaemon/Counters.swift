@@ -5,6 +5,9 @@ import Synchronization
 /// written by one thread only and never share a cache line with another
 /// worker's; readers (the stats socket) sum across workers.
 final class WorkerCounters: Sendable {
+    /// A cache line of nothing on each side, so that two workers' counters,
+    /// allocated next to each other, never share a line.
+    private let leadingPad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
     let queue: UInt16
     let received = Atomic<UInt64>(0)
     let accepted = Atomic<UInt64>(0)
@@ -22,6 +25,7 @@ final class WorkerCounters: Sendable {
     let drop = Atomic<UInt64>(0)
     let injectFailures = Atomic<UInt64>(0)
     let verdictFailures = Atomic<UInt64>(0)
+    private let trailingPad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
 
     init(queue: UInt16) { self.queue = queue }
 }

@@ -114,9 +114,12 @@ public final class Daemon: Sendable {
         onSignal(SIGUSR1) { [self] in recorder.requestReopen() }
 
         let finished = DispatchGroup()
+        let processors = ProcessInfo.processInfo.activeProcessorCount
         for worker in workers {
+            // One core per queue, in order; with more queues than cores they share.
+            let cpu = worker.index % max(processors, 1)
             startThread(name: "dnsgate-q\(worker.counters.queue)", group: finished) { [logger] in
-                worker.run { error in logger.error("queue \(worker.counters.queue): \(error)") }
+                worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }
         }
         startThread(name: "dnsgate-log", group: finished) { [recorder] in recorder.run(while: { runState.isRunning }) }

@@ -10,7 +10,8 @@ public final class PacketQueue {
     public let number: UInt16
     private let handle: OpaquePointer
     private let packets: UnsafeMutablePointer<dg_packet>
-    private let batchCapacity: Int32 = 64
+    private let verdicts: UnsafeMutablePointer<UInt8>
+    private let batchCapacity = Int32(DG_RECEIVE_BATCH)
     /// Packets accepted by the C side because a single datagram held more than the batch.
     public private(set) var overflowAccepted: UInt64 = 0
 
@@ -20,7 +21,7 @@ public final class PacketQueue {
     ///     `failOpen`, accepts) new ones.
     ///   - receiveTimeoutMilliseconds: how long `receive` waits, so that the
     ///     caller notices shutdown.
-    public init(number: UInt16, copyRange: UInt32 = 0xffff, maximumBacklog: UInt32 = 4096,
+    public init(number: UInt16, copyRange: UInt32 = 512, maximumBacklog: UInt32 = 4096,
                 failOpen: Bool, receiveTimeoutMilliseconds: Int32 = 250) throws(SystemError) {
         var error: Int32 = 0
         guard let handle = dg_queue_open(number, copyRange, maximumBacklog, failOpen ? 1 : 0,
@@ -30,33 +31,36 @@ public final class PacketQueue {
         self.number = number
         self.handle = handle
         self.packets = .allocate(capacity: Int(batchCapacity))
+        self.verdicts = .allocate(capacity: Int(batchCapacity))
     }
 
     deinit {
         dg_queue_close(handle)
         packets.deallocate()
+        verdicts.deallocate()
+    }
+
+    /// Pins the calling thread (the worker) to `cpu`.
+    public static func pinCurrentThread(to cpu: Int) throws(SystemError) {
+        _ = try check("pinning to CPU \(cpu)", dg_pin_current_thread(Int32(cpu)))
     }
 
     /// Waits for the next batch (or the timeout) and asks `decide` for each
-    /// packet's verdict. The span is valid only during the call.
-    /// Returns how many packets were handled.
+    /// packet's verdict, given the captured bytes (at most the copy range) and
+    /// the packet's length on the wire. The span is valid only during the call.
+    /// The batch's verdicts leave together. Returns how many packets were handled.
     @discardableResult
-    public func receive(_ decide: (Span<UInt8>) -> Verdict) throws(SystemError) -> Int {
-        let count = try check("receiving from NFQUEUE \(number)",
-                              dg_queue_receive(handle, packets, batchCapacity, &overflowAccepted))
-        for index in 0..<Int(count) {
+    public func receive(_ decide: (Span<UInt8>, Int) -> Verdict) throws(SystemError) -> Int {
+        let count = Int(try check("receiving from NFQUEUE \(number)",
+                                  dg_queue_receive(handle, packets, batchCapacity, &overflowAccepted)))
+        for index in 0..<count {
             let packet = packets[index]
-            let verdict: Verdict
-            if let payload = packet.payload {
-                let bytes = UnsafeBufferPointer(start: payload, count: Int(packet.payload_len))
-                verdict = decide(bytes.span)
-            } else {
-                verdict = decide(UnsafeBufferPointer<UInt8>(start: nil, count: 0).span)
-            }
-            let code: Int32 = verdict == .accept ? Int32(DG_VERDICT_ACCEPT) : Int32(DG_VERDICT_DROP)
-            _ = try check("verdict on NFQUEUE \(number)", dg_queue_verdict(handle, packet.id, code))
+            let bytes = UnsafeBufferPointer(start: packet.payload, count: packet.payload == nil ? 0 : Int(packet.payload_len))
+            let verdict = decide(bytes.span, Int(packet.packet_len))
+            verdicts[index] = verdict == .accept ? UInt8(DG_VERDICT_ACCEPT) : UInt8(DG_VERDICT_DROP)
         }
-        return Int(count)
+        _ = try check("verdicts on NFQUEUE \(number)", dg_queue_verdicts(handle, packets, verdicts, Int32(count)))
+        return count
     }
 }
 

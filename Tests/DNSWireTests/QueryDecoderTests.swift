@@ -133,6 +133,28 @@ struct QueryDecoderTests {
         #expect(decodedQuery(whole) != nil)
     }
 
+    @Test("a capture cut by the copy range is decided on its question, never passed undecided")
+    func copyRangeCut() throws {
+        var fixture = QueryFixture()
+        fixture.ednsOptions = [(code: 12, data: [UInt8](repeating: 0, count: 400)), (code: 10, data: [1, 2, 3, 4, 5, 6, 7, 8])]
+        let whole = fixture.packet()
+        let questionEnd = 20 + 8 + 12 + 17 + 4
+        for captured in 0..<whole.count {
+            let result = QueryDecoder.decode(packet: whole[0..<captured].span, wireLength: whole.count)
+            if captured < questionEnd {
+                guard case .notDNS = result else { Issue.record("cut at \(captured) decoded"); continue }
+            } else {
+                guard case .query(let query) = result else { Issue.record("cut at \(captured) refused"); continue }
+                #expect(query.name.text == "www.Example.com")
+                #expect(query.packetLength == whole.count)
+                #expect(query.edns == nil, "the OPT record was not captured whole")
+            }
+        }
+        // A length on the wire shorter than the IP header says is still refused.
+        #expect(notDNSReason(whole) == nil)
+        if case .query = QueryDecoder.decode(packet: whole[0..<100].span, wireLength: 100) { Issue.record("lying length decoded") }
+    }
+
     @Test("compression pointers must point strictly backwards")
     func compressionPointers() {
         var fixture = QueryFixture()

@@ -28,19 +28,33 @@ enum {
 
 /// Binds queue `queue_num`; `copy_range` bytes of each packet are copied,
 /// `max_len` bounds the kernel-side backlog, `fail_open` lets the kernel accept
-/// when that backlog is full. `receive_timeout_ms` bounds each receive so the
+/// when that backlog is full. GSO packets are taken whole (NFQA_CFG_F_GSO). `receive_timeout_ms` bounds each receive so the
 /// caller can notice shutdown. Returns NULL and sets *error to -errno.
 dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_len,
                         int fail_open, int receive_timeout_ms, int *error);
 void dg_queue_close(dg_queue *queue);
 
-/// Waits for one netlink datagram and stores up to `max_packets` packets.
-/// Returns the count (0 on timeout) or -errno. Packets beyond `max_packets`
-/// are accepted at once and counted in `*overflow`.
+/// Most datagrams one `dg_queue_receive` takes (one recvmmsg).
+#define DG_RECEIVE_BATCH 64
+
+/// Waits for the first netlink datagram (up to the receive timeout), then takes
+/// whatever else is already queued, up to DG_RECEIVE_BATCH datagrams, in one
+/// recvmmsg. Stores up to `max_packets` packets; returns the count (0 on
+/// timeout) or -errno. Packets beyond `max_packets` are accepted at once and
+/// counted in `*overflow`.
 int dg_queue_receive(dg_queue *queue, dg_packet *packets, int max_packets, uint64_t *overflow);
+
+/// Sends the verdicts of one received batch (`verdicts[i]` for `packets[i]`,
+/// in receive order) in as few netlink messages as possible: a run of ACCEPTs
+/// becomes one NFQNL_MSG_VERDICT_BATCH, a DROP is its own message, and all of
+/// them leave in one sendto. Returns 0 or -errno.
+int dg_queue_verdicts(dg_queue *queue, const dg_packet *packets, const uint8_t *verdicts, int count);
 
 /// Sends a verdict for one packet. Returns 0 or -errno.
 int dg_queue_verdict(dg_queue *queue, uint32_t packet_id, int verdict);
+
+/// Pins the calling thread to one CPU. Returns 0 or -errno.
+int dg_pin_current_thread(int cpu);
 
 /// A raw socket for sending whole IPv4 (family AF_INET) or IPv6 packets with the
 /// given firewall mark. Returns the fd or -errno.
