@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <malloc.h>
 #include <sched.h>
 #include <pthread.h>
 
@@ -309,4 +310,8 @@ int64_t dg_peer_uid(int fd) {
     socklen_t length = sizeof(credentials);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) < 0) return -errno;
     return credentials.uid;
+}
+
+void dg_return_large_blocks(size_t threshold) {
+    (void)mallopt(M_MMAP_THRESHOLD, (int)threshold);
 }

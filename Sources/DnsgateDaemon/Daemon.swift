@@ -20,16 +20,12 @@ public struct DaemonError: Error, CustomStringConvertible {
 }
 
 /// Reads files for the policy compiler.
-public func readTextFile(_ path: String) throws -> String {
-    do {
-        return try String(contentsOfFile: path, encoding: .utf8)
-    } catch {
-        // Fall back for lists with stray non-UTF-8 bytes: decode with replacement.
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw DaemonError(description: "cannot read \(path): \(errno == ENOENT ? "no such file" : String(cString: strerror(errno)))")
-        }
-        return String(decoding: data, as: UTF8.self)
+public func readFileBytes(_ path: String) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        let reason = FileManager.default.fileExists(atPath: path) ? "permission denied or not a file" : "no such file"
+        throw DaemonError(description: reason)
     }
+    return [UInt8](data)
 }
 
 /// The running firewall: one worker per queue, the stats socket, the query log
@@ -56,6 +52,7 @@ public final class Daemon: Sendable {
     /// the policy and binds the queues; throws with every problem when any of
     /// that fails.
     public init(configPath: String, logger: Logger) throws {
+        MemoryTuning.returnLargeBlocksToSystem()
         self.configPath = configPath
         self.logger = logger
         feeds = Feeds(logger: logger)
@@ -84,7 +81,8 @@ public final class Daemon: Sendable {
     /// copy, and compiles. Off the packet path.
     static func load(_ path: String, generation: Int, cookieSecret: UInt64,
                      feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
-        let compiler = PolicyCompiler(readFile: readTextFile)
+        // The daemon never explains, so it keeps no line numbers.
+        let compiler = PolicyCompiler(keepLines: false, readFile: readFileBytes)
         let (config, diagnostics) = compiler.readConfig(path)
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         if !diagnostics.contains(where: { $0.severity == .error }) {

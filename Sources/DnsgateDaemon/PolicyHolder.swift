@@ -21,14 +21,21 @@ final class PolicyState: Sendable {
     }
 }
 
-/// The policy in force. Workers take a reference once per batch; a reload
-/// swaps in a new one atomically, and the old one is freed when the last batch
-/// that uses it ends. Rule hits of replaced policies are kept by rule name.
+/// The policy in force. Workers check for a swap before every packet and at
+/// every receive timeout; a reload swaps in a new policy atomically, and the
+/// old one is freed as soon as no worker holds it (within one receive timeout).
+/// Rule hits of replaced policies are kept by rule name.
 final class PolicyHolder: Sendable {
+    /// The hit counters of a replaced policy, without the policy itself.
+    private struct Retired {
+        var keys: [String]
+        var ruleHits: [[RuleHitCounter]]
+    }
+
     private struct Guarded {
         var current: PolicyState
-        /// The policy replaced last: a worker may still be finishing a batch with it.
-        var previous: PolicyState?
+        /// Counters of the policy replaced last: a worker may still be counting a packet on them.
+        var previous: Retired?
         /// Hits of older generations, by "group/rule".
         var retiredHits: [String: UInt64] = [:]
     }
@@ -48,7 +55,8 @@ final class PolicyHolder: Sendable {
     func replace(with state: PolicyState) {
         guarded.withLock { guarded in
             if let previous = guarded.previous { Self.fold(previous, into: &guarded.retiredHits) }
-            guarded.previous = guarded.current
+            let old = guarded.current
+            guarded.previous = Retired(keys: old.policy.rules.map(Self.key), ruleHits: old.ruleHits)
             guarded.current = state
         }
         swaps.wrappingAdd(1, ordering: .releasing)
@@ -70,9 +78,9 @@ final class PolicyHolder: Sendable {
 
     private static func key(_ rule: CompiledRule) -> String { rule.group + "/" + rule.name }
 
-    private static func fold(_ state: PolicyState, into totals: inout [String: UInt64]) {
-        for (index, rule) in state.policy.rules.enumerated() {
-            totals[key(rule), default: 0] += state.hits(ofRule: index)
+    private static func fold(_ retired: Retired, into totals: inout [String: UInt64]) {
+        for (index, key) in retired.keys.enumerated() {
+            totals[key, default: 0] += retired.ruleHits.reduce(0) { $0 + $1[index].hits.value }
         }
     }
 }

@@ -55,6 +55,11 @@ final class Worker: @unchecked Sendable {
         var swaps = policies.swapCount
         var state = policies.state
         while running.isRunning {
+            // Also between batches, so an idle queue lets go of a replaced policy.
+            if policies.swapCount != swaps {
+                swaps = policies.swapCount
+                state = policies.state
+            }
             do {
                 try queue.receive { packet, wireLength in
                     // A reload is seen by the first packet after the swap.

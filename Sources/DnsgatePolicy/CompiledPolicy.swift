@@ -135,10 +135,12 @@ public final class CompiledPolicy: Sendable {
         var exceptions = ListMatches()
         for label in 0...name.labelCount {  // labelCount ≤ 127
             guard let key = table.find(name, fromLabel: label) else { continue }
-            for index in table.membershipRange(ofKey: key) {
-                let member = table.membership(index)
-                guard NameTable.matches(member.kind, atLabel: label) else { continue }
-                if member.exception { exceptions.insert(member.list) } else { matches.insert(member.list) }
+            table.forEachMembership(ofKey: key) { packed in
+                let kind = EntryKind(rawValue: UInt8(packed & 3)) ?? .exact
+                guard NameTable.matches(kind, atLabel: label) else { return true }
+                let list = Int((packed >> 3) & 0x3ff)
+                if packed & 4 != 0 { exceptions.insert(list) } else { matches.insert(list) }
+                return true
             }
         }
         matches.subtract(exceptions)
@@ -164,12 +166,14 @@ public final class CompiledPolicy: Sendable {
     func entryOutcomeIndex(list: Int, name: DomainName) -> Int {
         for label in 0...name.labelCount {
             guard let key = table.find(name, fromLabel: label) else { continue }
-            for index in table.membershipRange(ofKey: key) {
-                let member = table.membership(index)
-                if member.list == list, !member.exception, NameTable.matches(member.kind, atLabel: label) {
-                    return member.outcome
-                }
+            var outcome: Int? = nil
+            table.forEachMembership(ofKey: key) { packed in
+                let member = NameTable.Member(packed: packed, line: 0)
+                guard member.list == list, !member.exception, NameTable.matches(member.kind, atLabel: label) else { return true }
+                outcome = member.outcome
+                return false
             }
+            if let outcome { return outcome }
         }
         return -1
     }
@@ -211,14 +215,13 @@ extension CompiledPolicy {
     func entry(in list: Int, matching name: DomainName) -> Explanation.Entry? {
         for label in 0...name.labelCount {
             guard let key = table.find(name, fromLabel: label) else { continue }
-            for index in table.membershipRange(ofKey: key) {
-                let member = table.membership(index)
+            for member in table.members(ofKey: key) {
                 guard member.list == list, !member.exception, NameTable.matches(member.kind, atLabel: label) else { continue }
                 let kind = member.kind
                 var text = table.keyText(key)
                 if kind == .wildcard { text = text.isEmpty ? "*" : "*." + text }
                 let info = lists[list]
-                return Explanation.Entry(text: text, kind: kind, file: info.file, line: table.line(ofMembership: index))
+                return Explanation.Entry(text: text, kind: kind, file: info.file, line: member.line)
             }
         }
         return nil

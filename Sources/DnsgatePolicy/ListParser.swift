@@ -20,9 +20,8 @@ public enum EntryAction: Sendable, Hashable {
     case override(OverrideRecord)
 }
 
-/// One entry of a domain list: a lowercase wire-form name and how it matches.
-public struct ListEntry: Sendable, Equatable {
-    public var key: [UInt8]
+/// Everything about a list entry but its name.
+public struct EntryInfo: Sendable, Equatable {
     public var kind: EntryKind
     /// 1-based line in the list's file (or the config file, for inline lists).
     public var line: Int
@@ -32,17 +31,39 @@ public struct ListEntry: Sendable, Equatable {
     public var action: EntryAction? = nil
 }
 
-/// A list read from text: what loaded, what was skipped and why.
-public struct ParsedList: Sendable {
+/// One entry of a domain list, with its name as an array (tests, previews).
+public struct ListEntry: Sendable, Equatable {
+    public var key: [UInt8]
+    public var info: EntryInfo
+    public var kind: EntryKind { info.kind }
+    public var line: Int { info.line }
+    public var exception: Bool { info.exception }
+    public var action: EntryAction? { info.action }
+}
+
+/// What reading a list found besides its entries: what was skipped and why.
+public struct ListReport: Sendable {
     public var format: ListFormat
-    public var entries: [ListEntry] = []
+    public var entries = 0
     public var skippedLines = 0
-    /// Skipped lines by reason, e.g. "adblock rule with modifiers": 12.
+    /// Skipped lines by reason, e.g. "modifiers": 12.
     public var skipReasons: [String: Int] = [:]
     public var diagnostics: [Diagnostic] = []
 }
 
-/// Parsers for the list syntaxes of SPEC §2. Bad lines are reported with file
+/// A list read into memory entry by entry (for tests and small lists).
+public struct ParsedList: Sendable {
+    public var report: ListReport
+    public var entries: [ListEntry] = []
+    public var format: ListFormat { report.format }
+    public var skippedLines: Int { report.skippedLines }
+    public var skipReasons: [String: Int] { report.skipReasons }
+    public var diagnostics: [Diagnostic] { report.diagnostics }
+}
+
+/// Parsers for the list syntaxes of SPEC §2. They work on bytes and hand each
+/// entry to the caller as an inline `NameKey`, so that reading a list of a
+/// million names does not allocate per name. Bad lines are reported with file
 /// and line and skipped; the rest of the list still loads.
 public enum ListParser {
     /// Most diagnostics kept per list; the rest are only counted.
@@ -52,42 +73,76 @@ public enum ListParser {
         "localhost", "localhost.localdomain", "local", "broadcasthost", "ip6-localhost", "ip6-loopback",
         "ip6-localnet", "ip6-mcastprefix", "ip6-allnodes", "ip6-allrouters", "ip6-allhosts", "0.0.0.0",
     ]
+    /// Modifiers that change nothing for a DNS firewall and so can be honoured.
+    static let harmlessAdblockModifiers: Set<Substring> = ["important", "all", "document", "doc"]
 
-    public static func parse(text: String, format requested: ListFormat, file: String, matchSubdomains: Bool) -> ParsedList {
-        let format = requested == .auto ? detectFormat(text) : requested
-        var list = ParsedList(format: format)
-        switch format {
-        case .domains, .auto: parseLines(text, file: file, into: &list, domainsLine)
-        case .hosts: parseLines(text, file: file, into: &list, hostsLine)
-        case .adblock: parseLines(text, file: file, commentPrefixes: ["!", "#", "["], into: &list, adblockLine)
-        case .rpz: RPZParser.parse(text, file: file, into: &list)
+    public typealias Sink = (borrowing NameKey, EntryInfo) -> Void
+
+    /// Reads a list, calling `add` for every entry in file order.
+    public static func read(_ bytes: Span<UInt8>, format requested: ListFormat, file: String, matchSubdomains: Bool,
+                            add: Sink) -> ListReport {
+        let format = requested == .auto ? detectFormat(bytes) : requested
+        var report = ListReport(format: format)
+        withoutActuallyEscaping(add) { add in
+            let sink: Sink = { key, info in
+                var info = info
+                if matchSubdomains { info.kind = .subtree }
+                add(key, info)
+            }
+            readFormat(bytes, format: format, file: file, report: &report, sink: sink)
         }
-        if matchSubdomains {
-            for index in list.entries.indices { list.entries[index].kind = .subtree }
-        }
-        return list
+        return report
     }
 
-    /// Parses inline `domains:` of the config; `line` is where the list stands.
-    public static func parseInline(_ names: [String], file: String, line: Int, matchSubdomains: Bool) -> ParsedList {
-        var list = ParsedList(format: .domains)
+    static func readFormat(_ bytes: Span<UInt8>, format: ListFormat, file: String, report: inout ListReport, sink: Sink) {
+        switch format {
+        case .domains, .auto: readLines(bytes, file: file, report: &report) { domainsLine($0, $1, &$2, sink) }
+        case .hosts: readLines(bytes, file: file, report: &report) { hostsLine($0, $1, &$2, sink) }
+        case .adblock:
+            readLines(bytes, file: file, commentBytes: [UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "[")],
+                      report: &report) { adblockLine($0, $1, &$2, sink) }
+        case .rpz:
+            RPZParser.parse(String(decoding: bytes.bytesArray, as: UTF8.self), file: file, report: &report, add: sink)
+        }
+    }
+
+    /// Reads a list into memory.
+    public static func parse(text: String, format: ListFormat, file: String, matchSubdomains: Bool) -> ParsedList {
+        let bytes = Array(text.utf8)
+        var entries: [ListEntry] = []
+        let report = read(bytes.span, format: format, file: file, matchSubdomains: matchSubdomains) { key, info in
+            entries.append(ListEntry(key: key.array, info: info))
+        }
+        return ParsedList(report: report, entries: entries)
+    }
+
+    /// Reads inline `domains:` of the config; `line` is where the list stands.
+    /// A bad name there is an error of the config.
+    public static func readInline(_ names: [String], file: String, line: Int, matchSubdomains: Bool,
+                                  add: Sink) -> ListReport {
+        var report = ListReport(format: .domains)
         for name in names {
-            if let reason = domainsLine(Substring(name), line, &list) {
-                report(&list, Diagnostic(.error, file: file, line: line, reason.message))
+            let bytes = Array(name.utf8)
+            let reason = domainsLine(bytes.span, line, &report) { key, info in
+                var info = info
+                if matchSubdomains { info.kind = .subtree }
+                add(key, info)
             }
+            if let reason { report.diagnostics.append(Diagnostic(.error, file: file, line: line, reason.message)) }
         }
-        if matchSubdomains {
-            for index in list.entries.indices { list.entries[index].kind = .subtree }
-        }
-        return list
+        return report
     }
 
     /// Looks at the first meaningful lines: hosts files start with an address,
     /// adblock lists with `||`, `@@` or `!`, RPZ zones with `$ORIGIN`/`$TTL` or SOA.
-    public static func detectFormat(_ text: String) -> ListFormat {
+    public static func detectFormat(_ bytes: Span<UInt8>) -> ListFormat {
         var examined = 0
-        for rawLine in text.split(whereSeparator: \.isNewline) {
-            let line = rawLine.trimmingSpaces
+        var start = 0
+        while start < bytes.count, examined < 100 {
+            var end = start
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
+            let line = String(decoding: bytes.extracting(start..<end).bytesArray, as: UTF8.self).trimmingSpaces
+            start = end + 1
             if line.isEmpty || line.hasPrefix("#") { continue }
             if line.hasPrefix("!") || line.hasPrefix("||") || line.hasPrefix("@@") || line.hasPrefix("[Adblock") {
                 return .adblock
@@ -99,16 +154,17 @@ public enum ListParser {
                 return .hosts
             }
             examined += 1
-            if examined >= 100 { break }
         }
         return .domains
     }
 
-    /// Parses one meaningful line; returns why it was skipped, or nil.
-    typealias LineParser = (Substring, Int, inout ParsedList) -> SkipReason?
+    public static func detectFormat(_ text: String) -> ListFormat {
+        let bytes = Array(text.utf8)
+        return detectFormat(bytes.span)
+    }
 
     /// Why a line was skipped: a category for the summary and a message for the diagnostic.
-    struct SkipReason {
+    public struct SkipReason {
         var category: String
         var message: String
         init(_ category: String, _ message: String) {
@@ -117,84 +173,144 @@ public enum ListParser {
         }
     }
 
+    /// Parses one meaningful line (trimmed, comment removed); returns why it was skipped, or nil.
+    typealias LineParser = (Span<UInt8>, Int, inout ListReport) -> SkipReason?
+
     /// Calls `parseLine` for every line that is not blank or a comment. With no
-    /// comment prefixes, `#` starts a comment anywhere on the line.
-    static func parseLines(_ text: String, file: String, commentPrefixes: [String] = [], into list: inout ParsedList,
-                           _ parseLine: LineParser) {
+    /// comment bytes given, `#` starts a comment anywhere on the line;
+    /// otherwise a line starting with one of them is a comment.
+    static func readLines(_ bytes: Span<UInt8>, file: String, commentBytes: [UInt8] = [], report: inout ListReport,
+                          _ parseLine: LineParser) {
         var lineNumber = 0
-        // Count "\n"-terminated lines, so line numbers match editors for CRLF files too.
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        var start = 0
+        while start <= bytes.count {  // each turn consumes a line and its "\n"
+            var end = start
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
             lineNumber += 1
-            var line = rawLine
-            if commentPrefixes.isEmpty, let hash = line.firstIndex(of: "#") { line = line[..<hash] }
-            line = line.trimmingSpaces
-            if line.isEmpty || commentPrefixes.contains(where: { line.hasPrefix($0) }) { continue }
-            if let reason = parseLine(line, lineNumber, &list) {
-                skip(&list, reason, file: file, line: lineNumber)
+            var lineEnd = end
+            if commentBytes.isEmpty {
+                var index = start
+                while index < lineEnd, bytes[index] != UInt8(ascii: "#") { index += 1 }
+                lineEnd = index
+            }
+            var lineStart = start
+            while lineStart < lineEnd, isSpace(bytes[lineStart]) { lineStart += 1 }
+            while lineEnd > lineStart, isSpace(bytes[lineEnd - 1]) { lineEnd -= 1 }
+            let next = end + 1
+            defer { start = next }
+            if lineStart == lineEnd { continue }
+            if !commentBytes.isEmpty, commentBytes.contains(bytes[lineStart]) { continue }
+            if let reason = parseLine(bytes.extracting(lineStart..<lineEnd), lineNumber, &report) {
+                skip(&report, reason, file: file, line: lineNumber)
             }
         }
     }
 
-    static func skip(_ list: inout ParsedList, _ reason: SkipReason, file: String, line: Int) {
-        list.skippedLines += 1
-        list.skipReasons[reason.category, default: 0] += 1
-        report(&list, Diagnostic(.warning, file: file, line: line, reason.message))
+    @inline(__always)
+    static func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x09 || byte == 0x0d || byte == 0x0b || byte == 0x0c }
+
+    static func skip(_ report: inout ListReport, _ reason: SkipReason, file: String, line: Int) {
+        report.skippedLines += 1
+        report.skipReasons[reason.category, default: 0] += 1
+        if report.diagnostics.count < maximumDiagnostics {
+            report.diagnostics.append(Diagnostic(.warning, file: file, line: line, reason.message))
+        }
     }
 
-    static func report(_ list: inout ParsedList, _ diagnostic: Diagnostic) {
-        if list.diagnostics.count < maximumDiagnostics { list.diagnostics.append(diagnostic) }
+    /// The next whitespace-separated field at or after `from`.
+    @inline(__always)
+    static func nextField(_ line: Span<UInt8>, from: Int) -> Range<Int>? {
+        var start = from
+        while start < line.count, isSpace(line[start]) { start += 1 }
+        guard start < line.count else { return nil }
+        var end = start
+        while end < line.count, !isSpace(line[end]) { end += 1 }
+        return start..<end
     }
+
+    static func text(_ bytes: Span<UInt8>) -> String { String(decoding: bytes.bytesArray, as: UTF8.self) }
 
     /// `name`, `*.name` or `*`.
-    static func domainsLine(_ line: Substring, _ number: Int, _ list: inout ParsedList) -> SkipReason? {
-        let fields = line.split(whereSeparator: \.isWhitespace)
-        guard fields.count == 1 else {
-            return SkipReason("not one name", "expected one domain name, found \(fields.count) fields")
+    static func domainsLine(_ line: Span<UInt8>, _ number: Int, _ report: inout ListReport, _ add: Sink) -> SkipReason? {
+        guard let field = nextField(line, from: 0) else { return nil }
+        if nextField(line, from: field.upperBound) != nil {
+            return SkipReason("not one name", "expected one domain name, found several fields: '\(text(line))'")
         }
-        var text = fields[0]
-        var kind = EntryKind.exact
-        if text == "*" {
-            list.entries.append(ListEntry(key: [], kind: .wildcard, line: number))
+        var name = line.extracting(field)
+        if name.count == 1, name[0] == UInt8(ascii: "*") {
+            add(NameKey(), EntryInfo(kind: .wildcard, line: number))
+            report.entries += 1
             return nil
         }
-        if text.hasPrefix("*.") {
+        var kind = EntryKind.exact
+        if name.count > 2, name[0] == UInt8(ascii: "*"), name[1] == UInt8(ascii: ".") {
             kind = .wildcard
-            text = text.dropFirst(2)
+            name = name.extracting(2...)
         }
-        guard let key = key(for: text) else { return SkipReason("invalid name", "'\(fields[0])' is not a valid domain name") }
-        list.entries.append(ListEntry(key: key, kind: kind, line: number))
+        guard let key = NameKey(text: name) else {
+            return SkipReason("invalid name", "'\(text(line.extracting(field)))' is not a valid domain name")
+        }
+        add(key, EntryInfo(kind: kind, line: number))
+        report.entries += 1
         return nil
     }
 
     /// `address name [name …]`.
-    static func hostsLine(_ line: Substring, _ number: Int, _ list: inout ParsedList) -> SkipReason? {
-        let fields = line.split(whereSeparator: \.isWhitespace)
-        guard fields.count >= 2, IPAddress(fields[0]) != nil else {
-            return SkipReason("not a hosts line", "expected 'address name [name …]'")
+    static func hostsLine(_ line: Span<UInt8>, _ number: Int, _ report: inout ListReport, _ add: Sink) -> SkipReason? {
+        guard let addressField = nextField(line, from: 0), isAddress(line.extracting(addressField)),
+              nextField(line, from: addressField.upperBound) != nil else {
+            return SkipReason("not a hosts line", "expected 'address name [name …]': '\(text(line))'")
         }
-        var invalid: [Substring] = []
-        for name in fields.dropFirst() where !hostsSelfNames.contains(name.lowercased()) {
-            if let key = key(for: name) {
-                list.entries.append(ListEntry(key: key, kind: .exact, line: number))
-            } else {
-                invalid.append(name)
+        var invalid: [String] = []
+        var cursor = addressField.upperBound
+        while let field = nextField(line, from: cursor) {  // each turn consumes a field
+            cursor = field.upperBound
+            let name = line.extracting(field)
+            guard let key = NameKey(text: name) else {
+                invalid.append(text(name))
+                continue
             }
+            if key.count <= 24, hostsSelfNames.contains(text(name).lowercased()) { continue }
+            add(key, EntryInfo(kind: .exact, line: number))
+            report.entries += 1
         }
         return invalid.isEmpty
             ? nil : SkipReason("invalid name", "'\(invalid.joined(separator: "', '"))' is not a valid host name")
     }
 
-    /// Modifiers that change nothing for a DNS firewall and so can be honoured.
-    static let harmlessAdblockModifiers: Set<Substring> = ["important", "all", "document", "doc"]
+    /// The addresses hosts files use, compared as bytes; anything else is parsed.
+    static func isAddress(_ field: Span<UInt8>) -> Bool {
+        for common in commonHostsAddresses where common.count == field.count {
+            var same = true
+            for index in 0..<field.count where field[index] != common[index] {
+                same = false
+                break
+            }
+            if same { return true }
+        }
+        return IPAddress(text(field)) != nil
+    }
+    static let commonHostsAddresses: [[UInt8]] = ["0.0.0.0", "127.0.0.1", "::", "::1"].map { Array($0.utf8) }
 
     /// `||name^` (the name and everything below), `@@||name^` (an exception),
     /// optionally with harmless modifiers. Everything else a DNS firewall
     /// cannot honour (paths, regexes, cosmetic rules, wildcards inside a name,
     /// content-type modifiers) is skipped and counted, never guessed at.
-    static func adblockLine(_ line: Substring, _ number: Int, _ list: inout ParsedList) -> SkipReason? {
-        var rule = line
-        let exception = rule.hasPrefix("@@")
-        if exception { rule = rule.dropFirst(2) }
+    static func adblockLine(_ line: Span<UInt8>, _ number: Int, _ report: inout ListReport, _ add: Sink) -> SkipReason? {
+        // The common case, `||name^`, needs no string at all.
+        var start = 0
+        let exception = line.count > 2 && line[0] == UInt8(ascii: "@") && line[1] == UInt8(ascii: "@")
+        if exception { start = 2 }
+        if line.count >= start + 4, line[start] == UInt8(ascii: "|"), line[start + 1] == UInt8(ascii: "|"),
+           line[line.count - 1] == UInt8(ascii: "^") {
+            let name = line.extracting((start + 2)..<(line.count - 1))
+            if let key = NameKey(text: name) {
+                add(key, EntryInfo(kind: .subtree, line: number, exception: exception))
+                report.entries += 1
+                return nil
+            }
+        }
+        var rule = Substring(text(line.extracting(start...)))
         if rule.contains("##") || rule.contains("#@#") || rule.contains("#?#") || rule.contains("#$#") {
             return SkipReason("cosmetic rule", "cosmetic (element hiding) rule: no meaning for DNS")
         }
@@ -212,17 +328,19 @@ public enum ListParser {
         let name = rule.dropFirst(2).dropLast()
         if name.contains("/") || name.contains(":") { return SkipReason("path", "rule with a path or port") }
         if name.contains("*") { return SkipReason("wildcard inside a name", "a '*' inside a name cannot be matched by suffix") }
-        guard let key = key(for: name) else { return SkipReason("invalid name", "'\(name)' is not a valid domain name") }
-        list.entries.append(ListEntry(key: key, kind: .subtree, line: number, exception: exception))
+        guard let key = NameKey(text: name) else { return SkipReason("invalid name", "'\(name)' is not a valid domain name") }
+        add(key, EntryInfo(kind: .subtree, line: number, exception: exception))
+        report.entries += 1
         return nil
     }
 
-    /// Lowercase wire form of a presentation name; nil when it is not a name
-    /// (empty labels, a label over 63 bytes, over 255 bytes, a `*` inside).
+    /// Lowercase wire form of a presentation name, or nil when it is not a name.
     public static func key(for text: some StringProtocol) -> [UInt8]? {
-        guard !text.isEmpty, !text.contains("*"), let name = DomainName(text: text), name.labelCount > 0 else {
-            return nil
-        }
-        return name.lowercasedWire
+        NameKey(text: text)?.array
     }
+}
+
+extension Span where Element == UInt8 {
+    /// A copy, for the rare paths that need a String.
+    var bytesArray: [UInt8] { (0..<count).map { self[$0] } }
 }

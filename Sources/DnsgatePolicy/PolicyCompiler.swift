@@ -4,8 +4,8 @@ import DNSWire
 /// Reads every list a config names and compiles the policy. File access is
 /// injected, so this stays pure and testable.
 public struct PolicyCompiler {
-    /// Reads a whole file as text; throws with a message on failure.
-    public typealias ReadFile = (String) throws -> String
+    /// Reads a whole file; throws with a message on failure.
+    public typealias ReadFile = (String) throws -> [UInt8]
 
     public struct Result: Sendable {
         public var policy: CompiledPolicy?
@@ -26,8 +26,13 @@ public struct PolicyCompiler {
     }
 
     let readFile: ReadFile
+    /// Keep each entry's source line, for `explain` (4 bytes a name the daemon does without).
+    let keepLines: Bool
 
-    public init(readFile: @escaping ReadFile) { self.readFile = readFile }
+    public init(keepLines: Bool = true, readFile: @escaping ReadFile) {
+        self.keepLines = keepLines
+        self.readFile = readFile
+    }
 
     /// Reads the config at `path` and everything it names.
     public func load(configPath path: String, generation: Int, cookieSecret: UInt64) -> (DnsgateConfig?, Result) {
@@ -39,7 +44,7 @@ public struct PolicyCompiler {
     /// Reads the config file alone (lists are read by `compile`).
     public func readConfig(_ path: String) -> (DnsgateConfig?, [Diagnostic]) {
         do {
-            return ConfigReader.read(yaml: try readFile(path), path: path)
+            return ConfigReader.read(yaml: String(decoding: try readFile(path), as: UTF8.self), path: path)
         } catch {
             return (nil, [Diagnostic(.error, file: path, line: 0, "cannot read the config: \(error)")])
         }
@@ -58,7 +63,6 @@ public struct PolicyCompiler {
     public func compile(_ config: DnsgateConfig, generation: Int, cookieSecret: UInt64) -> Result {
         var diagnostics: [Diagnostic] = []
         var summaries: [ParsedListSummary] = []
-        var grouped: [[UInt8]: [NameTable.Member]] = [:]
         var outcomeIndex: [EntryAction: Int] = [:]
         var entryOutcomes: [Outcome] = []
         var infos: [ListInfo] = []
@@ -67,42 +71,47 @@ public struct PolicyCompiler {
                 "\(config.domainLists.count) domain lists; at most \(ListMatches.capacity) are supported"))
             return Result(policy: nil, lists: [], diagnostics: diagnostics)
         }
-        for (listIndex, list) in config.domainLists.enumerated() {
-            let parsed: ParsedList
-            let file: String
+        // Read every list first, so that the table is sized once from their lengths.
+        var sources: [(file: String, bytes: [UInt8]?)] = []
+        for list in config.domainLists {
             switch list.source {
-            case .inline(let names):
-                file = config.path
-                parsed = ListParser.parseInline(names, file: file, line: list.line, matchSubdomains: list.matchSubdomains)
+            case .inline:
+                sources.append((config.path, nil))
             case .file(let listPath):
-                file = resolve(listPath, relativeTo: config.path)
+                let file = resolve(listPath, relativeTo: config.path)
                 do {
-                    parsed = ListParser.parse(text: try readFile(file), format: list.format, file: file,
-                                              matchSubdomains: list.matchSubdomains)
+                    sources.append((file, try readFile(file)))
                 } catch {
                     diagnostics.append(Diagnostic(.error, file: config.path, line: list.line,
                         "domain list '\(list.name)': cannot read \(file): \(error)"))
-                    continue
+                    sources.append((file, []))
                 }
             case .url(let remote):
                 // The last good copy; a list never fetched yet loads empty, so one
                 // feed outage cannot keep the rest of the policy from loading.
-                file = list.cachePath(in: resolve(config.cacheDirectory, relativeTo: config.path))
-                if let text = try? readFile(file) {
-                    parsed = ListParser.parse(text: text, format: list.format, file: file, matchSubdomains: list.matchSubdomains)
+                let file = list.cachePath(in: resolve(config.cacheDirectory, relativeTo: config.path))
+                if let bytes = try? readFile(file) {
+                    sources.append((file, bytes))
                 } else {
-                    parsed = ParsedList(format: list.format)
                     diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
                         "domain list '\(list.name)': no copy of \(remote.url) yet; it is empty until a download succeeds"))
+                    sources.append((file, []))
                 }
             }
-            var seen = Set<[UInt8]>()
+        }
+        let totalBytes = sources.reduce(0) { $0 + ($1.bytes?.count ?? 0) }
+        let totalLines = sources.reduce(0) { total, source in
+            total + (source.bytes.map { $0.reduce(0) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 } + 1 } ?? 0)
+        }
+        var table = NameTable(expectedKeys: totalLines + config.domainLists.count, expectedArenaBytes: totalBytes,
+                              keepLines: keepLines)
+        for (listIndex, list) in config.domainLists.enumerated() {
             var loaded = 0
-            for entry in parsed.entries {
-                // One membership per (name, kind, exception) and list; the first line is kept.
-                guard seen.insert(entry.key + [entry.kind.rawValue, entry.exception ? 1 : 0]).inserted else { continue }
+            var hasEntryActions = false
+            let add: ListParser.Sink = { key, info in
                 var outcome = -1
-                if let action = entry.action {
+                if let action = info.action {
+                    hasEntryActions = true
                     if let known = outcomeIndex[action] {
                         outcome = known
                     } else if entryOutcomes.count < NameTable.maximumOutcomes {
@@ -111,20 +120,30 @@ public struct PolicyCompiler {
                         entryOutcomes.append(Outcome(action))
                     }
                 }
-                grouped[entry.key, default: []].append(
-                    NameTable.Member(list: listIndex, kind: entry.kind, exception: entry.exception, outcome: outcome,
-                                     line: entry.line))
-                loaded += 1
+                let member = NameTable.Member(list: listIndex, kind: info.kind, exception: info.exception,
+                                              outcome: outcome, line: info.line)
+                if table.insert(key, member) { loaded += 1 }
             }
-            let hasEntryActions = parsed.entries.contains { $0.action != nil }
+            let report: ListReport
+            let file = sources[listIndex].file
+            if case .inline(let names) = list.source {
+                report = ListParser.readInline(names, file: file, line: list.line, matchSubdomains: list.matchSubdomains,
+                                               add: add)
+            } else {
+                let bytes = sources[listIndex].bytes ?? []
+                report = ListParser.read(bytes.span, format: list.format, file: file, matchSubdomains: list.matchSubdomains,
+                                         add: add)
+            }
             let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
                                 url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
-                                format: parsed.format, entries: loaded, skippedLines: parsed.skippedLines,
-                                skipReasons: parsed.skipReasons, hasEntryActions: hasEntryActions)
+                                format: report.format, entries: loaded, skippedLines: report.skippedLines,
+                                skipReasons: report.skipReasons, hasEntryActions: hasEntryActions)
             infos.append(info)
-            summaries.append(ParsedListSummary(info: info, diagnostics: parsed.diagnostics))
-            diagnostics += parsed.diagnostics
+            summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
+            diagnostics += report.diagnostics
         }
+        sources.removeAll()
+        table.shrinkToFit()
         guard !diagnostics.contains(where: { $0.severity == .error }) else {
             return Result(policy: nil, lists: summaries, diagnostics: diagnostics)
         }
@@ -151,7 +170,7 @@ public struct PolicyCompiler {
         let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError,
                                             cookieSecret: cookieSecret, serialNumber: UInt32(truncatingIfNeeded: generation))
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
-                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: NameTable(grouped: grouped))
+                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: table)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
     }
 

@@ -6,7 +6,7 @@ import DNSWire
 /// IP, NSDNAME, NSIP) cannot be evaluated on a query and are reported with
 /// their count; SOA and NS records are ignored.
 enum RPZParser {
-    static func parse(_ text: String, file: String, into list: inout ParsedList) {
+    static func parse(_ text: String, file: String, report list: inout ListReport, add: ListParser.Sink) {
         var origin: [String] = []
         var previousOwner: [String]? = nil
         for (number, record) in records(text) {
@@ -51,7 +51,7 @@ enum RPZParser {
                 kind = .wildcard
                 trigger.removeFirst()
             }
-            guard let key = ListParser.key(for: trigger.joined(separator: ".")) else {
+            guard let key = NameKey(text: trigger.joined(separator: ".")) else {
                 skip(&list, "invalid name", "'\(trigger.joined(separator: "."))' is not a valid domain name", file, number)
                 continue
             }
@@ -60,7 +60,8 @@ enum RPZParser {
                 skip(&list, "unsupported action", "RPZ action \(what) is not supported", file, number)
                 continue
             }
-            list.entries.append(ListEntry(key: key, kind: kind, line: number, action: action))
+            add(key, EntryInfo(kind: kind, line: number, action: action))
+            list.entries += 1
         }
     }
 
@@ -102,7 +103,7 @@ enum RPZParser {
         return name.split(separator: ".").map { $0.lowercased() } + origin
     }
 
-    static func skip(_ list: inout ParsedList, _ category: String, _ message: String, _ file: String, _ line: Int) {
+    static func skip(_ list: inout ListReport, _ category: String, _ message: String, _ file: String, _ line: Int) {
         ListParser.skip(&list, ListParser.SkipReason(category, message), file: file, line: line)
     }
 

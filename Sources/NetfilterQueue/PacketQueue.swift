@@ -84,3 +84,12 @@ public struct KernelQueueStats: Sendable {
         return result
     }
 }
+
+/// Process-wide memory settings.
+public enum MemoryTuning {
+    /// Allocations of `threshold` bytes or more get their own mapping and go
+    /// back to the system when freed, so a reload does not grow the daemon.
+    public static func returnLargeBlocksToSystem(threshold: Int = 1 << 20) {
+        dg_return_large_blocks(threshold)
+    }
+}

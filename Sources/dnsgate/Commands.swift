@@ -32,8 +32,9 @@ struct SocketOption: ParsableArguments {
 
     var path: String {
         if let socket { return socket }
-        if let text = try? readTextFile("/etc/dnsgate/dnsgate.yaml"),
-           case let (config?, _) = ConfigReader.read(yaml: text, path: "/etc/dnsgate/dnsgate.yaml") {
+        if let bytes = try? readFileBytes("/etc/dnsgate/dnsgate.yaml"),
+           case let (config?, _) = ConfigReader.read(yaml: String(decoding: bytes, as: UTF8.self),
+                                                     path: "/etc/dnsgate/dnsgate.yaml") {
             return config.statsSocket
         }
         return "/run/dnsgate/dnsgate.sock"
@@ -80,7 +81,7 @@ extension Dnsgate {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let compiler = PolicyCompiler(readFile: readTextFile)
+            let compiler = PolicyCompiler(readFile: readFileBytes)
             let (config, result) = compiler.load(configPath: options.config, generation: 1, cookieSecret: 0)
             for summary in result.lists {
                 let info = summary.info
@@ -117,7 +118,7 @@ extension Dnsgate {
         }
 
         func run() throws {
-            let compiler = PolicyCompiler(readFile: readTextFile)
+            let compiler = PolicyCompiler(readFile: readFileBytes)
             let (_, result) = compiler.load(configPath: options.config, generation: 1, cookieSecret: 0)
             guard let policy = result.policy, !result.hasErrors else {
                 throw CommandFailure(message: result.diagnostics.filter { $0.severity == .error }.map(\.description)

@@ -6,9 +6,9 @@ import DNSWire
 struct Files {
     var contents: [String: String]
 
-    func read(_ path: String) throws -> String {
+    func read(_ path: String) throws -> [UInt8] {
         guard let text = contents[path] else { throw MissingFile(path: path) }
-        return text
+        return Array(text.utf8)
     }
 
     struct MissingFile: Error, CustomStringConvertible {

@@ -53,6 +53,11 @@ int dg_queue_verdicts(dg_queue *queue, const dg_packet *packets, const uint8_t *
 /// Sends a verdict for one packet. Returns 0 or -errno.
 int dg_queue_verdict(dg_queue *queue, uint32_t packet_id, int verdict);
 
+/// Makes every allocation of `threshold` bytes or more its own mapping, given
+/// back to the system when freed (fixing glibc's threshold, which otherwise
+/// rises after the first large free and keeps a replaced policy's memory).
+void dg_return_large_blocks(size_t threshold);
+
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int dg_pin_current_thread(int cpu);
 
