@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "dnsgate", targets: ["dnsgate"]),
+        // The pure core, for Benchmarks/ (a package of its own).
+        .library(name: "DnsgateCore", targets: ["DNSWire", "DnsgatePolicy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import DnsgatePolicy
+
+/// Deterministic names and packets: the same seed gives the same bytes on
+/// every machine, so runs compare.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {  // splitmix64
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+enum Fixtures {
+    static let syllables = ["ka", "lo", "mi", "ra", "ton", "vel", "qu", "zi", "bar", "dex", "nor", "ix", "pa", "sun", "tri"]
+    static let suffixes = ["com", "net", "org", "io", "de", "co.uk", "info", "xyz", "fr", "example"]
+    static let prefixes = ["www", "ads", "cdn", "api", "m", "img", "static"]
+
+    /// A realistic-looking name: 2–5 syllables and a number under a public suffix, sometimes a host label.
+    static func name(_ rng: inout SeededGenerator) -> String {
+        var label = ""
+        for _ in 0..<Int.random(in: 2...5, using: &rng) { label += syllables.randomElement(using: &rng)! }
+        label += String(Int.random(in: 0..<1000, using: &rng))
+        var name = label + "." + suffixes.randomElement(using: &rng)!
+        if Int.random(in: 0..<10, using: &rng) < 3 { name = prefixes.randomElement(using: &rng)! + "." + name }
+        return name
+    }
+
+    static func names(count: Int, seed: UInt64) -> [String] {
+        var rng = SeededGenerator(state: seed)
+        var seen = Set<String>()
+        var result: [String] = []
+        result.reserveCapacity(count)
+        while result.count < count {
+            let next = name(&rng)
+            if seen.insert(next).inserted { result.append(next) }
+        }
+        return result
+    }
+
+    static func policy(listedNames: [String]) -> CompiledPolicy {
+        let list = Array(listedNames.joined(separator: "\n").utf8)
+        let config = Array("""
+        domain_lists: [{name: big, file: /big.txt}]
+        rule_groups: [{name: g, priority: 1, rules: [{name: block, priority: 1, domain_list: big, action: BLOCK}]}]
+        """.utf8)
+        let compiler = PolicyCompiler(keepLines: false) { path in path == "/big.txt" ? list : config }
+        return compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1, cookieSecret: 7).1.policy!
+    }
+
+    /// An IPv4 UDP DNS query with EDNS and a cookie, as a stub sends it.
+    static func packet(name: String, id: UInt16) -> [UInt8] {
+        var dns: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]
+        for label in name.split(separator: ".") { dns += [UInt8(label.utf8.count)] + Array(label.utf8) }
+        dns += [0, 0, 1, 0, 1]
+        dns += [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]
+        let udpLength = 8 + dns.count
+        let udp: [UInt8] = [0x9c, 0x40, 0, 53, UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0]
+        let total = 20 + udpLength
+        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 53]
+            + udp + dns
+    }
+
+    static let listed = names(count: 1_000_000, seed: 0xD15_6A7E)
+    static let policy1M = policy(listedNames: listed)
+    /// 1,000 queries: every tenth for a listed name, the rest for names not listed.
+    static let packets: [[UInt8]] = {
+        let unlisted = names(count: 1000, seed: 0xBEEF)
+        return (0..<1000).map { index in
+            packet(name: index % 10 == 0 ? listed[index * 97 % listed.count] : unlisted[index % unlisted.count],
+                   id: UInt16(index))
+        }
+    }()
+    static let queries: [DNSQuery] = packets.map { packet in
+        guard case .query(let query) = QueryDecoder.decode(packet: packet.span) else { fatalError("fixture does not decode") }
+        return query
+    }
+    static let list100k = Array(listed.prefix(100_000).joined(separator: "\n").utf8)
+}
