@@ -38,7 +38,7 @@ def dnsgate_binary() -> Path:
 
 
 class Lab:
-    def __init__(self, name: str | None = None):
+    def __init__(self, name: str | None = None, upstream: bool = True):
         tag = name or f"dg{os.getpid() % 100000}"
         self.client, self.gateway, self.upstream = f"{tag}-cl", f"{tag}-gw", f"{tag}-up"
         self.dir = Path(tempfile.mkdtemp(prefix=f"{tag}-"))
@@ -48,6 +48,7 @@ class Lab:
         self.feed: subprocess.Popen | None = None
         self.rules_applied: list[str] | None = None
         self.binary = dnsgate_binary()
+        self.with_upstream = upstream
         atexit.register(self.down)
 
     # -- plumbing -------------------------------------------------------------
@@ -90,7 +91,8 @@ class Lab:
         self.ns(self.upstream, "ip", "-6", "route", "add", "default", "via", "2001:db8:2::1")
         self.ns(self.gateway, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.ns(self.gateway, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-        self.start_upstream()
+        if self.with_upstream:
+            self.start_upstream()
         return self
 
     def start_upstream(self) -> None:

@@ -114,8 +114,13 @@ public final class Daemon: Sendable {
         let finished = DispatchGroup()
         let processors = ProcessInfo.processInfo.activeProcessorCount
         for worker in workers {
-            // One core per queue, in order; with more queues than cores they share.
-            let cpu = worker.index % max(processors, 1)
+            // One core per queue, in order (or as `worker_cpus` says); with more
+            // queues than cores they share.
+            let cpu: Int? = if let cpus = config.workerCPUs {
+                cpus.isEmpty ? nil : cpus[worker.index % cpus.count]
+            } else {
+                worker.index % max(processors, 1)
+            }
             startThread(name: "dnsgate-q\(worker.counters.queue)", group: finished) { [logger] in
                 worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }

@@ -71,6 +71,8 @@ final class DecisionRecorder: Sendable {
     func run(while running: @escaping @Sendable () -> Bool) {
         var handle = openOutput()
         var batch: [DecisionRecord] = []
+        var output: [UInt8] = []
+        var formatter = QueryLogFormatter()
         while true {
             batch.removeAll(keepingCapacity: true)
             ring.withLock { ring in
@@ -86,19 +88,19 @@ final class DecisionRecorder: Sendable {
                 handle = openOutput()
             }
             if !batch.isEmpty {
-                var text = ""
+                output.removeAll(keepingCapacity: true)
                 var written: UInt64 = 0
                 for record in batch {
                     let outcome = record.policy.outcome(of: record.decision)
                     if outcome.action == .block {
-                        top.add(name: record.name.lowercasedText, client: record.source.description, at: record.seconds)
+                        top.add(name: record.name, client: record.source, at: record.seconds)
                     }
                     if logActions.contains(outcome.action) {
-                        text += Self.format(record) + "\n"
+                        formatter.append(record, outcome: outcome, to: &output)
                         written += 1
                     }
                 }
-                if written > 0 { handle?.write(Data(text.utf8)) }
+                if written > 0 { handle?.write(Data(output)) }
                 writtenRecords.wrappingAdd(written, ordering: .relaxed)
             } else if !running() {
                 break
@@ -120,52 +122,5 @@ final class DecisionRecorder: Sendable {
         guard let handle = FileHandle(forWritingAtPath: path) else { return nil }
         handle.seekToEndOfFile()
         return handle
-    }
-
-    static func format(_ record: DecisionRecord) -> String {
-        let rule = record.policy.rules[record.decision.ruleIndex]
-        let outcome = record.policy.outcome(of: record.decision)
-        var fields: [(String, String)] = [
-            ("query_timestamp", timestamp(seconds: record.seconds, microseconds: record.microseconds)),
-            ("srcaddr", record.source.description),
-            ("srcport", String(record.sourcePort)),
-            ("dstaddr", record.destination.description),
-            ("dstport", String(record.destinationPort)),
-            ("transport", "UDP"),
-            ("query_name", record.name.text + "."),
-            ("query_type", record.type.description),
-            ("query_class", record.queryClass.description),
-            ("firewall_rule_group", rule.group),
-            ("firewall_rule", rule.name),
-            ("firewall_domain_list", rule.listName),
-            ("firewall_rule_action", outcome.action.rawValue),
-        ]
-        if outcome.action == .block { fields.append(("block_response", outcome.blockResponse.rawValue)) }
-        return "{" + fields.map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",") + "}"
-    }
-
-    /// RFC 3339 in UTC with microseconds.
-    static func timestamp(seconds: Int, microseconds: Int) -> String {
-        var time = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), microseconds)
-    }
-
-    static func jsonString(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
-            default: result.unicodeScalars.append(scalar)
-            }
-        }
-        return result + "\""
     }
 }

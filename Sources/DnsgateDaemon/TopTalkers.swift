@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
 import Synchronization
 
 /// Most-blocked names and clients over a sliding window, in fixed time
@@ -12,8 +13,11 @@ final class TopTalkers: Sendable {
 
     struct Bucket {
         var slot = -1  // seconds / bucketSeconds
-        var names: [String: UInt64] = [:]
-        var clients: [String: UInt64] = [:]
+        /// By the hash of the lowercase name: the text is made once per name and bucket.
+        var names: [UInt64: (name: String, count: UInt64)] = [:]
+        var clients: [IPAddress: UInt64] = [:]
+        var otherNames: UInt64 = 0
+        var otherClients: UInt64 = 0
     }
 
     struct Ranking: Sendable {
@@ -24,21 +28,26 @@ final class TopTalkers: Sendable {
 
     private let buckets = Mutex([Bucket](repeating: Bucket(), count: TopTalkers.buckets))
 
-    func add(name: String, client: String, at seconds: Int) {
+    func add(name: DomainName, client: IPAddress, at seconds: Int) {
         let slot = seconds / Self.bucketSeconds
+        let nameKey = name.suffixHash(fromLabel: 0)
         buckets.withLock { buckets in
             let index = slot % Self.buckets
             if buckets[index].slot != slot { buckets[index] = Bucket(slot: slot) }
-            Self.count(name, in: &buckets[index].names)
-            Self.count(client, in: &buckets[index].clients)
-        }
-    }
-
-    private static func count(_ key: String, in counts: inout [String: UInt64]) {
-        if counts[key] == nil, counts.count >= keysPerBucket {
-            counts[other, default: 0] += 1
-        } else {
-            counts[key, default: 0] += 1
+            if let known = buckets[index].names[nameKey] {
+                buckets[index].names[nameKey] = (known.name, known.count + 1)
+            } else if buckets[index].names.count < Self.keysPerBucket {
+                buckets[index].names[nameKey] = (name.lowercasedText, 1)
+            } else {
+                buckets[index].otherNames += 1
+            }
+            if let known = buckets[index].clients[client] {
+                buckets[index].clients[client] = known + 1
+            } else if buckets[index].clients.count < Self.keysPerBucket {
+                buckets[index].clients[client] = 1
+            } else {
+                buckets[index].otherClients += 1
+            }
         }
     }
 
@@ -49,8 +58,10 @@ final class TopTalkers: Sendable {
         var clients: [String: UInt64] = [:]
         buckets.withLock { buckets in
             for bucket in buckets where bucket.slot > current - Self.buckets && bucket.slot <= current {
-                names.merge(bucket.names, uniquingKeysWith: +)
-                clients.merge(bucket.clients, uniquingKeysWith: +)
+                for (_, entry) in bucket.names { names[entry.name, default: 0] += entry.count }
+                for (client, count) in bucket.clients { clients[client.description, default: 0] += count }
+                if bucket.otherNames > 0 { names[Self.other, default: 0] += bucket.otherNames }
+                if bucket.otherClients > 0 { clients[Self.other, default: 0] += bucket.otherClients }
             }
         }
         func best(_ counts: [String: UInt64]) -> [(String, UInt64)] {

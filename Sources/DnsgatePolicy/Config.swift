@@ -17,6 +17,9 @@ public struct DnsgateConfig: Sendable {
     public var path: String
     public var queues: [UInt16] = [0]
     public var failMode: FailMode = .open
+    /// CPUs the workers are pinned to, in queue order; nil = queue i on CPU i,
+    /// empty = not pinned.
+    public var workerCPUs: [Int]? = nil
     public var statsSocket = "/run/dnsgate/dnsgate.sock"
     /// Where the last good copy of every remote list is kept.
     public var cacheDirectory = "/var/cache/dnsgate"

@@ -21,11 +21,14 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "stats_socket", "cache_dir", "query_log",
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "worker_cpus", "stats_socket", "cache_dir", "query_log",
                                              "block_defaults", "domain_lists", "rule_groups"], in: "the config")
         if let node = mapping["queues"] { config.queues = context.queues(node) }
         if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
             config.failMode = mode
+        }
+        if let node = mapping["worker_cpus"] {
+            config.workerCPUs = context.sequence(node, "worker_cpus").compactMap { context.integer($0, "a CPU number", 0...4095) }
         }
         if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
             config.statsSocket = path

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The firewall end to end: real clients in a client namespace, dnsgate behind
 the project's own shipped rules in the gateway namespace, a resolver upstream."""
+import datetime
 import json
 import re
 import subprocess
@@ -223,6 +224,8 @@ def test_query_log_has_route53_fields(firewall, client):
         "query_type": "A", "query_class": "IN", "firewall_rule_group": "base", "firewall_rule": "block-nx",
         "firewall_domain_list": "nx", "firewall_rule_action": "BLOCK", "block_response": "NXDOMAIN"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", entry["query_timestamp"])
+    logged = datetime.datetime.strptime(entry["query_timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - logged).total_seconds()) < 30
     assert int(entry["srcport"]) > 0
 
 

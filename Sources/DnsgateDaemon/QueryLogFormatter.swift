@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import DnsgatePolicy
+
+/// Writes Route 53 Resolver–style query-log lines as bytes into a reused
+/// buffer: numbers, times and IPv4 addresses by hand, and each rule's constant
+/// fields encoded once per policy generation, so that logging costs the
+/// gateway little.
+struct QueryLogFormatter {
+    /// `"firewall_rule_group":…,"block_response":…}` per (generation, rule, outcome).
+    private var ruleFields: [RuleKey: [UInt8]] = [:]
+    private var generation = -1
+
+    private struct RuleKey: Hashable {
+        var rule: Int
+        var entryOutcome: Int
+    }
+
+    mutating func append(_ record: DecisionRecord, outcome: Outcome, to out: inout [UInt8]) {
+        if record.policy.generation != generation {
+            generation = record.policy.generation
+            ruleFields.removeAll()
+        }
+        out.append(contentsOf: #"{"query_timestamp":""#.utf8)
+        Self.timestamp(seconds: record.seconds, microseconds: record.microseconds, to: &out)
+        out.append(contentsOf: #"","srcaddr":""#.utf8)
+        Self.address(record.source, to: &out)
+        out.append(contentsOf: #"","srcport":""#.utf8)
+        Self.decimal(Int(record.sourcePort), to: &out)
+        out.append(contentsOf: #"","dstaddr":""#.utf8)
+        Self.address(record.destination, to: &out)
+        out.append(contentsOf: #"","dstport":""#.utf8)
+        Self.decimal(Int(record.destinationPort), to: &out)
+        out.append(contentsOf: #"","transport":"UDP","query_name":"#.utf8)
+        Self.string(record.name.text + ".", to: &out)
+        out.append(contentsOf: #","query_type":"#.utf8)
+        Self.string(record.type.description, to: &out)
+        out.append(contentsOf: #","query_class":"#.utf8)
+        Self.string(record.queryClass.description, to: &out)
+        let key = RuleKey(rule: record.decision.ruleIndex, entryOutcome: record.decision.entryOutcome)
+        if let fields = ruleFields[key] {
+            out.append(contentsOf: fields)
+        } else {
+            let rule = record.policy.rules[record.decision.ruleIndex]
+            var fields: [UInt8] = []
+            fields.append(contentsOf: #","firewall_rule_group":"#.utf8)
+            Self.string(rule.group, to: &fields)
+            fields.append(contentsOf: #","firewall_rule":"#.utf8)
+            Self.string(rule.name, to: &fields)
+            fields.append(contentsOf: #","firewall_domain_list":"#.utf8)
+            Self.string(rule.listName, to: &fields)
+            fields.append(contentsOf: #","firewall_rule_action":"#.utf8)
+            Self.string(outcome.action.rawValue, to: &fields)
+            if outcome.action == .block {
+                fields.append(contentsOf: #","block_response":"#.utf8)
+                Self.string(outcome.blockResponse.rawValue, to: &fields)
+            }
+            fields.append(contentsOf: "}\n".utf8)
+            ruleFields[key] = fields
+            out.append(contentsOf: fields)
+        }
+    }
+
+    static func decimal(_ value: Int, minimumDigits: Int = 1, to out: inout [UInt8]) {
+        var digits = InlineArray<20, UInt8>(repeating: 0)
+        var count = 0
+        var rest = max(value, 0)
+        repeat {
+            digits[count] = UInt8(48 + rest % 10)
+            rest /= 10
+            count += 1
+        } while rest > 0 || count < minimumDigits
+        for index in stride(from: count - 1, through: 0, by: -1) { out.append(digits[index]) }
+    }
+
+    /// RFC 3339 in UTC with microseconds, from Unix time (civil-from-days, H. Hinnant).
+    static func timestamp(seconds: Int, microseconds: Int, to out: inout [UInt8]) {
+        let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
+        let secondOfDay = seconds - days * 86400
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        decimal(year, minimumDigits: 4, to: &out)
+        out.append(UInt8(ascii: "-"))
+        decimal(month, minimumDigits: 2, to: &out)
+        out.append(UInt8(ascii: "-"))
+        decimal(day, minimumDigits: 2, to: &out)
+        out.append(UInt8(ascii: "T"))
+        decimal(secondOfDay / 3600, minimumDigits: 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        decimal(secondOfDay / 60 % 60, minimumDigits: 2, to: &out)
+        out.append(UInt8(ascii: ":"))
+        decimal(secondOfDay % 60, minimumDigits: 2, to: &out)
+        out.append(UInt8(ascii: "."))
+        decimal(microseconds, minimumDigits: 6, to: &out)
+        out.append(UInt8(ascii: "Z"))
+    }
+
+    static func address(_ address: IPAddress, to out: inout [UInt8]) {
+        guard case .v4(let value) = address else {
+            out.append(contentsOf: address.description.utf8)
+            return
+        }
+        for shift in stride(from: 24, through: 0, by: -8) {
+            decimal(Int((value >> UInt32(shift)) & 0xff), to: &out)
+            if shift > 0 { out.append(UInt8(ascii: ".")) }
+        }
+    }
+
+    /// A JSON string literal.
+    static func string(_ text: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
+                out.append(UInt8(ascii: "\\"))
+                out.append(byte)
+            case 0..<0x20:
+                out.append(contentsOf: "\\u00".utf8)
+                out.append(hexDigits[Int(byte >> 4)])
+                out.append(hexDigits[Int(byte & 0xf)])
+            default:
+                out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+}

@@ -1,0 +1,276 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""End-to-end benchmark: what a DNS interceptor costs the gateway.
+
+One invocation measures, in the namespace lab, UDP queries from the client
+through the gateway to a fast C responder, for:
+  forwarding  kernel forwarding, no queue
+  floor       bench/floor.c: accept-all NFQUEUE (libmnl, recvmmsg, batched verdicts)
+  dnsgate     a 1,000,000-name policy, 10% of queries blocked with forged
+              NXDOMAIN, per-rule counters and the block log on
+  unbound     Unbound on the gateway as forwarder, the same names as local-zone
+              always_nxdomain (warm cache)
+three runs each. The gateway's work is kept on CPU 1 (RPS steering of its
+veths, the filter pinned there); client, dnsperf and responder run on CPU 0.
+Gateway cost per query = CPU 1 busy time / queries answered. The list and the
+query mix come from a fixed seed.
+
+    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound]
+"""
+import argparse
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lab"))
+from lab import GATEWAY_LAN_V4, UPSTREAM_V4, Lab  # noqa: E402
+
+GATEWAY_CPU, LOAD_CPU = 1, 0
+
+
+def generate(directory: Path, names: int, seed: int = 20261129) -> tuple[Path, Path, list[str]]:
+    rng = random.Random(seed)
+    syllables = ["ka", "lo", "mi", "ra", "ton", "vel", "qu", "zi", "bar", "dex", "nor", "ix", "pa", "sun", "tri"]
+    suffixes = ["com", "net", "org", "io", "de", "co.uk", "info", "xyz", "fr", "example"]
+
+    def name() -> str:
+        label = "".join(rng.choice(syllables) for _ in range(rng.randint(2, 5))) + str(rng.randint(0, 999))
+        result = label + "." + rng.choice(suffixes)
+        return rng.choice(["www", "ads", "cdn", "api"]) + "." + result if rng.random() < 0.3 else result
+
+    listed, seen = [], set()
+    while len(listed) < names:
+        candidate = name()
+        if candidate not in seen:
+            seen.add(candidate)
+            listed.append(candidate)
+    unlisted = []
+    while len(unlisted) < 9000:
+        candidate = name()
+        if candidate not in seen:
+            seen.add(candidate)
+            unlisted.append(candidate)
+    blocked = rng.sample(listed, 1000)
+    mix = [blocked[i // 10] if i % 10 == 0 else unlisted[i - i // 10 - 1] for i in range(10000)]
+    list_file, query_file = directory / "names.txt", directory / "queries.txt"
+    list_file.write_text("\n".join(listed) + "\n")
+    query_file.write_text("".join(f"{n} A\n" for n in mix))
+    return list_file, query_file, listed
+
+
+def build_tools(directory: Path) -> None:
+    for tool in ("floor", "responder", "latency"):
+        libraries = ["-lnetfilter_queue", "-lmnl"] if tool == "floor" else []
+        subprocess.run(["gcc", "-O2", "-o", str(directory / tool), str(ROOT / "bench" / f"{tool}.c"), *libraries], check=True)
+
+
+def cpu_busy(cpu: int) -> float:
+    """Seconds CPU `cpu` has spent not idle (user, nice, system, irq, softirq, steal)."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            fields = [int(x) for x in line.split()[1:]]
+            return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]) / os.sysconf("SC_CLK_TCK")
+    raise RuntimeError(f"no cpu{cpu} in /proc/stat")
+
+
+def rss_mb(pid: int) -> float:
+    match = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(tempfile.mkdtemp(prefix="dnsgate-bench-"))
+        build_tools(self.dir)
+        print(f"generating {args.names:,} names and the query mix (seeded) …", flush=True)
+        self.list_file, self.queries, self.listed = generate(self.dir, args.names)
+        self.lab = Lab("dgb", upstream=False).up()
+        lab = self.lab
+        self.responder = subprocess.Popen(["ip", "netns", "exec", lab.upstream, "taskset", "-c", str(LOAD_CPU),
+                                           str(self.dir / "responder"), UPSTREAM_V4], stdout=subprocess.PIPE, text=True)
+        assert "ready" in self.responder.stdout.readline()
+        # The gateway's packet processing on CPU 1, the rest on CPU 0.
+        for namespace, link, cpu in ((lab.gateway, "g0", GATEWAY_CPU), (lab.gateway, "g1", GATEWAY_CPU),
+                                     (lab.client, "c0", LOAD_CPU), (lab.upstream, "u0", LOAD_CPU)):
+            lab.ns(namespace, "sh", "-c", f"echo {1 << cpu:x} > /sys/class/net/{link}/queues/rx-0/rps_cpus")
+
+    def divert(self, on: bool) -> None:
+        """The shipped rules' shape (one chain, the answer mark returns), on one queue."""
+        lab = self.lab
+        lab.ns(lab.gateway, "iptables", "-F")
+        lab.ns(lab.gateway, "iptables", "-X", check=False)
+        if on:
+            for rule in (["-N", "DNSGATE"], ["-A", "DNSGATE", "-m", "mark", "--mark", "0x444e53", "-j", "RETURN"],
+                         ["-A", "DNSGATE", "-p", "udp", "--dport", "53", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"],
+                         ["-I", "FORWARD", "-p", "udp", "--dport", "53", "-j", "DNSGATE"]):
+                lab.ns(lab.gateway, "iptables", *rule)
+
+    def measure(self, target: str) -> dict:
+        lab = self.lab
+        before = cpu_busy(GATEWAY_CPU)
+        out = lab.ns(lab.client, "taskset", "-c", str(LOAD_CPU), "dnsperf", "-s", target, "-d", str(self.queries),
+                     "-l", str(self.args.seconds), "-c", "16", "-q", "256", "-t", "2",
+                     timeout=self.args.seconds + 60).stdout
+        busy = cpu_busy(GATEWAY_CPU) - before
+        completed = int(re.search(r"Queries completed:\s+(\d+)", out).group(1))
+        qps = float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
+        lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
+        latency = lab.ns(lab.client, "taskset", "-c", str(LOAD_CPU), str(self.dir / "latency"), target, str(self.queries),
+                         "5000").stdout.split()
+        return {"qps": qps, "lost": lost, "us_per_query": busy / max(completed, 1) * 1e6,
+                "p50": float(latency[0]), "p99": float(latency[1])}
+
+    def run_variant(self, name: str, start, target: str) -> dict:
+        runs, rss = [], 0.0
+        for run in range(self.args.runs):
+            process = start()
+            try:
+                result = self.measure(target)
+                if process is not None:
+                    rss = max(rss, rss_mb(process.pid))
+            finally:
+                if process is not None:
+                    process.terminate()
+                    process.wait(timeout=30)
+            runs.append(result)
+            print(f"  {name} run {run + 1}: {result['qps']:,.0f} q/s, {result['us_per_query']:.2f} µs/query, "
+                  f"p50 {result['p50']:.0f} µs, p99 {result['p99']:.0f} µs, lost {result['lost']}", flush=True)
+        summary = {key: statistics.median(r[key] for r in runs) for key in ("qps", "us_per_query", "p50", "p99")}
+        summary["lost"] = sum(r["lost"] for r in runs)
+        summary["rss"] = rss
+        return summary
+
+    def wait_for(self, predicate, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise RuntimeError("did not start")
+
+    def start_floor(self):
+        self.divert(True)
+        return subprocess.Popen(["ip", "netns", "exec", self.lab.gateway, "taskset", "-c", str(GATEWAY_CPU),
+                                 str(self.dir / "floor"), "0"], stderr=subprocess.DEVNULL)
+
+    def start_dnsgate(self):
+        self.divert(True)
+        config = self.dir / "dnsgate.yaml"
+        socket = self.dir / "dnsgate.sock"
+        config.write_text(f"""queues: "0"
+worker_cpus: [{GATEWAY_CPU}]
+stats_socket: {socket}
+query_log: {{path: {self.dir / 'queries.jsonl'}, actions: [BLOCK]}}
+domain_lists: [{{name: big, file: {self.list_file}}}]
+rule_groups:
+  - {{name: g, priority: 1, rules: [{{name: block, priority: 1, domain_list: big, action: BLOCK}}]}}
+""")
+        if socket.exists():
+            socket.unlink()
+        process = subprocess.Popen(["ip", "netns", "exec", self.lab.gateway, "taskset", "-c", str(GATEWAY_CPU),
+                                    str(self.lab.binary), "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+        self.wait_for(socket.exists)
+        return process
+
+    def start_unbound(self):
+        self.divert(False)
+        config = self.dir / "unbound.conf"
+        if not config.exists():
+            zones = "".join(f'local-zone: "{name}." always_nxdomain\n' for name in self.listed)
+            config.write_text(f"""server:
+  interface: {GATEWAY_LAN_V4}
+  port: 53
+  access-control: 0.0.0.0/0 allow
+  num-threads: 1
+  do-daemonize: no
+  use-syslog: no
+  chroot: ""
+  username: ""
+  directory: "{self.dir}"
+  pidfile: ""
+  do-ip6: no
+  module-config: "iterator"
+  verbosity: 0
+{zones}forward-zone:
+  name: "."
+  forward-addr: {UPSTREAM_V4}
+""")
+        process = subprocess.Popen(["ip", "netns", "exec", self.lab.gateway, "taskset", "-c", str(GATEWAY_CPU),
+                                    "unbound", "-d", "-c", str(config)], stderr=subprocess.DEVNULL)
+        probe = lambda: "NOERROR" in self.lab.dig("+short", "+tries=1", "+time=1", "warmup.example", server=GATEWAY_LAN_V4) \
+            or self.lab.ns(self.lab.client, "dig", f"@{GATEWAY_LAN_V4}", "+tries=1", "+time=1", "warm.example",
+                           check=False).stdout.count("status: NOERROR") > 0
+        self.wait_for(probe, timeout=300)
+        return process
+
+    def run(self) -> None:
+        results = {}
+        print("forwarding (no queue)", flush=True)
+        self.divert(False)
+        results["kernel forwarding, no queue"] = self.run_variant("forwarding", lambda: None, UPSTREAM_V4)
+        print("C floor: accept-all NFQUEUE", flush=True)
+        results["C floor: accept-all NFQUEUE, batched"] = self.run_variant("floor", self.start_floor, UPSTREAM_V4)
+        print("dnsgate", flush=True)
+        results["dnsgate, 1M names, 10% forged NXDOMAIN"] = self.run_variant("dnsgate", self.start_dnsgate, UPSTREAM_V4)
+        if not self.args.skip_unbound:
+            print("unbound", flush=True)
+            results["Unbound forwarder, 1M local-zones, warm cache"] = self.run_variant("unbound", self.start_unbound,
+                                                                                        GATEWAY_LAN_V4)
+        self.divert(False)
+        floor = results["C floor: accept-all NFQUEUE, batched"]
+        print(f"\n{self.args.runs} runs of {self.args.seconds} s each (medians); gateway work on CPU {GATEWAY_CPU}, "
+              f"load on CPU {LOAD_CPU}; {self.args.names:,}-name list\n")
+        header = f"| {'path through the gateway':<46} | {'q/s':>9} | {'p50 µs':>7} | {'p99 µs':>7} | {'gw µs/q':>7} | {'× floor':>7} | {'RSS MB':>7} | {'lost':>5} |"
+        print(header)
+        print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+        for name, r in results.items():
+            ratio = r["us_per_query"] / floor["us_per_query"] if floor["us_per_query"] else 0
+            rss = f"{r['rss']:.0f}" if r["rss"] else "-"
+            print(f"| {name:<46} | {r['qps']:>9,.0f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['us_per_query']:>7.2f} | "
+                  f"{ratio:>7.2f} | {rss:>7} | {r['lost']:>5} |")
+        d = results["dnsgate, 1M names, 10% forged NXDOMAIN"]
+        print(f"\ndnsgate vs floor: cost {d['us_per_query'] / floor['us_per_query']:.2f}×, "
+              f"p50 {d['p50'] / floor['p50']:.2f}×, p99 {d['p99'] / floor['p99']:.2f}×, q/s {d['qps'] / floor['qps']:.2f}×")
+
+    def close(self) -> None:
+        if self.responder.poll() is None:
+            self.responder.terminate()
+            self.responder.wait(timeout=10)
+        self.lab.down()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--names", type=int, default=1_000_000)
+    parser.add_argument("--skip-unbound", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/run.py needs root (namespaces, iptables, NFQUEUE)", file=sys.stderr)
+        return 1
+    if os.cpu_count() < 2:
+        print("bench/run.py needs two CPUs", file=sys.stderr)
+        return 1
+    if not args.skip_unbound and shutil.which("unbound") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "unbound"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    bench = Bench(args)
+    try:
+        bench.run()
+    finally:
+        bench.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
