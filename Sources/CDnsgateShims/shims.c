@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <malloc.h>
+#include <sys/resource.h>
 #include <sched.h>
 #include <pthread.h>
 
@@ -314,4 +315,9 @@ int64_t dg_peer_uid(int fd) {
 
 void dg_return_large_blocks(size_t threshold) {
     (void)mallopt(M_MMAP_THRESHOLD, (int)threshold);
+}
+
+int dg_lower_current_thread_priority(void) {
+    // On Linux, PRIO_PROCESS with 0 names the calling thread.
+    return setpriority(PRIO_PROCESS, 0, 10) == 0 ? 0 : -errno;
 }

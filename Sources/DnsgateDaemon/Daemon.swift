@@ -125,9 +125,17 @@ public final class Daemon: Sendable {
                 worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }
         }
-        startThread(name: "dnsgate-log", group: finished) { [recorder] in recorder.run(while: { runState.isRunning }) }
-        startThread(name: "dnsgate-stats", group: finished) { [self] in serveStats(listener) }
+        // Helpers yield to the workers on a shared core.
+        startThread(name: "dnsgate-log", group: finished) { [recorder] in
+            PacketQueue.lowerCurrentThreadPriority()
+            recorder.run(while: { runState.isRunning })
+        }
+        startThread(name: "dnsgate-stats", group: finished) { [self] in
+            PacketQueue.lowerCurrentThreadPriority()
+            serveStats(listener)
+        }
         startThread(name: "dnsgate-feeds", group: finished) { [self] in
+            PacketQueue.lowerCurrentThreadPriority()
             feeds.run(while: { runState.isRunning }, changed: { [self] in _ = reload() })
         }
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), stats socket \(config.statsSocket)")

@@ -40,6 +40,12 @@ public final class PacketQueue {
         verdicts.deallocate()
     }
 
+    /// Gives the calling thread (a helper: log, stats, feeds) a lower priority
+    /// than the workers, so that it never delays a packet on a shared core.
+    public static func lowerCurrentThreadPriority() {
+        _ = dg_lower_current_thread_priority()
+    }
+
     /// Pins the calling thread (the worker) to `cpu`.
     public static func pinCurrentThread(to cpu: Int) throws(SystemError) {
         _ = try check("pinning to CPU \(cpu)", dg_pin_current_thread(Int32(cpu)))

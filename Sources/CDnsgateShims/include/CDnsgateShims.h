@@ -58,6 +58,10 @@ int dg_queue_verdict(dg_queue *queue, uint32_t packet_id, int verdict);
 /// rises after the first large free and keeps a replaced policy's memory).
 void dg_return_large_blocks(size_t threshold);
 
+/// Lowers the calling thread's priority (nice 10) so that on a shared core a
+/// queue worker always runs first. Returns 0 or -errno.
+int dg_lower_current_thread_priority(void);
+
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int dg_pin_current_thread(int cpu);
 
