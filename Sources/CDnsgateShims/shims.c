@@ -14,6 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <grp.h>
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sched.h>
@@ -320,4 +321,11 @@ void dg_return_large_blocks(size_t threshold) {
 int dg_lower_current_thread_priority(void) {
     // On Linux, PRIO_PROCESS with 0 names the calling thread.
     return setpriority(PRIO_PROCESS, 0, 10) == 0 ? 0 : -errno;
+}
+
+int dg_chown_group(const char *path, const char *group) {
+    struct group entry, *found = NULL;
+    char buffer[4096];
+    if (getgrnam_r(group, &entry, buffer, sizeof(buffer), &found) != 0 || found == NULL) return -ENOENT;
+    return chown(path, (uid_t)-1, found->gr_gid) == 0 ? 0 : -errno;
 }

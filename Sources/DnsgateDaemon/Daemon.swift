@@ -160,7 +160,7 @@ public final class Daemon: Sendable {
         if !directory.isEmpty {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        return try UnixListener(path: config.statsSocket, mode: 0o660)
+        return try UnixListener(path: config.statsSocket, mode: 0o660, group: config.statsSocketGroup)
     }
 
     private func serveStats(_ listener: UnixListener) {

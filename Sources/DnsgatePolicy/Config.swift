@@ -21,6 +21,9 @@ public struct DnsgateConfig: Sendable {
     /// empty = not pinned.
     public var workerCPUs: [Int]? = nil
     public var statsSocket = "/run/dnsgate/dnsgate.sock"
+    /// Group owning the stats socket (mode 0660): its members may read stats;
+    /// only root and the daemon's own user may reload.
+    public var statsSocketGroup: String? = nil
     /// Where the last good copy of every remote list is kept.
     public var cacheDirectory = "/var/cache/dnsgate"
     public var queryLog: QueryLogConfig? = nil

@@ -21,7 +21,7 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "worker_cpus", "stats_socket", "cache_dir", "query_log",
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "worker_cpus", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
                                              "block_defaults", "domain_lists", "rule_groups"], in: "the config")
         if let node = mapping["queues"] { config.queues = context.queues(node) }
         if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
@@ -32,6 +32,9 @@ public enum ConfigReader {
         }
         if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
             config.statsSocket = path
+        }
+        if let node = mapping["stats_socket_group"], let group = context.string(node, "stats_socket_group") {
+            config.statsSocketGroup = group
         }
         if let node = mapping["cache_dir"], let path = context.string(node, "cache_dir") { config.cacheDirectory = path }
         if let node = mapping["query_log"] { config.queryLog = context.queryLog(node) }

@@ -75,10 +75,18 @@ public final class UnixListener: Sendable {
     public let path: String
     private let descriptor: Int32
 
-    /// Binds `path` (replacing a stale socket file) with `mode`, e.g. 0o660.
-    public init(path: String, mode: UInt32) throws(SystemError) {
+    /// Binds `path` (replacing a stale socket file) with `mode`, e.g. 0o660,
+    /// owned by `group` when given.
+    public init(path: String, mode: UInt32, group: String? = nil) throws(SystemError) {
         self.path = path
         descriptor = try check("listening on \(path)", dg_unix_listen(path, mode, 16))
+        if let group {
+            let result = dg_chown_group(path, group)
+            if result < 0 {
+                close(descriptor)
+                throw SystemError("giving \(path) to group '\(group)'", negativeErrno: result)
+            }
+        }
         // Accept wakes up periodically so the owner can notice shutdown.
         _ = dg_socket_timeouts(descriptor, 250)
     }

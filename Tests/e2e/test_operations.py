@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Operating dnsgate: the CLI's exit codes and messages, reload, running with
 only two capabilities, and the shipped nftables and systemd files."""
+import grp
 import os
 import re
 import shutil
@@ -191,3 +192,36 @@ def test_systemd_unit_verifies_and_keeps_two_capabilities(lab):
                               capture_output=True, text=True)
     score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout).group(1))
     assert score <= 2.0, security.stdout
+
+
+def test_stats_socket_group_reads_but_only_root_reloads(lab):
+    run_dir = lab.dir / "sockets"
+    run_dir.mkdir(exist_ok=True)
+    run_dir.chmod(0o755)
+    lab.dir.chmod(0o755)
+    (lab.dir / "bad.txt").write_text("x.example\n")
+    config = lab.write_config(GOOD.format(socket=run_dir / "dnsgate.sock") + "stats_socket_group: nogroup\n", "group.yaml")
+    socket_path = run_dir / "dnsgate.sock"
+    process = subprocess.Popen(["ip", "netns", "exec", lab.gateway, str(lab.binary), "run", "--config", str(config)],
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info = socket_path.stat()
+        assert oct(info.st_mode & 0o777) == "0o660" and info.st_gid == grp.getgrnam("nogroup").gr_gid
+
+        def as_user(user: str, group: str, command: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", str(lab.binary),
+                                   command, "--socket", str(socket_path)], capture_output=True, text=True, timeout=20)
+
+        member = as_user("nobody", "nogroup", "stats")
+        assert member.returncode == 0 and "policy generation 1" in member.stdout
+        refused = as_user("nobody", "nogroup", "reload")
+        assert refused.returncode == 1 and "reload is not permitted for this user" in refused.stdout
+        outsider = as_user("daemon", "daemon", "stats")
+        assert outsider.returncode == 1 and "Permission denied" in outsider.stderr
+        assert lab.cli("reload", "--socket", str(socket_path)).stdout.startswith("ok"), "root may reload"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -77,6 +77,10 @@ int dg_raw_send(int fd, const uint8_t *packet, size_t length);
 /// with the given mode. Returns the fd or -errno.
 int dg_unix_listen(const char *path, unsigned mode, int backlog);
 
+/// Gives `path` to the group named `group` (owner unchanged). Returns 0,
+/// -ENOENT for an unknown group, or -errno.
+int dg_chown_group(const char *path, const char *group);
+
 /// Connects to a Unix stream socket. Returns the fd or -errno.
 int dg_unix_connect(const char *path);
 
