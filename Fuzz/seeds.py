@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Writes seed corpora for the fuzz targets into FOLDER/corpus-TARGET:
+queries of many shapes (IPv4/IPv6, EDNS, cookies, extension headers),
+small lists in every syntax, and the example config."""
+import struct
+import sys
+from pathlib import Path
+
+import dns.edns
+import dns.message
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ipv4(payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0) + payload
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0x4000, 64, 17, 0,
+                       bytes([192, 0, 2, 10]), bytes([198, 51, 100, 53])) + udp
+
+
+def ipv6(payload: bytes, hop_by_hop: bool = False) -> bytes:
+    udp = struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0) + payload
+    extension, next_header = b"", 17
+    if hop_by_hop:
+        extension, next_header = bytes([17, 0, 1, 4, 0, 0, 0, 0]), 0
+    body = extension + udp
+    return struct.pack("!IHBB", 0x60000000, len(body), next_header, 64) + bytes(15) + b"\x01" + bytes(15) + b"\x02" + body
+
+
+def main() -> None:
+    folder = Path(sys.argv[1])
+    packets = folder / "corpus-FuzzPacket"
+    packets.mkdir(parents=True, exist_ok=True)
+    messages = [
+        dns.message.make_query("www.Example.com", "A").to_wire(),
+        dns.message.make_query("a.b.c.example", "AAAA", use_edns=0, payload=1232).to_wire(),
+        dns.message.make_query("x.example", "HTTPS", use_edns=0,
+                               options=[dns.edns.GenericOption(dns.edns.COOKIE, bytes(range(8)))]).to_wire(),
+        dns.message.make_query("padded.example", "TXT", use_edns=0, options=[dns.edns.GenericOption(12, bytes(40))]).to_wire(),
+        dns.message.make_query(".", "NS").to_wire(),
+    ]
+    seeds = [ipv4(m) for m in messages] + [ipv6(m) for m in messages] + [ipv6(messages[2], hop_by_hop=True)]
+    for index, seed in enumerate(seeds):
+        (packets / f"seed-{index}").write_bytes(seed)
+    lists = folder / "corpus-FuzzLists"
+    lists.mkdir(parents=True, exist_ok=True)
+    samples = {
+        "domains": "# c\nads.example\n*.track.example\n*\n",
+        "hosts": "127.0.0.1 localhost\n0.0.0.0 a.example b.example # x\n:: c.example\n",
+        "adblock": "! t\n||ads.example^\n@@||ok.ads.example^\n||x.example^$third-party\n||a*.b^\n",
+        "rpz": "$TTL 60\n$ORIGIN rpz.\n@ SOA a. b. ( 1 2 3 4 5 )\nx.example CNAME .\n*.y.example CNAME *.\n"
+               "z CNAME rpz-passthru.\nw A 192.0.2.1\n24.0.2.0.192.rpz-ip CNAME .\n",
+    }
+    for name, text in samples.items():
+        (lists / f"seed-{name}").write_text(text)
+    configs = folder / "corpus-FuzzConfig"
+    configs.mkdir(parents=True, exist_ok=True)
+    (configs / "seed-example").write_text((ROOT / "config" / "dnsgate.yaml").read_text())
+    (configs / "seed-small").write_text("queues: 1\ndomain_lists: [{name: l, file: /l}]\nrule_groups: "
+                                        "[{name: g, priority: 1, rules: [{name: r, priority: 1, domain_list: l, action: BLOCK}]}]\n")
+
+
+if __name__ == "__main__":
+    main()
