@@ -141,3 +141,32 @@ rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_lis
     finally:
         lab.stop_dnsgate()
         lab.remove_rules()
+
+
+@pytest.mark.parametrize("server", [UPSTREAM_V4, "2001:db8:2::53"], ids=["ipv4", "ipv6"])
+def test_a_query_split_into_ip_fragments_is_decided_whole(lab, client, server):
+    """The shipped rules' conntrack match makes the kernel reassemble fragments
+    before the queue; without it a fragmented query would pass as not_dns."""
+    (lab.dir / "frag.txt").write_text("big.frag.example\n")
+    config = lab.write_config(f"""queues: "0-1"
+stats_socket: {lab.socket_path}
+domain_lists: [{{name: f, file: frag.txt}}]
+rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_list: f, action: BLOCK}}]}}]
+""", "frag.yaml")
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+    code = ("import dns.message, dns.query, dns.edns, sys\n"
+            "q = dns.message.make_query(sys.argv[1], 'A', use_edns=0, payload=4096,"
+            " options=[dns.edns.GenericOption(12, bytes(3000))])\n"  # 3 kB of padding: three fragments
+            "r = dns.query.udp(q, sys.argv[2], timeout=2, ignore_unexpected=True)\n"
+            "print(dns.rcode.to_text(r.rcode()))\n")
+    try:
+        out = lab.ns(lab.client, "/usr/bin/python3", "-c", code, "big.frag.example", server).stdout.strip()
+        assert out == "NXDOMAIN"
+        ok = lab.ns(lab.client, "/usr/bin/python3", "-c", code, "fine.frag.example", server).stdout.strip()
+        assert ok == "NOERROR"
+        verdicts = lab.stats()["verdicts"]
+        assert verdicts["block"] == 1 and verdicts["no_match"] == 1 and verdicts["not_dns"] == 0
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
