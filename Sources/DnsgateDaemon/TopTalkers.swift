@@ -8,7 +8,7 @@ import Synchronization
 final class TopTalkers: Sendable {
     static let bucketSeconds = 10
     static let buckets = 60  // a 10-minute window
-    static let keysPerBucket = 5000
+    static let keysPerBucket = 512
     static let other = "(other)"
 
     struct Bucket {
