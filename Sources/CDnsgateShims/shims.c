@@ -15,6 +15,10 @@
 #include <unistd.h>
 
 #include <grp.h>
+#include <linux/capability.h>
+#include <pwd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <malloc.h>
 #include <sys/resource.h>
 #include <sched.h>
@@ -328,4 +332,25 @@ int dg_chown_group(const char *path, const char *group) {
     char buffer[4096];
     if (getgrnam_r(group, &entry, buffer, sizeof(buffer), &found) != 0 || found == NULL) return -ENOENT;
     return chown(path, (uid_t)-1, found->gr_gid) == 0 ? 0 : -errno;
+}
+
+int dg_drop_privileges(const char *user) {
+    struct passwd entry, *found = NULL;
+    char buffer[4096];
+    if (getpwnam_r(user, &entry, buffer, sizeof(buffer), &found) != 0 || found == NULL) return -ENOENT;
+    const unsigned long kept = (1UL << CAP_NET_ADMIN) | (1UL << CAP_NET_RAW);
+    // Out of the bounding set first, while CAP_SETPCAP is still there.
+    for (int cap = 0; cap <= 63; cap++) {
+        if (kept & (1UL << cap)) continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) return -errno;
+    }
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) return -errno;
+    if (setgroups(0, NULL) < 0 || setgid(found->pw_gid) < 0 || setuid(found->pw_uid) < 0) return -errno;
+    if (setuid(0) == 0) return -EPERM;  // must not be able to get root back
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2] = {{0}};
+    data[0].effective = data[0].permitted = (uint32_t)kept;
+    if (syscall(SYS_capset, &header, data) < 0) return -errno;
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -errno;
+    return 0;
 }

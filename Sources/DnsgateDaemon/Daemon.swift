@@ -67,7 +67,7 @@ public final class Daemon: Sendable {
         self.config = config
         policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count))
         recorder = DecisionRecorder(log: config.queryLog)
-        let settings = WorkerSettings(failMode: config.failMode, mark: Self.answerMark)
+        let settings = WorkerSettings(failMode: config.failMode, queueLength: config.queueLength, mark: Self.answerMark)
         var workers: [Worker] = []
         for (index, queue) in config.queues.enumerated() {
             workers.append(try Worker(index: index, queueNumber: queue, policies: policies, settings: settings,
@@ -96,6 +96,11 @@ public final class Daemon: Sendable {
     /// Runs until SIGTERM or SIGINT.
     public func run() throws {
         let listener = try makeListener()
+        // Queues, raw sockets and the stats socket are open: nothing more needs root.
+        if let user = config.user, getuid() == 0 {
+            try Privileges.drop(to: user)
+            logger.info("running as user \(user) with CAP_NET_ADMIN and CAP_NET_RAW only")
+        }
         let stopped = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         func onSignal(_ number: Int32, _ handler: @escaping @Sendable () -> Void) {

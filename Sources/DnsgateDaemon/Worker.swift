@@ -8,6 +8,7 @@ import Synchronization
 /// Settings every worker shares.
 struct WorkerSettings: Sendable {
     var failMode: FailMode
+    var queueLength: UInt32
     var mark: UInt32
 }
 
@@ -31,7 +32,8 @@ final class Worker: @unchecked Sendable {
     init(index: Int, queueNumber: UInt16, policies: PolicyHolder, settings: WorkerSettings, recorder: DecisionRecorder,
          running: RunState) throws {
         self.index = index
-        queue = try PacketQueue(number: queueNumber, failOpen: settings.failMode == .open)
+        queue = try PacketQueue(number: queueNumber, maximumBacklog: settings.queueLength,
+                                failOpen: settings.failMode == .open)
         injector = try PacketInjector(mark: settings.mark)
         counters = WorkerCounters(queue: queueNumber)
         self.policies = policies

@@ -17,6 +17,8 @@ public struct DnsgateConfig: Sendable {
     public var path: String
     public var queues: [UInt16] = [0]
     public var failMode: FailMode = .open
+    /// Packets the kernel holds per queue before the fail mode applies.
+    public var queueLength: UInt32 = 4096
     /// CPUs the workers are pinned to, in queue order; nil = queue i on CPU i,
     /// empty = not pinned.
     public var workerCPUs: [Int]? = nil
@@ -24,6 +26,9 @@ public struct DnsgateConfig: Sendable {
     /// Group owning the stats socket (mode 0660): its members may read stats;
     /// only root and the daemon's own user may reload.
     public var statsSocketGroup: String? = nil
+    /// Started as root, the daemon becomes this user once its queues and
+    /// sockets are open, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
+    public var user: String? = nil
     /// Where the last good copy of every remote list is kept.
     public var cacheDirectory = "/var/cache/dnsgate"
     public var queryLog: QueryLogConfig? = nil

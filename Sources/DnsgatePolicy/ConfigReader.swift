@@ -21,7 +21,7 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "worker_cpus", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
                                              "block_defaults", "domain_lists", "rule_groups"], in: "the config")
         if let node = mapping["queues"] { config.queues = context.queues(node) }
         if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
@@ -33,6 +33,10 @@ public enum ConfigReader {
         if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
             config.statsSocket = path
         }
+        if let node = mapping["queue_length"], let length = context.integer(node, "queue_length", 1...1_000_000) {
+            config.queueLength = UInt32(length)
+        }
+        if let node = mapping["user"], let user = context.string(node, "user") { config.user = user }
         if let node = mapping["stats_socket_group"], let group = context.string(node, "stats_socket_group") {
             config.statsSocketGroup = group
         }

@@ -99,3 +99,11 @@ public enum MemoryTuning {
         dg_return_large_blocks(threshold)
     }
 }
+
+/// The process's privileges.
+public enum Privileges {
+    /// From root: becomes `user`, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
+    public static func drop(to user: String) throws(SystemError) {
+        _ = try check("dropping privileges to user '\(user)'", dg_drop_privileges(user))
+    }
+}

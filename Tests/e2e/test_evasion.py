@@ -170,3 +170,37 @@ rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_lis
     finally:
         lab.stop_dnsgate()
         lab.remove_rules()
+
+
+@pytest.mark.parametrize("mode", ["open", "closed"])
+def test_a_full_queue_follows_the_fail_mode_and_the_counters_show_it(lab, client, mode):
+    """The daemon is stopped (SIGSTOP) so its queue fills: fail-open lets the
+    overflow through to the resolver, fail-closed drops it and counts it."""
+    config = lab.write_config(f"""queues: "0-1"
+fail_mode: {mode}
+queue_length: 8
+stats_socket: {lab.socket_path}
+""", f"overload-{mode}.yaml")
+    lab.apply_rules(*(["--closed"] if mode == "closed" else []))
+    lab.start_dnsgate(config)
+    try:
+        lab.dnsgate.send_signal(signal.SIGSTOP)
+        flood = "".join(f"o{i}.{mode}.overload.example A\n" for i in range(200))
+        (lab.dir / "flood.txt").write_text(flood)
+        lab.ns(lab.client, "dnsperf", "-s", UPSTREAM_V4, "-d", str(lab.dir / "flood.txt"), "-n", "1", "-t", "1", "-q", "200",
+               timeout=60)
+        reached = sum(1 for line in lab.upstream_queries() if f".{mode}.overload.example." in line)
+        lab.dnsgate.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        queues = lab.stats()["queues"]
+        dropped = sum(q["kernel_dropped"] for q in queues)
+        print(f"\nfull queue, fail-{mode}: {reached} of 200 reached the resolver while stopped; kernel_dropped {dropped}")
+        if mode == "open":
+            assert reached >= 200 - 2 * 8 and dropped == 0, "the overflow went through"
+        else:
+            assert reached == 0 and dropped >= 200 - 2 * 8, "the overflow was dropped and counted"
+    finally:
+        if lab.dnsgate is not None and lab.dnsgate.poll() is None:
+            lab.dnsgate.send_signal(signal.SIGCONT)
+        lab.stop_dnsgate()
+        lab.remove_rules()

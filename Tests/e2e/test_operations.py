@@ -225,3 +225,29 @@ def test_stats_socket_group_reads_but_only_root_reloads(lab):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_started_as_root_it_drops_to_a_user_with_two_capabilities(lab, client):
+    lab.dir.chmod(0o755)
+    (lab.dir / "bad.txt").write_text("dropped.example\n")
+    (lab.dir / "bad.txt").chmod(0o644)
+    config = lab.write_config(GOOD.format(socket=lab.socket_path) + "user: nobody\n", "drop.yaml")
+    config.chmod(0o644)
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+    try:
+        status = Path(f"/proc/{lab.dnsgate.pid}/status").read_text()
+        assert re.search(r"^Uid:\s+65534\s+65534\s+65534\s+65534", status, re.M)
+        assert re.search(r"^Groups:\s*$", status, re.M)
+        caps = {name: int(re.search(rf"^{name}:\s+(\w+)", status, re.M).group(1), 16)
+                for name in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
+        two = (1 << 12) | (1 << 13)  # CAP_NET_ADMIN | CAP_NET_RAW
+        assert caps == {"CapEff": two, "CapPrm": two, "CapBnd": two, "CapInh": 0, "CapAmb": 0}, caps
+        assert probe_rcode(lab, client, "dropped.example") == "NXDOMAIN", "forged answers still go out"
+        assert probe_rcode(lab, client, "kept.example") == "NOERROR"
+        (lab.dir / "bad.txt").write_text("kept.example\n")
+        assert lab.cli("reload", "--socket", str(lab.socket_path)).stdout.startswith("ok"), "reload as the user"
+        assert probe_rcode(lab, client, "kept.example") == "NXDOMAIN"
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()

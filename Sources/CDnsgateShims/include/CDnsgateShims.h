@@ -81,6 +81,11 @@ int dg_unix_listen(const char *path, unsigned mode, int backlog);
 /// -ENOENT for an unknown group, or -errno.
 int dg_chown_group(const char *path, const char *group);
 
+/// From root: keeps only CAP_NET_ADMIN and CAP_NET_RAW (bounding, permitted
+/// and effective sets), drops supplementary groups and becomes `user` (and its
+/// primary group). Returns 0, -ENOENT for an unknown user, or -errno.
+int dg_drop_privileges(const char *user);
+
 /// Connects to a Unix stream socket. Returns the fd or -errno.
 int dg_unix_connect(const char *path);
 
