@@ -58,12 +58,54 @@ def serve(family: int, address: str, log, lock: threading.Lock) -> None:
             sock.sendto(reply, peer)
 
 
+def serve_tcp(family: int, address: str, log, lock: threading.Lock) -> None:
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, 53))
+    listener.listen(64)
+    while True:
+        connection, peer = listener.accept()
+        threading.Thread(target=tcp_connection, args=(connection, peer, log, lock), daemon=True).start()
+
+
+def tcp_connection(connection: socket.socket, peer, log, lock: threading.Lock) -> None:
+    """RFC 7766: each message is preceded by its length; several per connection."""
+    buffered = b""
+    connection.settimeout(10)
+    try:
+        while True:
+            chunk = connection.recv(65535)
+            if not chunk:
+                return
+            buffered += chunk
+            while len(buffered) >= 2 and len(buffered) >= 2 + int.from_bytes(buffered[:2], "big"):
+                length = int.from_bytes(buffered[:2], "big")
+                wire, buffered = buffered[2:2 + length], buffered[2 + length:]
+                try:
+                    q = dns.message.from_wire(wire).question[0]
+                    line = f"{q.name.to_text().lower()} {dns.rdatatype.to_text(q.rdtype)} {peer[0]} tcp\n"
+                except Exception:
+                    line = f"<undecodable {len(wire)} bytes> - {peer[0]} tcp\n"
+                with lock:
+                    log.write(line)
+                    log.flush()
+                reply = answer(wire)
+                if reply is not None:
+                    connection.sendall(len(reply).to_bytes(2, "big") + reply)
+    except OSError:
+        return
+    finally:
+        connection.close()
+
+
 def main() -> None:
     log_path, v4, v6 = sys.argv[1], sys.argv[2], sys.argv[3]
     lock = threading.Lock()
     with open(log_path, "a", buffering=1) as log:
         threads = [threading.Thread(target=serve, args=(socket.AF_INET, v4, log, lock), daemon=True),
-                   threading.Thread(target=serve, args=(socket.AF_INET6, v6, log, lock), daemon=True)]
+                   threading.Thread(target=serve, args=(socket.AF_INET6, v6, log, lock), daemon=True),
+                   threading.Thread(target=serve_tcp, args=(socket.AF_INET, v4, log, lock), daemon=True),
+                   threading.Thread(target=serve_tcp, args=(socket.AF_INET6, v6, log, lock), daemon=True)]
         for thread in threads:
             thread.start()
         print("ready", flush=True)

@@ -60,7 +60,29 @@ public struct DNSQuery: Sendable {
 
 public enum DecodeResult: Sendable {
     case query(DNSQuery)
+    /// A TCP segment: DNS over TCP is a byte stream, decided by `TCPStreams`.
+    case tcp(TCPSegment)
     case notDNS(NotDNSReason)
+}
+
+/// A TCP segment's addressing, sequence numbers and where its payload is.
+public struct TCPSegment: Sendable {
+    public var ipVersion: IPVersion
+    public var source: IPAddress
+    public var destination: IPAddress
+    public var sourcePort: UInt16
+    public var destinationPort: UInt16
+    public var sequence: UInt32
+    public var acknowledgment: UInt32
+    public var flags: UInt8
+    /// Offset of the payload in the captured packet and its length on the wire.
+    public var payloadOffset: Int
+    public var payloadLength: Int
+
+    public static let fin: UInt8 = 0x01
+    public static let syn: UInt8 = 0x02
+    public static let rst: UInt8 = 0x04
+    public static let ack: UInt8 = 0x10
 }
 
 /// Decodes an IP packet (as NFQUEUE hands it over: network header first) into a
@@ -95,11 +117,18 @@ public enum QueryDecoder {
         let fragment = packet.u16(6)
         // More-fragments set or a non-zero offset: not a whole datagram.
         guard fragment & 0x3fff == 0 else { return .notDNS(.fragment) }
-        guard packet[9] == 17 else { return .notDNS(.notUDP) }
         let source = IPAddress.v4(packet.u32(12))
         let destination = IPAddress.v4(packet.u32(16))
-        return decodeUDP(packet, at: headerLength, end: totalLength, version: .v4,
-                         source: source, destination: destination)
+        switch packet[9] {
+        case 17:
+            return decodeUDP(packet, at: headerLength, end: totalLength, version: .v4,
+                             source: source, destination: destination)
+        case 6:
+            return decodeTCP(packet, at: headerLength, end: totalLength, version: .v4,
+                             source: source, destination: destination)
+        default:
+            return .notDNS(.notUDP)
+        }
     }
 
     static func decodeIPv6(_ packet: Span<UInt8>, wire: Int) -> DecodeResult {
@@ -112,9 +141,12 @@ public enum QueryDecoder {
         var offset = 40
         for _ in 0..<maximumExtensionHeaders {
             switch nextHeader {
-            case 17:
+            case 17, 6:
                 let source = IPAddress.v6(high: packet.u64(8), low: packet.u64(16))
                 let destination = IPAddress.v6(high: packet.u64(24), low: packet.u64(32))
+                if nextHeader == 6 {
+                    return decodeTCP(packet, at: offset, end: end, version: .v6, source: source, destination: destination)
+                }
                 return decodeUDP(packet, at: offset, end: end, version: .v6, source: source, destination: destination)
             case 0, 43, 60:  // hop-by-hop, routing, destination options
                 guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
@@ -154,6 +186,20 @@ public enum QueryDecoder {
             type: .a, queryClass: .internet, edns: nil)
         if let reason = decodeMessage(message, complete: complete, into: &query) { return .notDNS(reason) }
         return .query(query)
+    }
+
+    static func decodeTCP(_ packet: Span<UInt8>, at offset: Int, end: Int, version: IPVersion,
+                          source: IPAddress, destination: IPAddress) -> DecodeResult {
+        guard offset + 20 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
+        let headerLength = Int(packet[offset + 12] >> 4) * 4
+        guard headerLength >= 20, offset + headerLength <= end, offset + headerLength <= packet.count else {
+            return .notDNS(.truncatedIP)
+        }
+        return .tcp(TCPSegment(
+            ipVersion: version, source: source, destination: destination,
+            sourcePort: packet.u16(offset), destinationPort: packet.u16(offset + 2),
+            sequence: packet.u32(offset + 4), acknowledgment: packet.u32(offset + 8), flags: packet[offset + 13],
+            payloadOffset: offset + headerLength, payloadLength: end - offset - headerLength))
     }
 
     /// Decodes a DNS message (no IP/UDP around it) into `query`; nil on success.

@@ -23,6 +23,8 @@ final class WorkerCounters: Sendable {
     let refused = Atomic<UInt64>(0)
     let override = Atomic<UInt64>(0)
     let drop = Atomic<UInt64>(0)
+    let tcpReset = Atomic<UInt64>(0)
+    let tcpHeldBack = Atomic<UInt64>(0)
     let injectFailures = Atomic<UInt64>(0)
     let verdictFailures = Atomic<UInt64>(0)
     private let trailingPad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)

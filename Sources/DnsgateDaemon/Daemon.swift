@@ -256,6 +256,8 @@ public final class Daemon: Sendable {
             snapshot.responses.refused += c.refused.value
             snapshot.responses.override += c.override.value
             snapshot.responses.drop += c.drop.value
+            snapshot.responses.tcpReset += c.tcpReset.value
+            snapshot.packets.tcpHeldBack += c.tcpHeldBack.value
             snapshot.errors.injectFailures += c.injectFailures.value
             snapshot.errors.verdictFailures += c.verdictFailures.value
             let k = kernel[c.queue]

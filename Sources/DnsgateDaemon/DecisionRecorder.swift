@@ -6,6 +6,8 @@ import Synchronization
 
 /// One decision, copied by value into a preallocated ring: the packet path
 /// never formats, allocates or writes.
+enum Transport: Sendable { case udp, tcp }
+
 struct DecisionRecord: Sendable {
     var seconds: Int
     var microseconds: Int
@@ -16,6 +18,7 @@ struct DecisionRecord: Sendable {
     var name: DomainName
     var type: QueryType
     var queryClass: QueryClass
+    var transport: Transport
     var decision: Decision
     var policy: CompiledPolicy
 }

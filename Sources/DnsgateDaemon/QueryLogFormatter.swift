@@ -31,7 +31,8 @@ struct QueryLogFormatter {
         Self.address(record.destination, to: &out)
         out.append(contentsOf: #"","dstport":""#.utf8)
         Self.decimal(Int(record.destinationPort), to: &out)
-        out.append(contentsOf: #"","transport":"UDP","query_name":"#.utf8)
+        out.append(contentsOf: record.transport == .tcp ? #"","transport":"TCP","query_name":"#.utf8
+                   : #"","transport":"UDP","query_name":"#.utf8)
         Self.string(record.name.text + ".", to: &out)
         out.append(contentsOf: #","query_type":"#.utf8)
         Self.string(record.type.description, to: &out)

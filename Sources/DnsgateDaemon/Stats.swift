@@ -11,12 +11,16 @@ public struct StatsSnapshot: Codable, Sendable {
     }
     public struct Packets: Codable, Sendable {
         public var received: UInt64 = 0, accepted: UInt64 = 0, dropped: UInt64 = 0, answered: UInt64 = 0
+        /// TCP segments dropped until the client sends them again with the rest of a question.
+        public var tcpHeldBack: UInt64 = 0
     }
     public struct Verdicts: Codable, Sendable {
         public var allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0, noMatch: UInt64 = 0, notDns: UInt64 = 0
     }
     public struct Responses: Codable, Sendable {
         public var nxdomain: UInt64 = 0, nodata: UInt64 = 0, refused: UInt64 = 0, override: UInt64 = 0, drop: UInt64 = 0
+        /// Blocked TCP queries: the connection was reset both ways.
+        public var tcpReset: UInt64 = 0
     }
     public struct Rule: Codable, Sendable {
         public var group: String
@@ -120,7 +124,7 @@ public struct StatsSnapshot: Codable, Sendable {
         family("responses_total", "counter", "Blocked queries by block response.", [
             (label("response", "nxdomain"), responses.nxdomain), (label("response", "nodata"), responses.nodata),
             (label("response", "refused"), responses.refused), (label("response", "override"), responses.override),
-            (label("response", "drop"), responses.drop),
+            (label("response", "drop"), responses.drop), (label("response", "tcp_reset"), responses.tcpReset),
         ])
         family("rule_hits_total", "counter", "Queries each rule decided.",
                rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })

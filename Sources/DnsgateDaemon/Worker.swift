@@ -24,6 +24,8 @@ final class Worker: @unchecked Sendable {
     private let policies: PolicyHolder
     private let settings: WorkerSettings
     private let recorder: DecisionRecorder
+    /// DNS-over-TCP connections this worker follows (touched by its thread only).
+    private var streams = TCPStreams()
     private let running: RunState
 
     /// This worker's index in every `PolicyState.ruleHits`.
@@ -86,33 +88,83 @@ final class Worker: @unchecked Sendable {
         switch QueryDecoder.decode(packet: packet, wireLength: wireLength) {
         case .notDNS:
             counters.notDNS.increment()
-            verdict = settings.failMode == .open ? .accept : .drop
+            verdict = failVerdict
         case .query(let query):
             verdict = decide(query, packet: packet, state: state)
+        case .tcp(let segment):
+            verdict = decideTCP(segment, packet: packet, state: state)
         }
         if verdict == .accept { counters.accepted.increment() } else { counters.dropped.increment() }
         return verdict
     }
 
+    var failVerdict: Verdict { settings.failMode == .open ? .accept : .drop }
+
+    /// Decides a query: counts it, logs it, and returns the rule's decision
+    /// and outcome, or nil when no rule matches.
     @inline(__always)
-    func decide(_ query: DNSQuery, packet: Span<UInt8>, state: PolicyState) -> Verdict {
+    func classify(_ query: DNSQuery, transport: Transport, state: PolicyState) -> (Decision, Outcome)? {
         let policy = state.policy
         guard let decision = policy.decide(name: query.name, type: query.type, client: query.source) else {
             counters.noMatch.increment()
-            return .accept
+            return nil
         }
         state.ruleHits[index][decision.ruleIndex].hits.increment()
         let outcome = policy.outcome(of: decision)
-        if recorder.wants(outcome.action) { record(query, decision: decision, policy: policy) }
+        if recorder.wants(outcome.action) {
+            record(query, transport: transport, decision: decision, policy: policy)
+        }
         switch outcome.action {
-        case .allow:
-            counters.allow.increment()
-            return .accept
-        case .alert:
-            counters.alert.increment()
+        case .allow: counters.allow.increment()
+        case .alert: counters.alert.increment()
+        case .block: counters.block.increment()
+        }
+        return (decision, outcome)
+    }
+
+    /// A segment of DNS over TCP: every query in it is decided; a blocked one
+    /// ends the connection with a reset both ways (the query never reaches the
+    /// server: its segment is dropped).
+    func decideTCP(_ segment: TCPSegment, packet: Span<UInt8>, state: PolicyState) -> Verdict {
+        var blocked = false
+        let action = streams.read(segment, packet: packet) { query in
+            guard let (_, outcome) = classify(query, transport: .tcp, state: state), outcome.action == .block else {
+                return true
+            }
+            blocked = true
+            return false
+        }
+        if blocked {
+            streams.forget(segment)
+            var sent = true
+            do {
+                sent = try injector.send { TCPResetBuilder.toClient(segment, into: &$0) } && sent
+                sent = try injector.send { TCPResetBuilder.toServer(segment, into: &$0) } && sent
+            } catch {
+                sent = false
+            }
+            if sent { counters.tcpReset.increment() } else { counters.injectFailures.increment() }
+            return .drop
+        }
+        switch action {
+        case .pass: return .accept
+        case .holdBack:
+            counters.tcpHeldBack.increment()
+            return .drop
+        case .unknownStream, .notDNS:
+            counters.notDNS.increment()
+            return failVerdict
+        }
+    }
+
+    @inline(__always)
+    func decide(_ query: DNSQuery, packet: Span<UInt8>, state: PolicyState) -> Verdict {
+        let policy = state.policy
+        guard let (decision, outcome) = classify(query, transport: .udp, state: state) else { return .accept }
+        switch outcome.action {
+        case .allow, .alert:
             return .accept
         case .block:
-            counters.block.increment()
             guard let kind = outcome.forgedAnswer else {
                 counters.drop.increment()
                 return .drop
@@ -144,12 +196,12 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    private func record(_ query: DNSQuery, decision: Decision, policy: CompiledPolicy) {
+    private func record(_ query: DNSQuery, transport: Transport, decision: Decision, policy: CompiledPolicy) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         recorder.append(DecisionRecord(
             seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source, sourcePort: query.sourcePort,
             destination: query.destination, destinationPort: query.destinationPort, name: query.name,
-            type: query.type, queryClass: query.queryClass, decision: decision, policy: policy))
+            type: query.type, queryClass: query.queryClass, transport: transport, decision: decision, policy: policy))
     }
 }

@@ -216,7 +216,7 @@ struct QueryDecoderTests {
     @Test("non-UDP and non-IP packets")
     func notUDP() {
         var packet = QueryFixture().packet()
-        packet[9] = 6
+        packet[9] = 1  // ICMP
         #expect(notDNSReason(packet) == .notUDP)
         #expect(notDNSReason([0x55, 1, 2, 3]) == .unsupportedIP)
         #expect(notDNSReason([]) == .truncatedIP)

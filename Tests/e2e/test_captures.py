@@ -58,7 +58,8 @@ rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_lis
         assert sent == report["packets"]
         assert packets["received"] == queued > 100, "every queued packet reached dnsgate"
         assert packets["accepted"] + packets["dropped"] == packets["received"], "every packet got a verdict"
-        assert sum(verdicts.values()) == packets["received"]
+        # Verdict counters count queries: a TCP handshake segment decides none, a
+        # segment with two queries two; the packet counters are what add up.
         assert all(q["kernel_dropped"] == 0 and q["user_dropped"] == 0 for q in stats["queues"])
         assert verdicts["not_dns"] > 0 and verdicts["no_match"] > 0 and verdicts["block"] > 0
         # Still deciding after all that.

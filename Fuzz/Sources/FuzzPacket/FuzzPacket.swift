@@ -13,8 +13,22 @@ public func fuzzPacket(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     return 0
 }
 
+nonisolated(unsafe) var streams = TCPStreams()  // libFuzzer calls from one thread
+
 func check(_ packet: [UInt8], wireLength: Int?) {
-    guard case .query(let query) = QueryDecoder.decode(packet: packet.span, wireLength: wireLength) else { return }
+    let decoded = QueryDecoder.decode(packet: packet.span, wireLength: wireLength)
+    if case .tcp(let segment) = decoded {
+        var flip = false
+        _ = streams.read(segment, packet: packet.span) { _ in
+            flip.toggle()
+            return flip
+        }
+        var reset = [UInt8](repeating: 0, count: 128)
+        var output = reset.mutableSpan
+        if let length = TCPResetBuilder.toClient(segment, into: &output) { precondition(length <= 60) }
+        return
+    }
+    guard case .query(let query) = decoded else { return }
     let settings = ForgedAnswerSettings(negativeTTL: 60, extendedError: true, cookieSecret: 1)
     let text = Array("blocked by dnsgate rule fuzz/fuzz".utf8)
     let kinds: [ForgedAnswerKind] = [.nxdomain, .nodata, .refused,

@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""DNS over TCP is decided like UDP: a blocked query never reaches the server,
+and the connection is reset both ways."""
+import pytest
+
+from lab import CLIENT_V4, CLIENT_V6, UPSTREAM_V4, UPSTREAM_V6
+
+
+@pytest.fixture(scope="module")
+def tcp_firewall(lab):
+    (lab.dir / "tcp.txt").write_text("blocked.tcp.example\n*.blocked.tcp.example\n")
+    config = lab.write_config(f"""queues: "0-1"
+stats_socket: {lab.socket_path}
+query_log: {{path: {lab.dir / 'tcp-queries.jsonl'}, actions: [BLOCK]}}
+domain_lists: [{{name: t, file: tcp.txt}}]
+rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_list: t, action: BLOCK}}]}}]
+""", "tcp.yaml")
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+    yield lab
+    lab.stop_dnsgate()
+    lab.remove_rules()
+
+
+def tcp_client(lab, server: str, source: str, names: list[str], split: bool = False, together: bool = False) -> list[str]:
+    """Sends queries over one TCP connection: all in one segment (`together`),
+    or one after another, each answer read before the next query goes out, the
+    first split after its length when `split`. Returns one word per answer (its
+    rcode) or for the error that ended the connection."""
+    code = f"""
+import socket, time, dns.message, dns.rcode
+family = socket.AF_INET6 if ':' in {server!r} else socket.AF_INET
+s = socket.socket(family, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.bind(({source!r}, 0)); s.settimeout(5); s.connect(({server!r}, 53))
+wires = [len(w).to_bytes(2, 'big') + w for w in (dns.message.make_query(n, 'A').to_wire() for n in {names!r})]
+pending = b''
+def answer():
+    global pending
+    while len(pending) < 2 or len(pending) < 2 + int.from_bytes(pending[:2], 'big'):
+        chunk = s.recv(65535)
+        if not chunk:
+            raise EOFError
+        pending += chunk
+    n = int.from_bytes(pending[:2], 'big')
+    message, pending = pending[2:2 + n], pending[2 + n:]
+    print(dns.rcode.to_text(dns.message.from_wire(message).rcode()))
+try:
+    if {together!r}:
+        s.sendall(b''.join(wires))
+        for _ in wires:
+            answer()
+    else:
+        for w in wires:
+            if {split!r}:
+                s.sendall(w[:2]); time.sleep(0.05); s.sendall(w[2:])
+            else:
+                s.sendall(w)
+            answer()
+except ConnectionResetError:
+    print('reset')
+except EOFError:
+    print('closed')
+except socket.timeout:
+    print('timeout')
+"""
+    return lab.ns(lab.client, "/usr/bin/python3", "-c", code, timeout=30).stdout.split()
+
+
+def upstream_saw(lab, name: str) -> bool:
+    return any(line.startswith(name + ". ") for line in lab.upstream_queries())
+
+
+@pytest.mark.parametrize("server,source", [(UPSTREAM_V4, CLIENT_V4), (UPSTREAM_V6, CLIENT_V6)], ids=["ipv4", "ipv6"])
+def test_kdig_over_tcp_allowed_and_blocked(tcp_firewall, server, source):
+    lab = tcp_firewall
+    ok = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "-b", source, "ok.tcp.example", check=False).stdout
+    assert "status: NOERROR" in ok and "203.0.113.7" in ok
+    blocked = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "+retry=0", "-b", source, "x.blocked.tcp.example",
+                     check=False)
+    assert "status: NOERROR" not in blocked.stdout and "203.0.113.7" not in blocked.stdout
+    assert not upstream_saw(lab, "x.blocked.tcp.example"), "a blocked TCP query never reaches the server"
+
+
+def test_a_query_split_over_two_segments_is_decided(tcp_firewall):
+    lab = tcp_firewall
+    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["split.blocked.tcp.example"], split=True) == ["reset"]
+    assert not upstream_saw(lab, "split.blocked.tcp.example")
+    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["split-ok.tcp.example"], split=True) == ["NOERROR"]
+    assert upstream_saw(lab, "split-ok.tcp.example")
+
+
+def test_two_queries_in_one_segment_are_both_decided(tcp_firewall):
+    lab = tcp_firewall
+    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["one.tcp.example", "two.tcp.example"], together=True) == ["NOERROR", "NOERROR"]
+    result = tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["three.tcp.example", "four.blocked.tcp.example"], together=True)
+    assert result == ["reset"]
+    assert not upstream_saw(lab, "four.blocked.tcp.example") and not upstream_saw(lab, "three.tcp.example"), \
+        "the segment carrying the blocked query is dropped whole"
+
+
+def test_a_later_query_on_a_kept_open_connection_is_decided(tcp_firewall):
+    lab = tcp_firewall
+    result = tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["first.tcp.example", "later.blocked.tcp.example"])
+    assert result == ["NOERROR", "reset"]
+    assert upstream_saw(lab, "first.tcp.example") and not upstream_saw(lab, "later.blocked.tcp.example")
+
+
+def test_tcp_counters_and_log(tcp_firewall):
+    lab = tcp_firewall
+    stats = lab.stats()
+    assert stats["responses"]["tcp_reset"] >= 4
+    assert stats["packets"]["tcp_held_back"] >= 1, "the split query's first segment was held back"
+    log = (lab.dir / "tcp-queries.jsonl").read_text()
+    assert '"transport":"TCP"' in log and '"query_name":"split.blocked.tcp.example."' in log
