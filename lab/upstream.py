@@ -38,21 +38,25 @@ def answer(wire: bytes) -> bytes | None:
     return response.to_wire()
 
 
+def record(wire: bytes, peer: str, log, lock: threading.Lock, transport: str = "") -> None:
+    """One log line per query: name, type, peer (and "tcp")."""
+    try:
+        question = dns.message.from_wire(wire).question[0]
+        line = f"{question.name.to_text().lower()} {dns.rdatatype.to_text(question.rdtype)} {peer}"
+    except Exception:
+        line = f"<undecodable {len(wire)} bytes> - {peer}"
+    with lock:
+        log.write(line + (f" {transport}" if transport else "") + "\n")
+        log.flush()
+
+
 def serve(family: int, address: str, log, lock: threading.Lock) -> None:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, 53))
     while True:
         wire, peer = sock.recvfrom(65535)
-        try:
-            parsed = dns.message.from_wire(wire)
-            q = parsed.question[0]
-            line = f"{q.name.to_text().lower()} {dns.rdatatype.to_text(q.rdtype)} {peer[0]}\n"
-        except Exception:
-            line = f"<undecodable {len(wire)} bytes> - {peer[0]}\n"
-        with lock:
-            log.write(line)
-            log.flush()
+        record(wire, peer[0], log, lock)
         reply = answer(wire)
         if reply is not None:
             sock.sendto(reply, peer)
@@ -81,14 +85,7 @@ def tcp_connection(connection: socket.socket, peer, log, lock: threading.Lock) -
             while len(buffered) >= 2 and len(buffered) >= 2 + int.from_bytes(buffered[:2], "big"):
                 length = int.from_bytes(buffered[:2], "big")
                 wire, buffered = buffered[2:2 + length], buffered[2 + length:]
-                try:
-                    q = dns.message.from_wire(wire).question[0]
-                    line = f"{q.name.to_text().lower()} {dns.rdatatype.to_text(q.rdtype)} {peer[0]} tcp\n"
-                except Exception:
-                    line = f"<undecodable {len(wire)} bytes> - {peer[0]} tcp\n"
-                with lock:
-                    log.write(line)
-                    log.flush()
+                record(wire, peer[0], log, lock, "tcp")
                 reply = answer(wire)
                 if reply is not None:
                     connection.sendall(len(reply).to_bytes(2, "big") + reply)

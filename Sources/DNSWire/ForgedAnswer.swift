@@ -53,7 +53,6 @@ public enum ForgedAnswerBuilder {
     /// Longest EXTRA-TEXT written, so that the growth bound always holds.
     public static let maximumExtraTextLength = 96
     static let ednsPayloadSize: UInt16 = 1232
-    static let hopLimit: UInt8 = 64
     /// SOA MNAME `dnsgate.invalid.` (RFC 6761 reserves `.invalid`).
     static let soaPrimary: [UInt8] = [7] + Array("dnsgate".utf8) + [7] + Array("invalid".utf8) + [0]
     static let soaMailboxLabel: [UInt8] = [10] + Array("hostmaster".utf8)
@@ -186,42 +185,8 @@ public enum ForgedAnswerBuilder {
         writer.u16(0, &output)
 
         writer.offset = 0
-        var pseudoHeader = InternetChecksum()
-        switch (query.destination, query.source) {
-        case (.v4(let from), .v4(let to)):
-            writer.u8(0x45, &output)
-            writer.u8(0, &output)
-            writer.u16(UInt16(totalLength), &output)
-            writer.u16(0, &output)  // identification: DF set, never fragmented
-            writer.u16(0x4000, &output)
-            writer.u8(hopLimit, &output)
-            writer.u8(17, &output)
-            writer.u16(0, &output)
-            writer.u32(from, &output)
-            writer.u32(to, &output)
-            var header = InternetChecksum()
-            header.add(output, 0..<20)
-            writer.patch16(header.value, at: 10, &output)
-            pseudoHeader.add32(from)
-            pseudoHeader.add32(to)
-        case (.v6(let fromHigh, let fromLow), .v6(let toHigh, let toLow)):
-            writer.u32(0x6000_0000, &output)
-            writer.u16(UInt16(udpLength), &output)
-            writer.u8(17, &output)
-            writer.u8(hopLimit, &output)
-            writer.u64(fromHigh, &output)
-            writer.u64(fromLow, &output)
-            writer.u64(toHigh, &output)
-            writer.u64(toLow, &output)
-            pseudoHeader.add64(fromHigh)
-            pseudoHeader.add64(fromLow)
-            pseudoHeader.add64(toHigh)
-            pseudoHeader.add64(toLow)
-        default:
-            return nil
-        }
-        pseudoHeader.add16(17)
-        pseudoHeader.add16(UInt16(udpLength))
+        guard var pseudoHeader = IPHeader.write(from: query.destination, to: query.source, protocol: 17,
+                                                payloadLength: udpLength, &writer, &output) else { return nil }
         pseudoHeader.add(output, ipHeaderLength..<totalLength)
         let udpChecksum = pseudoHeader.value
         writer.patch16(udpChecksum == 0 ? 0xffff : udpChecksum, at: ipHeaderLength + 6, &output)
@@ -231,6 +196,55 @@ public enum ForgedAnswerBuilder {
     static func writeName(_ name: DomainName, _ writer: inout PacketWriter, _ output: inout MutableSpan<UInt8>) {
         for offset in 0..<name.length { writer.u8(name.wireByte(offset), &output) }
         writer.u8(0, &output)
+    }
+}
+
+/// The IPv4 or IPv6 header of a packet dnsgate sends (DF set, hop limit 64).
+enum IPHeader {
+    static let hopLimit: UInt8 = 64
+
+    /// Writes the header at the writer's offset (0) and returns the transport
+    /// checksum's pseudo-header sum, protocol and length included; nil when the
+    /// two addresses are of different families.
+    static func write(from source: IPAddress, to destination: IPAddress, protocol number: UInt8, payloadLength: Int,
+                      _ writer: inout PacketWriter, _ output: inout MutableSpan<UInt8>) -> InternetChecksum? {
+        var pseudo = InternetChecksum()
+        switch (source, destination) {
+        case (.v4(let from), .v4(let to)):
+            writer.u8(0x45, &output)
+            writer.u8(0, &output)
+            writer.u16(UInt16(20 + payloadLength), &output)
+            writer.u16(0, &output)  // identification: DF set, never fragmented
+            writer.u16(0x4000, &output)
+            writer.u8(hopLimit, &output)
+            writer.u8(number, &output)
+            writer.u16(0, &output)
+            writer.u32(from, &output)
+            writer.u32(to, &output)
+            var header = InternetChecksum()
+            header.add(output, 0..<20)
+            writer.patch16(header.value, at: 10, &output)
+            pseudo.add32(from)
+            pseudo.add32(to)
+        case (.v6(let fromHigh, let fromLow), .v6(let toHigh, let toLow)):
+            writer.u32(0x6000_0000, &output)
+            writer.u16(UInt16(payloadLength), &output)
+            writer.u8(number, &output)
+            writer.u8(hopLimit, &output)
+            writer.u64(fromHigh, &output)
+            writer.u64(fromLow, &output)
+            writer.u64(toHigh, &output)
+            writer.u64(toLow, &output)
+            pseudo.add64(fromHigh)
+            pseudo.add64(fromLow)
+            pseudo.add64(toHigh)
+            pseudo.add64(toLow)
+        default:
+            return nil
+        }
+        pseudo.add16(UInt16(number))
+        pseudo.add16(UInt16(payloadLength))
+        return pseudo
     }
 }
 

@@ -152,31 +152,13 @@ public enum TCPResetBuilder {
         let total = ipLength + 20
         guard output.count >= total, from.isIPv4 == to.isIPv4 else { return nil }
         var writer = PacketWriter()
-        var pseudo = InternetChecksum()
-        switch (from, to) {
-        case (.v4(let source), .v4(let destination)):
-            writer.u8(0x45, &output); writer.u8(0, &output); writer.u16(UInt16(total), &output)
-            writer.u16(0, &output); writer.u16(0x4000, &output); writer.u8(64, &output); writer.u8(6, &output)
-            writer.u16(0, &output); writer.u32(source, &output); writer.u32(destination, &output)
-            var header = InternetChecksum()
-            header.add(output, 0..<20)
-            writer.patch16(header.value, at: 10, &output)
-            pseudo.add32(source)
-            pseudo.add32(destination)
-        case (.v6(let sourceHigh, let sourceLow), .v6(let destinationHigh, let destinationLow)):
-            writer.u32(0x6000_0000, &output); writer.u16(20, &output); writer.u8(6, &output); writer.u8(64, &output)
-            writer.u64(sourceHigh, &output); writer.u64(sourceLow, &output)
-            writer.u64(destinationHigh, &output); writer.u64(destinationLow, &output)
-            pseudo.add64(sourceHigh); pseudo.add64(sourceLow); pseudo.add64(destinationHigh); pseudo.add64(destinationLow)
-        default:
+        guard var pseudo = IPHeader.write(from: from, to: to, protocol: 6, payloadLength: 20, &writer, &output) else {
             return nil
         }
         writer.u16(sourcePort, &output); writer.u16(destinationPort, &output)
         writer.u32(sequence, &output); writer.u32(acknowledgment, &output)
         writer.u8(5 << 4, &output); writer.u8(flags, &output)
         writer.u16(0, &output); writer.u16(0, &output); writer.u16(0, &output)
-        pseudo.add16(6)
-        pseudo.add16(20)
         pseudo.add(output, ipLength..<total)
         writer.patch16(pseudo.value, at: ipLength + 16, &output)
         return total

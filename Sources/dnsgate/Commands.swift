@@ -175,12 +175,8 @@ extension Dnsgate {
                     throw CommandFailure(message: "dnsgate: unexpected reply from the daemon: \(reply.prefix(200))")
                 }
                 print("most blocked over the last \(report.windowSeconds / 60) minutes")
-                print("names")
-                for entry in report.names { print("  \(String(entry.blocked).padding(toLength: 8, withPad: " ", startingAt: 0)) \(entry.name)") }
-                if report.names.isEmpty { print("  (none)") }
-                print("clients")
-                for entry in report.clients { print("  \(String(entry.blocked).padding(toLength: 8, withPad: " ", startingAt: 0)) \(entry.client)") }
-                if report.clients.isEmpty { print("  (none)") }
+                Dnsgate.printRanking("names", report.names.map { ($0.name, $0.blocked) })
+                Dnsgate.printRanking("clients", report.clients.map { ($0.client, $0.blocked) })
                 return
             }
             let reply = try socket.request("stats")
@@ -193,6 +189,13 @@ extension Dnsgate {
             }
             print(StatsTable(stats).text)
         }
+    }
+
+    /// One ranking of `stats --top`: counts right-padded, then the key.
+    static func printRanking(_ title: String, _ rows: [(String, UInt64)]) {
+        print(title)
+        for (key, count) in rows { print("  " + String(count).padding(toLength: 8, withPad: " ", startingAt: 0) + " " + key) }
+        if rows.isEmpty { print("  (none)") }
     }
 
     struct Reload: ParsableCommand {

@@ -200,11 +200,7 @@ struct PolicyTests {
 /// Real published lists from ../shared/data, when present (a user's clone has none).
 @Suite("Published lists")
 struct PublishedListTests {
-    static let dataDirectory: String? = {
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../../shared/data/blocklists").standardized.path
-        return FileManager.default.fileExists(atPath: path) ? path : nil
-    }()
+    static let dataDirectory = publishedListsDirectory
 
     @Test("hagezi hosts and domains files hold the same names; adaway loads",
           .enabled(if: dataDirectory != nil, "../shared/data is absent: published-list tests skipped"))

@@ -103,11 +103,7 @@ struct ListFormatTests {
 /// The hagezi list published in several syntaxes must come out as one policy.
 @Suite("Published lists in every format")
 struct PublishedFormatTests {
-    static let directory: String? = {
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../../../shared/data/blocklists").standardized.path
-        return FileManager.default.fileExists(atPath: path) ? path : nil
-    }()
+    static let directory = publishedListsDirectory
 
     static func load(_ file: String, format: ListFormat = .auto, matchSubdomains: Bool = false) throws -> CompiledPolicy {
         let path = try #require(directory) + "/" + file

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
+import Foundation
 @testable import DnsgatePolicy
 
 /// An in-memory file system for the compiler.
@@ -24,6 +25,13 @@ struct Files {
 }
 
 func name(_ text: String) -> DomainName { DomainName(text: text)! }
+
+/// ../shared/data/blocklists beside the project, when present (a user's clone has none).
+let publishedListsDirectory: String? = {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../../shared/data/blocklists").standardized.path
+    return FileManager.default.fileExists(atPath: path) ? path : nil
+}()
 func address(_ text: String) -> IPAddress { IPAddress(text)! }
 
 extension CompiledPolicy {
