@@ -31,9 +31,12 @@ public struct TCPStreams {
 
     /// What to do with a segment.
     public enum Action: Equatable {
-        /// No DNS message starts or is decided here (handshake, ACK, FIN, the
-        /// rest of a decided message, a retransmission).
+        /// Let it through: its queries (if any) were decided and none is blocked,
+        /// or no query starts here (handshake, ACK, FIN, the rest of a decided
+        /// message, a retransmission).
         case pass
+        /// A query in it is blocked (`decide` returned false): drop it and end the connection.
+        case blocked
         /// Cannot be read yet (incomplete question, gap): drop it, the client sends it again.
         case holdBack
         /// Data of a connection this table does not follow.
@@ -76,19 +79,16 @@ public struct TCPStreams {
         stamps[victim] = clock
     }
 
-    public mutating func forget(_ segment: TCPSegment) {
-        if let index = slot(of: Self.flowKey(segment)) { keys[index] = 0 }
-    }
 
     /// Reads one client-to-server segment. `decide` is called for each query
-    /// whose question is complete, with the DNS message (possibly cut at the
-    /// segment's end); it returns false to stop (the query is blocked). The
-    /// sequence state moves only when the segment may pass.
+    /// whose question is complete; it returns false when the query is blocked,
+    /// which stops the reading and forgets the connection. The sequence state
+    /// moves only when the segment may pass.
     public mutating func read(_ segment: TCPSegment, packet: Span<UInt8>,
                               decide: (inout DNSQuery) -> Bool) -> Action {
         let key = Self.flowKey(segment)
         if segment.flags & TCPSegment.rst != 0 {
-            forget(segment)
+            if let index = slot(of: key) { keys[index] = 0 }
             return .pass
         }
         if segment.flags & TCPSegment.syn != 0 {
@@ -121,7 +121,10 @@ public struct TCPStreams {
                 nextMessage[index] = segment.sequence &+ UInt32(truncatingIfNeeded: messageEnd)
                 return .notDNS(reason)
             }
-            guard decide(&query) else { return .pass }
+            guard decide(&query) else {
+                keys[index] = 0
+                return .blocked
+            }
             offset = messageEnd
         }
         nextMessage[index] = segment.sequence &+ UInt32(truncatingIfNeeded: offset)

@@ -234,12 +234,14 @@ public final class Daemon: Sendable {
     func snapshot() -> StatsSnapshot {
         let (state, hits) = policies.ruleHits()
         let policy = state.policy
+        let iso = ISO8601DateFormatter()
+        let loadedAt = iso.string(from: state.loadedAt)
         let kernel = KernelQueueStats.parse((try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
         var snapshot = StatsSnapshot(
             version: Self.version, uptimeSeconds: Int(Date().timeIntervalSince(started)),
             failMode: config.failMode.rawValue,
             policy: .init(generation: policy.generation, rules: policy.rules.count, domains: policy.domainCount,
-                          loadedAt: ISO8601DateFormatter().string(from: state.loadedAt)))
+                          loadedAt: loadedAt))
         for worker in workers {
             let c = worker.counters
             snapshot.packets.received += c.received.value
@@ -271,10 +273,8 @@ public final class Daemon: Sendable {
         }
         var listHits = [UInt64](repeating: 0, count: policy.lists.count)
         for (index, rule) in policy.rules.enumerated() { listHits[rule.listIndex] += hits[index] }
-        let loadedAt = ISO8601DateFormatter().string(from: state.loadedAt)
         snapshot.lists = policy.lists.enumerated().map { index, list in
             let feed = feeds.status(of: list.name)
-            let iso = ISO8601DateFormatter()
             return .init(name: list.name, file: list.file, url: list.url, format: list.format.rawValue,
                          entries: list.entries, skippedLines: list.skippedLines, hits: listHits[index],
                          lastSuccess: list.url == nil ? loadedAt : feed?.lastSuccess.map { iso.string(from: $0) },

@@ -43,7 +43,6 @@ final class DecisionRecorder: Sendable {
     private let ring: Mutex<Ring>
     private let reopenRequested = Atomic<Bool>(false)
     let droppedRecords = Atomic<UInt64>(0)
-    let writtenRecords = Atomic<UInt64>(0)
 
     init(log: QueryLogConfig?, capacity: Int = 8192) {
         path = log?.path
@@ -104,7 +103,6 @@ final class DecisionRecorder: Sendable {
                     }
                 }
                 if written > 0 { handle?.write(Data(output)) }
-                writtenRecords.wrappingAdd(written, ordering: .relaxed)
             } else if !running() {
                 break
             } else {

@@ -44,8 +44,6 @@ final class Worker: @unchecked Sendable {
         self.running = running
     }
 
-    var overflowAccepted: UInt64 { queue.overflowAccepted }
-
     /// Decides packets until the daemon stops. The thread is pinned to `cpu`
     /// when given, so each queue's packets stay on one core's caches.
     func run(cpu: Int?, onError: (SystemError) -> Void) {
@@ -58,20 +56,21 @@ final class Worker: @unchecked Sendable {
         }
         var swaps = policies.swapCount
         var state = policies.state
-        while running.isRunning {
-            // Also between batches, so an idle queue lets go of a replaced policy.
-            if policies.swapCount != swaps {
-                swaps = policies.swapCount
+        /// Takes a swapped-in policy: before every packet, so the first packet
+        /// after a reload sees it, and between batches, so an idle queue lets go
+        /// of the replaced one.
+        func takeSwappedPolicy() {
+            let current = policies.swapCount
+            if current != swaps {
+                swaps = current
                 state = policies.state
             }
+        }
+        while running.isRunning {
+            takeSwappedPolicy()
             do {
                 try queue.receive { packet, wireLength in
-                    // A reload is seen by the first packet after the swap.
-                    let current = policies.swapCount
-                    if current != swaps {
-                        swaps = current
-                        state = policies.state
-                    }
+                    takeSwappedPolicy()
                     return handle(packet, wireLength: wireLength, state: state)
                 }
             } catch {
@@ -126,16 +125,13 @@ final class Worker: @unchecked Sendable {
     /// ends the connection with a reset both ways (the query never reaches the
     /// server: its segment is dropped).
     func decideTCP(_ segment: TCPSegment, packet: Span<UInt8>, state: PolicyState) -> Verdict {
-        var blocked = false
         let action = streams.read(segment, packet: packet) { query in
-            guard let (_, outcome) = classify(query, transport: .tcp, state: state), outcome.action == .block else {
-                return true
-            }
-            blocked = true
-            return false
+            classify(query, transport: .tcp, state: state)?.1.action != .block
         }
-        if blocked {
-            streams.forget(segment)
+        switch action {
+        case .pass:
+            return .accept
+        case .blocked:
             var sent = true
             do {
                 sent = try injector.send { TCPResetBuilder.toClient(segment, into: &$0) } && sent
@@ -145,9 +141,6 @@ final class Worker: @unchecked Sendable {
             }
             if sent { counters.tcpReset.increment() } else { counters.injectFailures.increment() }
             return .drop
-        }
-        switch action {
-        case .pass: return .accept
         case .holdBack:
             counters.tcpHeldBack.increment()
             return .drop

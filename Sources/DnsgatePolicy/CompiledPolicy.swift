@@ -125,7 +125,6 @@ public final class CompiledPolicy: Sendable {
 
     /// Distinct names in all lists.
     public var domainCount: Int { table.keyCount }
-    public var memoryBytes: Int { table.memoryBytes }
 
     /// Which lists contain `name`: one table probe per label boundary. A list
     /// with an exception (`@@`) matching the name does not contain it.

@@ -190,12 +190,6 @@ struct NameTable: Sendable {
         return labels.joined(separator: ".")
     }
 
-    /// Heap bytes held by the table's arrays.
-    var memoryBytes: Int {
-        slots.capacity * 8 + arena.capacity + keyOffsets.capacity * 4 + memberships.capacity * 4
-            + (lines?.capacity ?? 0) * 4 + overflow.reduce(0) { $0 + 32 + $1.capacity * 8 }
-    }
-
     /// Gives back what `reserveCapacity` over-estimated.
     mutating func shrinkToFit() {
         if arena.capacity > arena.count + 4096 { arena = Array(arena) }

@@ -166,28 +166,27 @@ extension Dnsgate {
                 return
             }
             if top {
-                let reply = try socket.request("top \(limit)")
-                if json {
-                    print(reply, terminator: reply.hasSuffix("\n") ? "" : "\n")
-                    return
-                }
-                guard let report = try? TopReport.decode(reply) else {
-                    throw CommandFailure(message: "dnsgate: unexpected reply from the daemon: \(reply.prefix(200))")
-                }
+                guard let report = try reply("top \(limit)", TopReport.decode) else { return }
                 print("most blocked over the last \(report.windowSeconds / 60) minutes")
                 Dnsgate.printRanking("names", report.names.map { ($0.name, $0.blocked) })
                 Dnsgate.printRanking("clients", report.clients.map { ($0.client, $0.blocked) })
                 return
             }
-            let reply = try socket.request("stats")
-            if json {
-                print(reply, terminator: reply.hasSuffix("\n") ? "" : "\n")
-                return
-            }
-            guard let stats = try? StatsSnapshot.decode(reply) else {
-                throw CommandFailure(message: "dnsgate: unexpected reply from the daemon: \(reply.prefix(200))")
-            }
+            guard let stats = try reply("stats", StatsSnapshot.decode) else { return }
             print(StatsTable(stats).text)
+        }
+
+        /// Asks the daemon; with --json prints the reply as it came and returns nil.
+        func reply<Report>(_ command: String, _ decode: (String) throws -> Report) throws -> Report? {
+            let text = try socket.request(command)
+            if json {
+                print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+                return nil
+            }
+            guard let report = try? decode(text) else {
+                throw CommandFailure(message: "dnsgate: unexpected reply from the daemon: \(text.prefix(200))")
+            }
+            return report
         }
     }
 

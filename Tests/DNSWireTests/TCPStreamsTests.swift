@@ -56,7 +56,9 @@ struct TCPStreamsTests {
         _ = read(&streams, segment(sequence: 0, flags: 0x02))
         let (action, names) = read(&streams, segment(sequence: 1, payload: framed("ok.example") + framed("bad.example")),
                                    block: "bad.example")
-        #expect(action == .pass && names == ["ok.example", "bad.example"])
+        #expect(action == .blocked && names == ["ok.example", "bad.example"])
+        let after = read(&streams, segment(sequence: 1, payload: framed("ok.example")))
+        #expect(after.0 == .unknownStream, "a blocked connection is forgotten")
         var other = TCPStreams()
         #expect(read(&other, segment(sequence: 1, payload: framed("x.example"))).0 == .unknownStream)
         var garbage = TCPStreams()

@@ -4,6 +4,7 @@ the project's own shipped rules in the gateway namespace, a resolver upstream.""
 import datetime
 import json
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -408,6 +409,27 @@ def test_gateway_own_lookups_with_the_output_hook(lab):
         assert stats["verdicts"]["block"] == 2 and stats["verdicts"]["no_match"] == 1
         assert stats["packets"]["received"] == 3, "the forged answers were not queued again"
         assert not reached_upstream(lab, "own.nx.example")
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
+        del config
+
+
+def test_sigusr1_reopens_the_query_log_after_rotation(lab, client):
+    lab.stop_dnsgate()
+    config = start(lab)
+    log = lab.dir / "queries.jsonl"
+    try:
+        client.probe("before.nx.example")
+        wait_for_log(lab, "before.nx.example.")
+        rotated = lab.dir / "queries.jsonl.1"
+        log.rename(rotated)
+        lab.dnsgate.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        client.probe("after.nx.example")
+        wait_for_log(lab, "after.nx.example.")  # reads the new file at the old path
+        assert "after.nx.example." not in rotated.read_text()
+        assert "before.nx.example." not in log.read_text()
     finally:
         lab.stop_dnsgate()
         lab.remove_rules()

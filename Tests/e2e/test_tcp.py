@@ -76,10 +76,12 @@ def test_kdig_over_tcp_allowed_and_blocked(tcp_firewall, server, source):
     lab = tcp_firewall
     ok = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "-b", source, "ok.tcp.example", check=False).stdout
     assert "status: NOERROR" in ok and "203.0.113.7" in ok
+    resets = lab.stats()["responses"]["tcp_reset"]
     blocked = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "+retry=0", "-b", source, "x.blocked.tcp.example",
                      check=False)
     assert "status: NOERROR" not in blocked.stdout and "203.0.113.7" not in blocked.stdout
     assert not upstream_saw(lab, "x.blocked.tcp.example"), "a blocked TCP query never reaches the server"
+    assert lab.stats()["responses"]["tcp_reset"] == resets + 1, "kdig failed because of the reset, not otherwise"
 
 
 def test_a_query_split_over_two_segments_is_decided(tcp_firewall):
