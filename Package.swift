@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // The system libraries, found with pkg-config.
@@ -40,14 +41,21 @@ let package = Package(
             dependencies: ["DNSWire", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
-        // The one Swift module that touches C and raw memory.
-        .target(name: "NetfilterQueue", dependencies: ["CDnsgateShims"], swiftSettings: swiftSettings),
-        // The daemon: workers, counters, stats socket, query log.
+        // The one Swift module that touches C and raw memory (and the socket
+        // option NIO reads only unsafely: a redirected connection's destination).
+        .target(
+            name: "NetfilterQueue",
+            dependencies: ["CDnsgateShims", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        // The daemon: workers, the TCP relay, counters, stats socket, query log.
         .target(
             name: "DnsgateDaemon",
             dependencies: [
                 "DNSWire", "DnsgatePolicy", "NetfilterQueue",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

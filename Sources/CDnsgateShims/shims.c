@@ -140,6 +140,15 @@ static int dg_collect_packet(const struct nlmsghdr *nlh, void *data) {
     p->id = id;
     p->hw_protocol = ntohs(hdr->hw_protocol);
     p->mark = attr[NFQA_MARK] ? ntohl(mnl_attr_get_u32(attr[NFQA_MARK])) : 0;
+    p->hw_addr_len = 0;
+    if (attr[NFQA_HWADDR] && mnl_attr_get_payload_len(attr[NFQA_HWADDR]) >= sizeof(struct nfqnl_msg_packet_hw)) {
+        const struct nfqnl_msg_packet_hw *hw = mnl_attr_get_payload(attr[NFQA_HWADDR]);
+        uint16_t length = ntohs(hw->hw_addrlen);
+        if (length <= sizeof(p->hw_addr)) {
+            memcpy(p->hw_addr, hw->hw_addr, length);
+            p->hw_addr_len = length;
+        }
+    }
     if (attr[NFQA_PAYLOAD]) {
         p->payload = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
         p->payload_len = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);

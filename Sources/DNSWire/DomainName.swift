@@ -48,8 +48,30 @@ public struct DomainName: Sendable {
     @inline(__always)
     public func suffixHash(fromLabel index: Int) -> UInt64 {
         var hash = NameHash()
-        for offset in labelStart(index)..<length { hash.add(lowercased(storage[offset])) }
+        for offset in (labelStart(index)..<length).reversed() { hash.add(lowercased(storage[offset])) }
         return hash.value
+    }
+
+    /// The hash of every suffix, in one pass over the name from its end: a
+    /// suffix's hash continues the hash of the suffix one label shorter
+    /// (`NameHash` reads a name backwards), so a name of any length costs
+    /// time linear in its bytes.
+    @inline(__always)
+    public var suffixHashes: SuffixHashes {
+        var result = SuffixHashes()
+        var hash = NameHash()
+        result.values[labelCount] = hash.value
+        var label = labelCount - 1
+        while label >= 0 {  // labelCount ≤ 127
+            var offset = labelStart(label + 1) - 1
+            while offset >= labelStart(label) {
+                hash.add(lowercased(storage[offset]))
+                offset -= 1
+            }
+            result.values[label] = hash.value
+            label -= 1
+        }
+        return result
     }
 
     /// True when the suffix from label `index` equals `key` (lowercase wire form).
@@ -125,8 +147,16 @@ func lowercased(_ byte: UInt8) -> UInt8 {
     byte &- 0x41 < 26 ? byte | 0x20 : byte
 }
 
+/// The hash of every suffix of one name, indexed by the label it starts at.
+public struct SuffixHashes {
+    var values = InlineArray<128, UInt64>(repeating: 0)
+    @inline(__always)
+    public subscript(label: Int) -> UInt64 { values[label] }
+}
+
 /// FNV-1a, 64 bit: the hash of policy keys and query-name suffixes. Both sides
-/// must use this one function.
+/// must use this one function and feed it a name's wire bytes from the last
+/// to the first, so that every suffix of a name is hashed in one pass.
 public struct NameHash {
     public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
     public init() {}
@@ -134,10 +164,14 @@ public struct NameHash {
     public mutating func add(_ byte: UInt8) {
         value = (value ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
     }
-    /// Hash of lowercase wire bytes (a policy key).
+    /// Hash of lowercase wire bytes (a policy key), read backwards.
     public static func of(_ key: Span<UInt8>) -> UInt64 {
         var hash = NameHash()
-        for index in 0..<key.count { hash.add(key[index]) }
+        var index = key.count - 1
+        while index >= 0 {
+            hash.add(key[index])
+            index -= 1
+        }
         return hash.value
     }
 }

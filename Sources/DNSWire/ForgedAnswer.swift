@@ -67,13 +67,45 @@ public enum ForgedAnswerBuilder {
         answering query: DNSQuery, packet: Span<UInt8>, kind: ForgedAnswerKind,
         settings: ForgedAnswerSettings, extraText: Span<UInt8>, into output: inout MutableSpan<UInt8>
     ) -> Int? {
-        var writer = PacketWriter()
         let ipHeaderLength = query.ipVersion == .v4 ? 20 : 40
         let dnsStart = ipHeaderLength + 8
-        guard output.count >= dnsStart + query.dnsLength + maximumGrowth else { return nil }
-
         // DNS message first; the IP and UDP headers need its length.
-        writer.offset = dnsStart
+        let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
+        guard let totalLength = buildMessage(answering: query, message: message, kind: kind, settings: settings,
+                                             extraText: extraText, into: &output, at: dnsStart),
+              totalLength <= query.packetLength + maximumGrowth else { return nil }
+        var writer = PacketWriter()
+
+        // UDP header, from the query's destination to its source.
+        let udpLength = totalLength - ipHeaderLength
+        writer.offset = ipHeaderLength
+        writer.u16(query.destinationPort, &output)
+        writer.u16(query.sourcePort, &output)
+        writer.u16(UInt16(udpLength), &output)
+        writer.u16(0, &output)
+
+        writer.offset = 0
+        guard var pseudoHeader = IPHeader.write(from: query.destination, to: query.source, protocol: 17,
+                                                payloadLength: udpLength, &writer, &output) else { return nil }
+        pseudoHeader.add(output, ipHeaderLength..<totalLength)
+        let udpChecksum = pseudoHeader.value
+        writer.patch16(udpChecksum == 0 ? 0xffff : udpChecksum, at: ipHeaderLength + 6, &output)
+        return totalLength
+    }
+
+    /// Writes only the DNS message of the answer (as DNS over TCP carries it)
+    /// into `output` from offset `start`; returns the offset just past it, or
+    /// nil when `output` is too small.
+    ///
+    /// - Parameter message: the query's DNS message; `query`'s offsets into it
+    ///   count from its first byte.
+    public static func buildMessage(
+        answering query: DNSQuery, message: Span<UInt8>, kind: ForgedAnswerKind,
+        settings: ForgedAnswerSettings, extraText: Span<UInt8>, into output: inout MutableSpan<UInt8>, at start: Int
+    ) -> Int? {
+        guard output.count >= start + query.dnsLength + maximumGrowth else { return nil }
+        var writer = PacketWriter()
+        writer.offset = start
         let answerRecord: OverrideRecord?
         let rcode: ResponseCode
         var withSOA = false
@@ -98,7 +130,6 @@ public enum ForgedAnswerBuilder {
         writer.u16(edns == nil ? 0 : 1, &output)
 
         // Question: byte for byte, case preserved.
-        let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
         if query.questionCompressed {
             writeName(query.name, &writer, &output)
             for index in (query.questionEnd - 4)..<query.questionEnd { writer.u8(message[index], &output) }
@@ -128,7 +159,7 @@ public enum ForgedAnswerBuilder {
             writer.u32(settings.negativeTTL, &output)
             let lengthOffset = writer.offset
             writer.u16(0, &output)
-            let primaryOffset = writer.offset - dnsStart
+            let primaryOffset = writer.offset - start
             for byte in soaPrimary { writer.u8(byte, &output) }
             for byte in soaMailboxLabel { writer.u8(byte, &output) }
             writer.u16(0xc000 | UInt16(primaryOffset), &output)  // hostmaster.dnsgate.invalid.
@@ -173,24 +204,7 @@ public enum ForgedAnswerBuilder {
             }
             writer.patch16(UInt16(writer.offset - lengthOffset - 2), at: lengthOffset, &output)
         }
-        let totalLength = writer.offset
-        guard totalLength <= query.packetLength + maximumGrowth else { return nil }
-
-        // UDP header, from the query's destination to its source.
-        let udpLength = totalLength - ipHeaderLength
-        writer.offset = ipHeaderLength
-        writer.u16(query.destinationPort, &output)
-        writer.u16(query.sourcePort, &output)
-        writer.u16(UInt16(udpLength), &output)
-        writer.u16(0, &output)
-
-        writer.offset = 0
-        guard var pseudoHeader = IPHeader.write(from: query.destination, to: query.source, protocol: 17,
-                                                payloadLength: udpLength, &writer, &output) else { return nil }
-        pseudoHeader.add(output, ipHeaderLength..<totalLength)
-        let udpChecksum = pseudoHeader.value
-        writer.patch16(udpChecksum == 0 ? 0xffff : udpChecksum, at: ipHeaderLength + 6, &output)
-        return totalLength
+        return writer.offset
     }
 
     static func writeName(_ name: DomainName, _ writer: inout PacketWriter, _ output: inout MutableSpan<UInt8>) {

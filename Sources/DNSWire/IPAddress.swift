@@ -131,14 +131,39 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         self.prefixLength = length
     }
 
+    /// Whether `candidate` is in this prefix. IPv4 clients and IPv4-mapped
+    /// IPv6 addresses (`::ffff:192.0.2.10`) are one host: a `::ffff:` prefix
+    /// matches IPv4 clients, and an IPv4 prefix matches mapped addresses.
     public func contains(_ candidate: IPAddress) -> Bool {
-        candidate.isIPv4 == address.isIPv4 && candidate.masked(to: prefixLength) == address
+        switch (address, candidate) {
+        case (.v4, .v4), (.v6, .v6):
+            if candidate.masked(to: prefixLength) == address { return true }
+            guard case .v6 = candidate, let unmapped = candidate.unmappedIPv4 else { return false }
+            return contains(unmapped)
+        case (.v6, .v4(let value)):
+            return IPAddress.v6(high: 0, low: 0xffff_0000_0000 | UInt64(value)).masked(to: prefixLength) == address
+        case (.v4, .v6):
+            return candidate.unmappedIPv4.map(contains) ?? false
+        }
+    }
+
+    /// The address family the prefix stands for: an IPv4-mapped IPv6 prefix
+    /// (inside `::ffff:0:0/96`) stands for IPv4 hosts.
+    public var family: IPVersion {
+        if case .v6(let high, let low) = address, prefixLength >= 96, high == 0, low >> 32 == 0xffff { return .v4 }
+        return address.isIPv4 ? .v4 : .v6
     }
 
     public var description: String { "\(address)/\(prefixLength)" }
 }
 
 extension IPAddress {
+    /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+    public var unmappedIPv4: IPAddress? {
+        guard case .v6(let high, let low) = self, high == 0, low >> 32 == 0xffff else { return nil }
+        return .v4(UInt32(truncatingIfNeeded: low))
+    }
+
     func masked(to prefixLength: Int) -> IPAddress {
         switch self {
         case .v4(let value):
@@ -149,6 +174,75 @@ extension IPAddress {
             let lowBits = prefixLength - 64
             let lowMask: UInt64 = lowBits <= 0 ? 0 : (lowBits >= 64 ? ~0 : ~UInt64(0) << (64 - lowBits))
             return .v6(high: high & highMask, low: low & lowMask)
+        }
+    }
+}
+
+/// A 48-bit Ethernet address, as NFQUEUE reports the LAN source's.
+public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
+    public let value: UInt64
+
+    public init(value: UInt64) { self.value = value & 0xffff_ffff_ffff }
+
+    /// Parses `aa:bb:cc:dd:ee:ff` (or with `-`), any case.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(omittingEmptySubsequences: false) { $0 == ":" || $0 == "-" }
+        guard parts.count == 6 else { return nil }
+        var value: UInt64 = 0
+        for part in parts {
+            guard part.count == 2, let octet = UInt8(part, radix: 16) else { return nil }
+            value = value << 8 | UInt64(octet)
+        }
+        self.value = value
+    }
+
+    public var description: String {
+        (0..<6).map { index in
+            let octet = UInt8(truncatingIfNeeded: value >> (40 - 8 * UInt64(index)))
+            return (octet < 16 ? "0" : "") + String(octet, radix: 16)
+        }.joined(separator: ":")
+    }
+}
+
+/// Who a rule group applies to: an address prefix (either family) or one
+/// host's MAC address, which covers its IPv4 and IPv6 traffic alike.
+public enum ClientSelector: Hashable, Sendable, CustomStringConvertible {
+    case network(IPNetwork)
+    case mac(MACAddress)
+
+    public init?(_ text: some StringProtocol) {
+        if let mac = MACAddress(text) {
+            self = .mac(mac)
+        } else if let network = IPNetwork(text) {
+            self = .network(network)
+        } else {
+            return nil
+        }
+    }
+
+    @inline(__always)
+    public func matches(_ client: IPAddress, mac: MACAddress?) -> Bool {
+        switch self {
+        case .network(let network): network.contains(client)
+        case .mac(let wanted): wanted == mac
+        }
+    }
+
+    /// The one address family a list of selectors names, when it names
+    /// prefixes of one family and no MAC address; nil otherwise.
+    public static func onlyFamily(_ selectors: [ClientSelector]) -> IPVersion? {
+        var families: Set<IPVersion> = []
+        for selector in selectors {
+            guard case .network(let network) = selector else { return nil }
+            families.insert(network.family)
+        }
+        return families.count == 1 ? families.first : nil
+    }
+
+    public var description: String {
+        switch self {
+        case .network(let network): network.description
+        case .mac(let mac): mac.description
         }
     }
 }

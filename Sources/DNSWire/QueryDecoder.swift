@@ -9,13 +9,15 @@ public enum NotDNSReason: String, Sendable, CaseIterable {
     case notUDP = "not_udp"
     case truncatedUDP = "truncated_udp"
     case truncatedDNS = "truncated_dns"
+    /// QR=1: a response, which no server resolves; passed whatever `undecodable` says.
     case notQuery = "not_query"
-    case unsupportedOpcode = "unsupported_opcode"
     case questionCount = "question_count"
     case badName = "bad_name"
     case compressionLoop = "compression_loop"
-    case badRecord = "bad_record"
-    case duplicateOPT = "duplicate_opt"
+
+    /// Whether a packet of this kind could still make a server resolve a name.
+    /// Only a response (QR=1) cannot: servers drop those unanswered.
+    public var couldBeAQuery: Bool { self != .notQuery }
 }
 
 /// What an EDNS OPT record of a query said.
@@ -53,50 +55,49 @@ public struct DNSQuery: Sendable {
     public var questionEnd: Int
     /// True when the question name used a compression pointer (so it cannot be copied verbatim).
     public var questionCompressed: Bool
+    /// QDCOUNT. Every question was read and found well formed; the first is
+    /// `name`/`type`/`queryClass`, the rest are read again with `nextQuestion`.
+    public var questionCount: Int
     public var type: QueryType
     public var queryClass: QueryClass
     public var edns: EDNSInfo?
 }
 
-public enum DecodeResult: Sendable {
-    case query(DNSQuery)
-    /// A TCP segment: DNS over TCP is a byte stream, decided by `TCPStreams`.
-    case tcp(TCPSegment)
-    case notDNS(NotDNSReason)
+extension DNSQuery {
+    /// A query still to be decoded (`QueryDecoder.decodeMessage`) from the DNS
+    /// message at `message` of a packet `packetLength` bytes long; for DNS over
+    /// TCP the message is the whole "packet".
+    public init(source: IPAddress, sourcePort: UInt16, destination: IPAddress, destinationPort: UInt16,
+                message: Range<Int>, packetLength: Int) {
+        self.init(ipVersion: source.isIPv4 ? .v4 : .v6, source: source, destination: destination,
+                  sourcePort: sourcePort, destinationPort: destinationPort, packetLength: packetLength,
+                  dnsOffset: message.lowerBound, dnsLength: message.count, id: 0, flags: 0, name: DomainName(),
+                  questionEnd: 0, questionCompressed: false, questionCount: 0, type: .a, queryClass: .internet,
+                  edns: nil)
+    }
 }
 
-/// A TCP segment's addressing, sequence numbers and where its payload is.
-public struct TCPSegment: Sendable {
-    public var ipVersion: IPVersion
-    public var source: IPAddress
-    public var destination: IPAddress
-    public var sourcePort: UInt16
-    public var destinationPort: UInt16
-    public var sequence: UInt32
-    public var acknowledgment: UInt32
-    public var flags: UInt8
-    /// Offset of the payload in the captured packet and its length on the wire.
-    public var payloadOffset: Int
-    public var payloadLength: Int
-
-    public static let fin: UInt8 = 0x01
-    public static let syn: UInt8 = 0x02
-    public static let rst: UInt8 = 0x04
-    public static let ack: UInt8 = 0x10
+public enum DecodeResult: Sendable {
+    case query(DNSQuery)
+    case notDNS(NotDNSReason)
 }
 
 /// Decodes an IP packet (as NFQUEUE hands it over: network header first) into a
 /// DNS query. Never allocates, never traps on any input; every loop is bounded
 /// by the packet length or a fixed cap.
+///
+/// It reads what a lenient server reads: the question is decided whenever it
+/// can be read, whatever the opcode, the other sections or the OPT record say
+/// (real resolvers answer such messages), and every question of a message
+/// with several is read.
 public enum QueryDecoder {
-    static let maximumExtensionHeaders = 8
     static let maximumCompressionPointers = 16
 
     /// - Parameters:
     ///   - packet: the captured bytes, from the network header on.
     ///   - wireLength: the packet's length on the wire when the capture was cut
-    ///     short (NFQUEUE's copy range). Such a query is still decided on its
-    ///     question when that was captured; records past the capture are not read.
+    ///     short. Such a query is still decided on its question when that was
+    ///     captured; records past the capture are not read.
     public static func decode(packet: Span<UInt8>, wireLength: Int? = nil) -> DecodeResult {
         guard packet.count >= 1 else { return .notDNS(.truncatedIP) }
         let wire = max(wireLength ?? packet.count, packet.count)
@@ -117,48 +118,40 @@ public enum QueryDecoder {
         let fragment = packet.u16(6)
         // More-fragments set or a non-zero offset: not a whole datagram.
         guard fragment & 0x3fff == 0 else { return .notDNS(.fragment) }
-        let source = IPAddress.v4(packet.u32(12))
-        let destination = IPAddress.v4(packet.u32(16))
-        switch packet[9] {
-        case 17:
-            return decodeUDP(packet, at: headerLength, end: totalLength, version: .v4,
-                             source: source, destination: destination)
-        case 6:
-            return decodeTCP(packet, at: headerLength, end: totalLength, version: .v4,
-                             source: source, destination: destination)
-        default:
-            return .notDNS(.notUDP)
-        }
+        guard packet[9] == 17 else { return .notDNS(.notUDP) }
+        return decodeUDP(packet, at: headerLength, end: totalLength, version: .v4,
+                         source: .v4(packet.u32(12)), destination: .v4(packet.u32(16)))
     }
 
+    /// Walks the whole extension-header chain, as the receiving host's stack
+    /// does: each header is at least 8 bytes, so the walk is bounded by the
+    /// payload length.
     static func decodeIPv6(_ packet: Span<UInt8>, wire: Int) -> DecodeResult {
         guard packet.count >= 40 else { return .notDNS(.truncatedIP) }
         let payloadLength = Int(packet.u16(4))
         // A zero payload length means a jumbogram, which DNS never needs.
         guard payloadLength > 0, 40 + payloadLength <= wire else { return .notDNS(.truncatedIP) }
         let end = 40 + payloadLength
+        let readable = min(end, packet.count)
         var nextHeader = packet[6]
         var offset = 40
-        for _ in 0..<maximumExtensionHeaders {
+        for _ in 0...(payloadLength / 8) {
             switch nextHeader {
-            case 17, 6:
-                let source = IPAddress.v6(high: packet.u64(8), low: packet.u64(16))
-                let destination = IPAddress.v6(high: packet.u64(24), low: packet.u64(32))
-                if nextHeader == 6 {
-                    return decodeTCP(packet, at: offset, end: end, version: .v6, source: source, destination: destination)
-                }
-                return decodeUDP(packet, at: offset, end: end, version: .v6, source: source, destination: destination)
+            case 17:
+                return decodeUDP(packet, at: offset, end: end, version: .v6,
+                                 source: .v6(high: packet.u64(8), low: packet.u64(16)),
+                                 destination: .v6(high: packet.u64(24), low: packet.u64(32)))
             case 0, 43, 60:  // hop-by-hop, routing, destination options
-                guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
+                guard offset + 8 <= readable else { return .notDNS(.truncatedIP) }
                 nextHeader = packet[offset]
                 offset += (Int(packet[offset + 1]) + 1) * 8
             case 44:  // fragment: only an atomic fragment (offset 0, no M flag) is whole
-                guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
+                guard offset + 8 <= readable else { return .notDNS(.truncatedIP) }
                 guard packet.u16(offset + 2) & 0xfff9 == 0 else { return .notDNS(.fragment) }
                 nextHeader = packet[offset]
                 offset += 8
             case 51:  // authentication header
-                guard offset + 8 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
+                guard offset + 8 <= readable else { return .notDNS(.truncatedIP) }
                 nextHeader = packet[offset]
                 offset += (Int(packet[offset + 1]) + 2) * 4
             default:
@@ -176,100 +169,108 @@ public enum QueryDecoder {
         guard udpLength >= 8, offset + udpLength <= end else { return .notDNS(.truncatedUDP) }
         let dnsOffset = offset + 8
         let udpEnd = offset + udpLength
-        let complete = udpEnd <= packet.count
         let message = packet.extracting(dnsOffset..<min(udpEnd, packet.count))
-        var query = DNSQuery(
-            ipVersion: version, source: source, destination: destination,
-            sourcePort: packet.u16(offset), destinationPort: packet.u16(offset + 2),
-            packetLength: end, dnsOffset: dnsOffset, dnsLength: message.count,
-            id: 0, flags: 0, name: DomainName(), questionEnd: 0, questionCompressed: false,
-            type: .a, queryClass: .internet, edns: nil)
-        if let reason = decodeMessage(message, complete: complete, into: &query) { return .notDNS(reason) }
+        var query = DNSQuery(source: source, sourcePort: packet.u16(offset), destination: destination,
+                             destinationPort: packet.u16(offset + 2), message: dnsOffset..<(dnsOffset + message.count),
+                             packetLength: end)
+        if let reason = decodeMessage(message, into: &query) { return .notDNS(reason) }
         return .query(query)
     }
 
-    static func decodeTCP(_ packet: Span<UInt8>, at offset: Int, end: Int, version: IPVersion,
-                          source: IPAddress, destination: IPAddress) -> DecodeResult {
-        guard offset + 20 <= min(end, packet.count) else { return .notDNS(.truncatedIP) }
-        let headerLength = Int(packet[offset + 12] >> 4) * 4
-        guard headerLength >= 20, offset + headerLength <= end, offset + headerLength <= packet.count else {
-            return .notDNS(.truncatedIP)
-        }
-        return .tcp(TCPSegment(
-            ipVersion: version, source: source, destination: destination,
-            sourcePort: packet.u16(offset), destinationPort: packet.u16(offset + 2),
-            sequence: packet.u32(offset + 4), acknowledgment: packet.u32(offset + 8), flags: packet[offset + 13],
-            payloadOffset: offset + headerLength, payloadLength: end - offset - headerLength))
-    }
-
     /// Decodes a DNS message (no IP/UDP around it) into `query`; nil on success.
-    /// When the message is not `complete` (the capture was cut short), the
-    /// header and question must be there; what follows is read as far as it goes.
-    public static func decodeMessage(_ message: Span<UInt8>, complete: Bool = true,
-                                     into query: inout DNSQuery) -> NotDNSReason? {
+    /// Success needs a query (QR=0) whose every question can be read; the
+    /// first OPT record found in a well-formed prefix of the other sections is
+    /// kept for the answer, and anything malformed there is ignored, since
+    /// lenient servers answer such messages too.
+    public static func decodeMessage(_ message: Span<UInt8>, into query: inout DNSQuery) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let flags = message.u16(2)
         guard flags & 0x8000 == 0 else { return .notQuery }
-        guard flags & 0x7800 == 0 else { return .unsupportedOpcode }
-        guard message.u16(4) == 1 else { return .questionCount }
+        let questionCount = Int(message.u16(4))
+        guard questionCount >= 1 else { return .questionCount }
         query.id = message.u16(0)
         query.flags = flags
-        var name = DomainName()
-        let nameEnd: Int
-        switch readName(message, at: 12, into: &name) {
-        case .success(let end, let compressed):
-            nameEnd = end
-            query.questionCompressed = compressed
-        case .failure(let reason):
-            return reason
+        query.questionCount = questionCount
+        var offset = 12
+        for index in 0..<questionCount {  // each question is at least 5 bytes: bounded by the length
+            switch readQuestion(message, at: offset) {
+            case .success(let question):
+                if index == 0 {
+                    query.name = question.name
+                    query.type = question.type
+                    query.queryClass = question.queryClass
+                    query.questionCompressed = question.compressed
+                    query.questionEnd = question.end
+                }
+                offset = question.end
+            case .failure(let reason):
+                return reason
+            }
         }
-        guard nameEnd + 4 <= message.count else { return .truncatedDNS }
-        query.name = name
-        query.type = QueryType(rawValue: message.u16(nameEnd))
-        query.queryClass = QueryClass(rawValue: message.u16(nameEnd + 2))
-        query.questionEnd = nameEnd + 4
+        query.edns = findOPT(message, after: offset)
+        return nil
+    }
 
-        // Walk the other sections so that a malformed message is recognised and
-        // an OPT record is found. Each record is at least 11 bytes, so the walk
-        // is bounded by the message length as well as by the counts.
+    /// One question of a message.
+    public struct Question: Sendable {
+        public var name: DomainName
+        public var type: QueryType
+        public var queryClass: QueryClass
+        public var compressed: Bool
+        /// Offset just past the question (its class field).
+        public var end: Int
+    }
+
+    public enum QuestionRead: Sendable {
+        case success(Question)
+        case failure(NotDNSReason)
+    }
+
+    /// Reads the question that starts at `offset` of `message`.
+    public static func readQuestion(_ message: Span<UInt8>, at offset: Int) -> QuestionRead {
+        var name = DomainName()
+        switch readName(message, at: offset, into: &name) {
+        case .success(let end, let compressed):
+            guard end + 4 <= message.count else { return .failure(.truncatedDNS) }
+            return .success(Question(name: name, type: QueryType(rawValue: message.u16(end)),
+                                     queryClass: QueryClass(rawValue: message.u16(end + 2)),
+                                     compressed: compressed, end: end + 4))
+        case .failure(let reason):
+            return .failure(reason)
+        }
+    }
+
+    /// The first OPT record among the answer, authority and additional records
+    /// that follow the questions, read only as far as they are well formed.
+    /// Each record is at least 11 bytes, so the walk is bounded by the length.
+    static func findOPT(_ message: Span<UInt8>, after questionsEnd: Int) -> EDNSInfo? {
         let recordCount = Int(message.u16(6)) + Int(message.u16(8)) + Int(message.u16(10))
-        let additionalStart = Int(message.u16(6)) + Int(message.u16(8))
-        var offset = query.questionEnd
-        for index in 0..<recordCount {
+        var offset = questionsEnd
+        for _ in 0..<recordCount {
             var owner = DomainName()
-            let ownerEnd: Int
-            switch readName(message, at: offset, into: &owner) {
-            case .success(let end, _): ownerEnd = end
-            case .failure(.truncatedDNS): return complete ? .truncatedDNS : nil
-            case .failure: return .badRecord
-            }
-            guard ownerEnd + 10 <= message.count else { return complete ? .truncatedDNS : nil }
-            let type = message.u16(ownerEnd)
-            let dataLength = Int(message.u16(ownerEnd + 8))
+            guard case .success(let ownerEnd, _) = readName(message, at: offset, into: &owner),
+                  ownerEnd + 10 <= message.count else { return nil }
             let dataStart = ownerEnd + 10
-            guard dataStart + dataLength <= message.count else { return complete ? .truncatedDNS : nil }
-            if type == QueryType.opt.rawValue {
-                guard index >= additionalStart, owner.labelCount == 0 else { return .badRecord }
-                guard query.edns == nil else { return .duplicateOPT }
-                guard let edns = readOPT(message, ownerEnd: ownerEnd, dataStart: dataStart,
-                                         dataEnd: dataStart + dataLength) else { return .badRecord }
-                query.edns = edns
+            let dataEnd = dataStart + Int(message.u16(ownerEnd + 8))
+            guard dataEnd <= message.count else { return nil }
+            if message.u16(ownerEnd) == QueryType.opt.rawValue {
+                return readOPT(message, ownerEnd: ownerEnd, dataStart: dataStart, dataEnd: dataEnd)
             }
-            offset = dataStart + dataLength
+            offset = dataEnd
         }
         return nil
     }
 
-    static func readOPT(_ message: Span<UInt8>, ownerEnd: Int, dataStart: Int, dataEnd: Int) -> EDNSInfo? {
+    /// The OPT record's fields; options are read as far as they are well formed.
+    static func readOPT(_ message: Span<UInt8>, ownerEnd: Int, dataStart: Int, dataEnd: Int) -> EDNSInfo {
         var info = EDNSInfo(
             udpPayloadSize: message.u16(ownerEnd + 2), version: message[ownerEnd + 5],
             dnssecOK: message[ownerEnd + 6] & 0x80 != 0, clientCookieOffset: nil, cookieLength: 0)
         var offset = dataStart
-        while offset < dataEnd {  // each option advances by at least 4 bytes
-            guard offset + 4 <= dataEnd else { return nil }
+        while offset + 4 <= dataEnd {  // each option advances by at least 4 bytes
             let code = message.u16(offset)
             let length = Int(message.u16(offset + 2))
-            guard offset + 4 + length <= dataEnd else { return nil }
+            guard offset + 4 + length <= dataEnd else { break }
             // RFC 7873: a client cookie alone (8) or with a server cookie (16-40).
             if code == EDNSOptionCode.cookie, length == 8 || (16...40).contains(length) {
                 info.clientCookieOffset = offset + 4
@@ -285,15 +286,14 @@ public enum QueryDecoder {
         case failure(NotDNSReason)
     }
 
-    /// Reads a possibly compressed name. Every pointer must point strictly
-    /// before the place the previous jump went to, so jumps cannot loop; a
-    /// fixed cap bounds them further.
+    /// Reads a possibly compressed name. A pointer may point anywhere but at
+    /// itself (lenient servers follow forward pointers too); a fixed cap on
+    /// jumps bounds loops, and the 255-octet bound of the name bounds labels.
     static func readName(_ message: Span<UInt8>, at start: Int, into name: inout DomainName) -> NameRead {
         var offset = start
-        var limit = start
         var end: Int? = nil
         var pointers = 0
-        while true {  // bounded: labels by the name length, jumps by `limit` and the cap
+        while true {  // bounded: labels by the name length, jumps by the cap
             guard offset < message.count else { return .failure(.truncatedDNS) }
             let length = message[offset]
             switch length & 0xc0 {
@@ -309,11 +309,10 @@ public enum QueryDecoder {
                 guard offset + 1 < message.count else { return .failure(.truncatedDNS) }
                 let target = Int(message.u16(offset) & 0x3fff)
                 pointers += 1
-                guard target < limit, pointers <= maximumCompressionPointers else {
+                guard target != offset, pointers <= maximumCompressionPointers else {
                     return .failure(.compressionLoop)
                 }
                 if end == nil { end = offset + 2 }
-                limit = target
                 offset = target
             default:
                 return .failure(.badName)  // 0x40 / 0x80 label types are obsolete or reserved

@@ -18,13 +18,13 @@ final class WorkerCounters: Sendable {
     let alert = Atomic<UInt64>(0)
     let noMatch = Atomic<UInt64>(0)
     let notDNS = Atomic<UInt64>(0)
+    /// Responses (QR=1) sent to port 53: passed, since no server resolves them.
+    let notQuery = Atomic<UInt64>(0)
     let nxdomain = Atomic<UInt64>(0)
     let nodata = Atomic<UInt64>(0)
     let refused = Atomic<UInt64>(0)
     let override = Atomic<UInt64>(0)
     let drop = Atomic<UInt64>(0)
-    let tcpReset = Atomic<UInt64>(0)
-    let tcpHeldBack = Atomic<UInt64>(0)
     let injectFailures = Atomic<UInt64>(0)
     let verdictFailures = Atomic<UInt64>(0)
     private let trailingPad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
@@ -43,4 +43,27 @@ extension Atomic where Value == UInt64 {
         store(load(ordering: .relaxed) &+ 1, ordering: .relaxed)
     }
     var value: UInt64 { load(ordering: .relaxed) }
+}
+
+extension StatsSnapshot {
+    /// Adds one decider's counters (a queue worker's or the TCP relay's).
+    mutating func add(_ c: WorkerCounters) {
+        packets.received += c.received.value
+        packets.accepted += c.accepted.value
+        packets.dropped += c.dropped.value
+        packets.answered += c.answered.value
+        verdicts.allow += c.allow.value
+        verdicts.block += c.block.value
+        verdicts.alert += c.alert.value
+        verdicts.noMatch += c.noMatch.value
+        verdicts.notDns += c.notDNS.value
+        verdicts.notQuery += c.notQuery.value
+        responses.nxdomain += c.nxdomain.value
+        responses.nodata += c.nodata.value
+        responses.refused += c.refused.value
+        responses.override += c.override.value
+        responses.drop += c.drop.value
+        errors.injectFailures += c.injectFailures.value
+        errors.verdictFailures += c.verdictFailures.value
+    }
 }

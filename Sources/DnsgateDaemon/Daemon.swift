@@ -40,11 +40,14 @@ public final class Daemon: Sendable {
     let logger: Logger
     let policies: PolicyHolder
     let workers: [Worker]
+    let relay: TCPRelay
     let recorder: DecisionRecorder
     let runState = RunState()
     let started = Date()
     let cookieSecret = UInt64.random(in: .min ... .max)
     let reloadFailures = Atomic<UInt64>(0)
+    /// What the shipped rules had queued when the daemon started (see `RuleCounters`).
+    private let queuedAtStart = Mutex<UInt64?>(nil)
     private let reloadLock = Mutex<Int>(1)  // holds the last generation number
     let feeds: Feeds
 
@@ -65,15 +68,19 @@ public final class Daemon: Sendable {
                 .joined(separator: "\n"))
         }
         self.config = config
-        policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count))
+        // One set of rule-hit counters per queue worker, and one for the TCP relay.
+        policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count + 1))
         recorder = DecisionRecorder(log: config.queryLog)
-        let settings = WorkerSettings(failMode: config.failMode, queueLength: config.queueLength, mark: Self.answerMark)
+        let settings = WorkerSettings(undecodable: config.undecodable, overload: config.overloadAction,
+                                      queueLength: config.queueLength, mark: Self.answerMark)
         var workers: [Worker] = []
         for (index, queue) in config.queues.enumerated() {
             workers.append(try Worker(index: index, queueNumber: queue, policies: policies, settings: settings,
                                       recorder: recorder, running: runState))
         }
         self.workers = workers
+        relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, mark: Self.answerMark,
+                         undecodable: config.undecodable, logger: logger)
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
     }
 
@@ -96,11 +103,17 @@ public final class Daemon: Sendable {
     /// Runs until SIGTERM or SIGINT.
     public func run() throws {
         let listener = try makeListener()
+        do {
+            try relay.start(port: config.tcpPort)
+        } catch {
+            throw DaemonError(description: "listening for redirected DNS over TCP on port \(config.tcpPort): \(error)")
+        }
         // Queues, raw sockets and the stats socket are open: nothing more needs root.
         if let user = config.user, getuid() == 0 {
             try Privileges.drop(to: user)
             logger.info("running as user \(user) with CAP_NET_ADMIN and CAP_NET_RAW only")
         }
+        queuedAtStart.withLock { $0 = RuleCounters.queuedPackets() }
         let stopped = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         func onSignal(_ number: Int32, _ handler: @escaping @Sendable () -> Void) {
@@ -143,9 +156,10 @@ public final class Daemon: Sendable {
             PacketQueue.lowerCurrentThreadPriority()
             feeds.run(while: { runState.isRunning }, changed: { [self] in _ = reload() })
         }
-        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), stats socket \(config.statsSocket)")
+        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.overloadAction.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
+        relay.stop()
         finished.wait()
         withExtendedLifetime(sources) {}
     }
@@ -168,15 +182,38 @@ public final class Daemon: Sendable {
         return try UnixListener(path: config.statsSocket, mode: 0o660, group: config.statsSocketGroup)
     }
 
+    /// Stats clients served at once; one more is told to come back later.
+    static let maximumStatsClients = 32
+
+    /// Each client on a thread of its own with a deadline for the whole
+    /// exchange: idle or trickling clients cannot hold up `stats` or `reload`.
     private func serveStats(_ listener: UnixListener) {
+        let active = Atomic<Int>(0)
         while runState.isRunning {
             do {
-                guard let connection = try listener.accept() else { continue }
-                let command = try connection.readLine().trimmingCharacters(in: .whitespaces)
-                try connection.write(reply(to: command, peer: connection.peerUserID))
+                guard let connection = try listener.accept(totalMilliseconds: 3000) else { continue }
+                guard active.add(1, ordering: .relaxed).newValue <= Self.maximumStatsClients else {
+                    active.subtract(1, ordering: .relaxed)
+                    try? connection.write("error: busy, try again\n")
+                    continue
+                }
+                let transfer = UncheckedConnection(connection)
+                Thread.detachNewThread { [self] in
+                    defer { active.subtract(1, ordering: .relaxed) }
+                    answer(transfer.connection)
+                }
             } catch {
                 logger.warning("stats socket: \(error)")
             }
+        }
+    }
+
+    private func answer(_ connection: UnixConnection) {
+        do {
+            let command = try connection.readLine().trimmingCharacters(in: .whitespaces)
+            try connection.write(reply(to: command, peer: connection.peerUserID))
+        } catch {
+            logger.debug("stats socket client: \(error)")
         }
     }
 
@@ -212,11 +249,12 @@ public final class Daemon: Sendable {
                 return (false, "reload failed; the running policy stays in force\n" + problems.joined(separator: "\n"))
             }
             if newConfig.queues != config.queues || newConfig.failMode != config.failMode
-                || newConfig.statsSocket != config.statsSocket {
-                logger.warning("queues, fail_mode and stats_socket take effect only after a restart")
+                || newConfig.statsSocket != config.statsSocket || newConfig.tcpPort != config.tcpPort
+                || newConfig.undecodable != config.undecodable || newConfig.overloadAction != config.overloadAction {
+                logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port and stats_socket take effect only after a restart")
             }
             generation += 1
-            policies.replace(with: PolicyState(policy: policy, workers: workers.count))
+            policies.replace(with: PolicyState(policy: policy, workers: workers.count + 1))
             let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
             logger.info("reloaded: \(message)")
             return (true, message)
@@ -239,33 +277,34 @@ public final class Daemon: Sendable {
         let kernel = KernelQueueStats.parse((try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
         var snapshot = StatsSnapshot(
             version: Self.version, uptimeSeconds: Int(Date().timeIntervalSince(started)),
-            failMode: config.failMode.rawValue,
+            failMode: config.failMode.rawValue, undecodable: config.undecodable.rawValue,
+            onOverload: config.overloadAction.rawValue,
             policy: .init(generation: policy.generation, rules: policy.rules.count, domains: policy.domainCount,
                           loadedAt: loadedAt))
+        for counters in workers.map(\.counters) + [relay.counters] {
+            snapshot.add(counters)
+        }
         for worker in workers {
             let c = worker.counters
-            snapshot.packets.received += c.received.value
-            snapshot.packets.accepted += c.accepted.value
-            snapshot.packets.dropped += c.dropped.value
-            snapshot.packets.answered += c.answered.value
-            snapshot.verdicts.allow += c.allow.value
-            snapshot.verdicts.block += c.block.value
-            snapshot.verdicts.alert += c.alert.value
-            snapshot.verdicts.noMatch += c.noMatch.value
-            snapshot.verdicts.notDns += c.notDNS.value
-            snapshot.responses.nxdomain += c.nxdomain.value
-            snapshot.responses.nodata += c.nodata.value
-            snapshot.responses.refused += c.refused.value
-            snapshot.responses.override += c.override.value
-            snapshot.responses.drop += c.drop.value
-            snapshot.responses.tcpReset += c.tcpReset.value
-            snapshot.packets.tcpHeldBack += c.tcpHeldBack.value
-            snapshot.errors.injectFailures += c.injectFailures.value
-            snapshot.errors.verdictFailures += c.verdictFailures.value
             let k = kernel[c.queue]
             snapshot.queues.append(.init(queue: c.queue, received: c.received.value, waiting: k?.waiting ?? 0,
                                          kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
+            // Without fail-open the kernel drops what finds the queue full and counts it.
+            if config.overloadAction == .drop {
+                snapshot.packets.overflowDropped += (k?.kernelDropped ?? 0) + (k?.userDropped ?? 0)
+            }
         }
+        // With fail-open, what finds a queue full passes uncounted by the kernel:
+        // it is what the rules queued since start, less what reached dnsgate.
+        if config.overloadAction == .pass, let start = queuedAtStart.withLock({ $0 }),
+           let queued = RuleCounters.queuedPackets() {
+            let handled = snapshot.queues.reduce(UInt64(0)) { $0 + $1.received + $1.waiting + $1.kernelDropped + $1.userDropped }
+            snapshot.packets.overflowPassed = queued >= start + handled ? queued - start - handled : 0
+        }
+        let t = relay.tcp
+        snapshot.tcp = .init(connections: t.accepted.value, open: t.open.value, refused: t.refused.value,
+                             queries: t.queries.value, relayed: t.relayed.value, answersRelayed: t.answersRelayed.value,
+                             upstreamFailures: t.upstreamFailures.value, idleClosed: t.idleClosed.value)
         snapshot.errors.reloadFailures = reloadFailures.load(ordering: .relaxed)
         snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
         snapshot.rules = policy.rules.enumerated().map {
@@ -282,4 +321,11 @@ public final class Daemon: Sendable {
         }
         return snapshot
     }
+}
+
+/// A connection handed from the accepting thread to the one that serves it,
+/// which then owns it alone.
+private struct UncheckedConnection: @unchecked Sendable {
+    let connection: UnixConnection
+    init(_ connection: UnixConnection) { self.connection = connection }
 }

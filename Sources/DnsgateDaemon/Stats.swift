@@ -11,16 +11,23 @@ public struct StatsSnapshot: Codable, Sendable {
     }
     public struct Packets: Codable, Sendable {
         public var received: UInt64 = 0, accepted: UInt64 = 0, dropped: UInt64 = 0, answered: UInt64 = 0
-        /// TCP segments dropped until the client sends them again with the rest of a question.
-        public var tcpHeldBack: UInt64 = 0
+        /// Packets that found their queue full and were let through undecided
+        /// (`on_overload: pass`), or dropped (`on_overload: drop`).
+        public var overflowPassed: UInt64 = 0, overflowDropped: UInt64 = 0
     }
     public struct Verdicts: Codable, Sendable {
         public var allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0, noMatch: UInt64 = 0, notDns: UInt64 = 0
+        /// Responses (QR=1) sent to port 53: passed, since no server resolves them.
+        public var notQuery: UInt64 = 0
     }
     public struct Responses: Codable, Sendable {
         public var nxdomain: UInt64 = 0, nodata: UInt64 = 0, refused: UInt64 = 0, override: UInt64 = 0, drop: UInt64 = 0
-        /// Blocked TCP queries: the connection was reset both ways.
-        public var tcpReset: UInt64 = 0
+    }
+    /// The DNS-over-TCP relay (queries it decided also count in `packets`,
+    /// `verdicts` and `responses`, one per message).
+    public struct TCP: Codable, Sendable {
+        public var connections: UInt64 = 0, open: UInt64 = 0, refused: UInt64 = 0, queries: UInt64 = 0
+        public var relayed: UInt64 = 0, answersRelayed: UInt64 = 0, upstreamFailures: UInt64 = 0, idleClosed: UInt64 = 0
     }
     public struct Rule: Codable, Sendable {
         public var group: String
@@ -73,10 +80,13 @@ public struct StatsSnapshot: Codable, Sendable {
     public var version: String
     public var uptimeSeconds: Int
     public var failMode: String
+    public var undecodable: String
+    public var onOverload: String
     public var policy: Policy
     public var packets = Packets()
     public var verdicts = Verdicts()
     public var responses = Responses()
+    public var tcp = TCP()
     public var rules: [Rule] = []
     public var lists: [List] = []
     public var queues: [Queue] = []
@@ -116,15 +126,27 @@ public struct StatsSnapshot: Codable, Sendable {
             (label("outcome", "received"), packets.received), (label("outcome", "accepted"), packets.accepted),
             (label("outcome", "dropped"), packets.dropped), (label("outcome", "answered"), packets.answered),
         ])
+        family("overflow_total", "counter", "Packets that found their queue full, by what the kernel did.", [
+            (label("outcome", "passed"), packets.overflowPassed), (label("outcome", "dropped"), packets.overflowDropped),
+        ])
         family("verdicts_total", "counter", "Decisions by verdict.", [
             (label("verdict", "allow"), verdicts.allow), (label("verdict", "block"), verdicts.block),
             (label("verdict", "alert"), verdicts.alert), (label("verdict", "no_match"), verdicts.noMatch),
-            (label("verdict", "not_dns"), verdicts.notDns),
+            (label("verdict", "not_dns"), verdicts.notDns), (label("verdict", "not_query"), verdicts.notQuery),
         ])
         family("responses_total", "counter", "Blocked queries by block response.", [
             (label("response", "nxdomain"), responses.nxdomain), (label("response", "nodata"), responses.nodata),
             (label("response", "refused"), responses.refused), (label("response", "override"), responses.override),
-            (label("response", "drop"), responses.drop), (label("response", "tcp_reset"), responses.tcpReset),
+            (label("response", "drop"), responses.drop),
+        ])
+        family("tcp_connections_total", "counter", "DNS-over-TCP connections by what happened to them.", [
+            (label("outcome", "accepted"), tcp.connections), (label("outcome", "refused"), tcp.refused),
+            (label("outcome", "idle_closed"), tcp.idleClosed), (label("outcome", "upstream_failed"), tcp.upstreamFailures),
+        ])
+        family("tcp_connections_open", "gauge", "DNS-over-TCP connections open now.", [("", tcp.open)])
+        family("tcp_messages_total", "counter", "DNS-over-TCP messages by direction.", [
+            (label("kind", "query"), tcp.queries), (label("kind", "relayed"), tcp.relayed),
+            (label("kind", "answer_relayed"), tcp.answersRelayed),
         ])
         family("rule_hits_total", "counter", "Queries each rule decided.",
                rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })

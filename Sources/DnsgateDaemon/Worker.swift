@@ -7,7 +7,10 @@ import Synchronization
 
 /// Settings every worker shares.
 struct WorkerSettings: Sendable {
-    var failMode: FailMode
+    /// What a UDP/53 packet that cannot be read as a question gets.
+    var undecodable: PacketAction
+    /// What a packet that finds the queue full gets (the kernel applies it).
+    var overload: PacketAction
     var queueLength: UInt32
     var mark: UInt32
 }
@@ -23,9 +26,7 @@ final class Worker: @unchecked Sendable {
     private let injector: PacketInjector
     private let policies: PolicyHolder
     private let settings: WorkerSettings
-    private let recorder: DecisionRecorder
-    /// DNS-over-TCP connections this worker follows (touched by its thread only).
-    private var streams = TCPStreams()
+    private let judge: QueryJudge
     private let running: RunState
 
     /// This worker's index in every `PolicyState.ruleHits`.
@@ -35,12 +36,12 @@ final class Worker: @unchecked Sendable {
          running: RunState) throws {
         self.index = index
         queue = try PacketQueue(number: queueNumber, maximumBacklog: settings.queueLength,
-                                failOpen: settings.failMode == .open)
+                                failOpen: settings.overload == .pass)
         injector = try PacketInjector(mark: settings.mark)
         counters = WorkerCounters(queue: queueNumber)
+        judge = QueryJudge(counters: counters, recorder: recorder, index: index)
         self.policies = policies
         self.settings = settings
-        self.recorder = recorder
         self.running = running
     }
 
@@ -69,9 +70,10 @@ final class Worker: @unchecked Sendable {
         while running.isRunning {
             takeSwappedPolicy()
             do {
-                try queue.receive { packet, wireLength in
+                try queue.receive { packet, wireLength, hardwareAddress in
                     takeSwappedPolicy()
-                    return handle(packet, wireLength: wireLength, state: state)
+                    return handle(packet, wireLength: wireLength, mac: hardwareAddress.map(MACAddress.init(value:)),
+                                  state: state)
                 }
             } catch {
                 counters.verdictFailures.increment()
@@ -81,120 +83,46 @@ final class Worker: @unchecked Sendable {
     }
 
     @inline(__always)
-    func handle(_ packet: Span<UInt8>, wireLength: Int, state: PolicyState) -> Verdict {
+    func handle(_ packet: Span<UInt8>, wireLength: Int, mac: MACAddress?, state: PolicyState) -> Verdict {
         counters.received.increment()
         let verdict: Verdict
         switch QueryDecoder.decode(packet: packet, wireLength: wireLength) {
-        case .notDNS:
-            counters.notDNS.increment()
-            verdict = failVerdict
+        case .notDNS(let reason):
+            if reason.couldBeAQuery {
+                counters.notDNS.increment()
+                verdict = settings.undecodable == .pass ? .accept : .drop
+            } else {
+                counters.notQuery.increment()
+                verdict = .accept
+            }
         case .query(let query):
-            verdict = decide(query, packet: packet, state: state)
-        case .tcp(let segment):
-            verdict = decideTCP(segment, packet: packet, state: state)
+            verdict = decide(query, packet: packet, mac: mac, state: state)
         }
         if verdict == .accept { counters.accepted.increment() } else { counters.dropped.increment() }
         return verdict
     }
 
-    var failVerdict: Verdict { settings.failMode == .open ? .accept : .drop }
-
-    /// Decides a query: counts it, logs it, and returns the rule's decision
-    /// and outcome, or nil when no rule matches.
     @inline(__always)
-    func classify(_ query: DNSQuery, transport: Transport, state: PolicyState) -> (Decision, Outcome)? {
+    func decide(_ query: DNSQuery, packet: Span<UInt8>, mac: MACAddress?, state: PolicyState) -> Verdict {
+        let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
+        guard case .block(let question, let decision, let outcome) = judge.judge(
+            query, message: message, transport: .udp, state: state, mac: mac) else { return .accept }
+        guard let kind = outcome.forgedAnswer else {
+            counters.drop.increment()
+            return .drop
+        }
         let policy = state.policy
-        guard let decision = policy.decide(name: query.name, type: query.type, client: query.source) else {
-            counters.noMatch.increment()
-            return nil
-        }
-        state.ruleHits[index][decision.ruleIndex].hits.increment()
-        let outcome = policy.outcome(of: decision)
-        if recorder.wants(outcome.action) {
-            record(query, transport: transport, decision: decision, policy: policy)
-        }
-        switch outcome.action {
-        case .allow: counters.allow.increment()
-        case .alert: counters.alert.increment()
-        case .block: counters.block.increment()
-        }
-        return (decision, outcome)
-    }
-
-    /// A segment of DNS over TCP: every query in it is decided; a blocked one
-    /// ends the connection with a reset both ways (the query never reaches the
-    /// server: its segment is dropped).
-    func decideTCP(_ segment: TCPSegment, packet: Span<UInt8>, state: PolicyState) -> Verdict {
-        let action = streams.read(segment, packet: packet) { query in
-            classify(query, transport: .tcp, state: state)?.1.action != .block
-        }
-        switch action {
-        case .pass:
-            return .accept
-        case .blocked:
-            var sent = true
-            do {
-                sent = try injector.send { TCPResetBuilder.toClient(segment, into: &$0) } && sent
-                sent = try injector.send { TCPResetBuilder.toServer(segment, into: &$0) } && sent
-            } catch {
-                sent = false
+        let extraText = policy.rules[decision.ruleIndex].extraText
+        let sent: Bool
+        do {
+            sent = try injector.send { output in
+                ForgedAnswerBuilder.build(answering: question, packet: packet, kind: kind,
+                                          settings: policy.answerSettings, extraText: extraText.span, into: &output)
             }
-            if sent { counters.tcpReset.increment() } else { counters.injectFailures.increment() }
-            return .drop
-        case .holdBack:
-            counters.tcpHeldBack.increment()
-            return .drop
-        case .unknownStream, .notDNS:
-            counters.notDNS.increment()
-            return failVerdict
+        } catch {
+            sent = false
         }
-    }
-
-    @inline(__always)
-    func decide(_ query: DNSQuery, packet: Span<UInt8>, state: PolicyState) -> Verdict {
-        let policy = state.policy
-        guard let (decision, outcome) = classify(query, transport: .udp, state: state) else { return .accept }
-        switch outcome.action {
-        case .allow, .alert:
-            return .accept
-        case .block:
-            guard let kind = outcome.forgedAnswer else {
-                counters.drop.increment()
-                return .drop
-            }
-            let extraText = policy.rules[decision.ruleIndex].extraText
-            let sent: Bool
-            do {
-                sent = try injector.send { output in
-                    ForgedAnswerBuilder.build(answering: query, packet: packet, kind: kind,
-                                              settings: policy.answerSettings,
-                                              extraText: extraText.span,
-                                              into: &output)
-                }
-            } catch {
-                sent = false
-            }
-            if sent {
-                counters.answered.increment()
-                switch kind {
-                case .nxdomain: counters.nxdomain.increment()
-                case .nodata: counters.nodata.increment()
-                case .refused: counters.refused.increment()
-                case .override: counters.override.increment()
-                }
-            } else {
-                counters.injectFailures.increment()
-            }
-            return .drop
-        }
-    }
-
-    private func record(_ query: DNSQuery, transport: Transport, decision: Decision, policy: CompiledPolicy) {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        recorder.append(DecisionRecord(
-            seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source, sourcePort: query.sourcePort,
-            destination: query.destination, destinationPort: query.destinationPort, name: query.name,
-            type: query.type, queryClass: query.queryClass, transport: transport, decision: decision, policy: policy))
+        if sent { counters.countAnswer(kind) } else { counters.injectFailures.increment() }
+        return .drop
     }
 }

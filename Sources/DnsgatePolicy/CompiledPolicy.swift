@@ -67,13 +67,13 @@ public struct CompiledRule: Sendable {
 public struct CompiledGroup: Sendable {
     public var name: String
     public var priority: Int
-    public var clients: [IPNetwork]
+    public var clients: [ClientSelector]
     /// Indices into `CompiledPolicy.rules`, in ascending rule priority.
     public var ruleIndices: Range<Int>
 
     @inline(__always)
-    func applies(to client: IPAddress) -> Bool {
-        clients.isEmpty || clients.contains { $0.contains(client) }
+    func applies(to client: IPAddress, mac: MACAddress?) -> Bool {
+        clients.isEmpty || clients.contains { $0.matches(client, mac: mac) }
     }
 }
 
@@ -132,8 +132,9 @@ public final class CompiledPolicy: Sendable {
     public func matchingLists(_ name: DomainName) -> ListMatches {
         var matches = ListMatches()
         var exceptions = ListMatches()
+        let hashes = name.suffixHashes
         for label in 0...name.labelCount {  // labelCount ≤ 127
-            guard let key = table.find(name, fromLabel: label) else { continue }
+            guard let key = table.find(name, fromLabel: label, hashes: hashes) else { continue }
             table.forEachMembership(ofKey: key) { packed in
                 let kind = EntryKind(rawValue: UInt8(packed & 3)) ?? .exact
                 guard NameTable.matches(kind, atLabel: label) else { return true }
@@ -147,11 +148,12 @@ public final class CompiledPolicy: Sendable {
     }
 
     /// The rule that decides this query, or nil when none matches. Allocation-free.
+    /// `mac` is the client's hardware address when the packet showed it.
     @inline(__always)
-    public func decide(name: DomainName, type: QueryType, client: IPAddress) -> Decision? {
+    public func decide(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil) -> Decision? {
         if rules.isEmpty { return nil }
         let matches = matchingLists(name)
-        for group in groups where group.applies(to: client) {
+        for group in groups where group.applies(to: client, mac: mac) {
             for index in group.ruleIndices where matches.contains(rules[index].listIndex) && rules[index].applies(to: type) {
                 let outcome = rules[index].usesEntryActions ? entryOutcomeIndex(list: rules[index].listIndex, name: name) : -1
                 return Decision(ruleIndex: index, entryOutcome: outcome)
@@ -163,8 +165,9 @@ public final class CompiledPolicy: Sendable {
     /// The outcome of the most specific entry of `list` that matches `name`
     /// (RPZ precedence: the exact name, then the nearest wildcard).
     func entryOutcomeIndex(list: Int, name: DomainName) -> Int {
+        let hashes = name.suffixHashes
         for label in 0...name.labelCount {
-            guard let key = table.find(name, fromLabel: label) else { continue }
+            guard let key = table.find(name, fromLabel: label, hashes: hashes) else { continue }
             var outcome: Int? = nil
             table.forEachMembership(ofKey: key) { packed in
                 let member = NameTable.Member(packed: packed, line: 0)
@@ -196,13 +199,13 @@ public struct Explanation: Sendable {
 }
 
 extension CompiledPolicy {
-    public func explain(name: DomainName, type: QueryType, client: IPAddress) -> Explanation {
-        let decision = decide(name: name, type: type, client: client)
+    public func explain(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil) -> Explanation {
+        let decision = decide(name: name, type: type, client: client, mac: mac)
         let ruleIndex = decision?.ruleIndex
         let matches = matchingLists(name)
         var explanation = Explanation(
             decision: decision, matchedEntry: nil,
-            groupsConsidered: groups.map { ($0.name, $0.applies(to: client)) },
+            groupsConsidered: groups.map { ($0.name, $0.applies(to: client, mac: mac)) },
             listsContainingName: lists.indices.filter { matches.contains($0) }.map { lists[$0].name })
         if let ruleIndex {
             explanation.matchedEntry = entry(in: rules[ruleIndex].listIndex, matching: name)
@@ -212,8 +215,9 @@ extension CompiledPolicy {
 
     /// The most specific entry of list `list` that matches `name`.
     func entry(in list: Int, matching name: DomainName) -> Explanation.Entry? {
+        let hashes = name.suffixHashes
         for label in 0...name.labelCount {
-            guard let key = table.find(name, fromLabel: label) else { continue }
+            guard let key = table.find(name, fromLabel: label, hashes: hashes) else { continue }
             for member in table.members(ofKey: key) {
                 guard member.list == list, !member.exception, NameTable.matches(member.kind, atLabel: label) else { continue }
                 let kind = member.kind

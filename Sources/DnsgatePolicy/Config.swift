@@ -4,6 +4,9 @@ public import DNSWire
 /// What dnsgate does with a packet it cannot decide on.
 public enum FailMode: String, Sendable, CaseIterable { case open, closed }
 
+/// What happens to a packet: let it through or drop it.
+public enum PacketAction: String, Sendable, CaseIterable { case pass, drop }
+
 public enum RuleAction: String, Sendable, CaseIterable { case allow = "ALLOW", block = "BLOCK", alert = "ALERT" }
 
 public enum BlockResponse: String, Sendable, CaseIterable {
@@ -17,6 +20,13 @@ public struct DnsgateConfig: Sendable {
     public var path: String
     public var queues: [UInt16] = [0]
     public var failMode: FailMode = .open
+    /// A UDP/53 packet that cannot be read as a DNS question: a lenient server
+    /// may still answer it, so it is dropped unless the operator says otherwise.
+    public var undecodable: PacketAction = .drop
+    /// A packet that finds its queue full; nil follows `failMode`.
+    public var onOverload: PacketAction? = nil
+    /// Port of the transparent listener the shipped rules redirect TCP/53 to.
+    public var tcpPort: UInt16 = 5053
     /// Packets the kernel holds per queue before the fail mode applies.
     public var queueLength: UInt32 = 4096
     /// CPUs the workers are pinned to, in queue order; nil = queue i on CPU i,
@@ -80,10 +90,15 @@ extension DomainListConfig {
     }
 }
 
+extension DnsgateConfig {
+    /// What a full queue does with a packet.
+    public var overloadAction: PacketAction { onOverload ?? (failMode == .open ? .pass : .drop) }
+}
+
 public struct RuleGroupConfig: Sendable {
     public var name: String
     public var priority: Int
-    public var clients: [IPNetwork]
+    public var clients: [ClientSelector]
     public var rules: [RuleConfig]
     public var line: Int
 }

@@ -21,11 +21,20 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
                                              "block_defaults", "domain_lists", "rule_groups"], in: "the config")
         if let node = mapping["queues"] { config.queues = context.queues(node) }
         if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
             config.failMode = mode
+        }
+        if let node = mapping["undecodable"], let action: PacketAction = context.enumeration(node, "undecodable") {
+            config.undecodable = action
+        }
+        if let node = mapping["on_overload"], let action: PacketAction = context.enumeration(node, "on_overload") {
+            config.onOverload = action
+        }
+        if let node = mapping["tcp_port"], let port = context.integer(node, "tcp_port", 1...65535) {
+            config.tcpPort = UInt16(port)
         }
         if let node = mapping["worker_cpus"] {
             config.workerCPUs = context.sequence(node, "worker_cpus").compactMap { context.integer($0, "a CPU number", 0...4095) }
@@ -272,17 +281,22 @@ public enum ConfigReader {
                 return nil
             }
             guard let priority = integer(priorityNode, "priority", 0...Int(Int32.max)) else { return nil }
-            var clients: [IPNetwork] = []
+            var clients: [ClientSelector] = []
             if let clientsNode = mapping["clients"] {
                 for item in sequence(clientsNode, "clients") {
                     guard let text = string(item, "a client network") else { continue }
-                    if let network = IPNetwork(text) {
-                        clients.append(network)
+                    if let selector = ClientSelector(text) {
+                        clients.append(selector)
                     } else {
-                        error(item, "rule group '\(name)': '\(text)' is not an address or CIDR prefix")
+                        error(item, "rule group '\(name)': '\(text)' is not an address, CIDR prefix or MAC address")
                     }
                 }
                 if clients.isEmpty { error(clientsNode, "rule group '\(name)': 'clients' is empty; omit it to mean all clients") }
+                if let family = ClientSelector.onlyFamily(clients) {
+                    let other = family == .v4 ? "IPv6" : "IPv4"
+                    diagnostics.append(Diagnostic(.warning, file: file, line: clientsNode.mark?.line ?? 0,
+                        "rule group '\(name)': 'clients' names \(family == .v4 ? "IPv4" : "IPv6") prefixes only, so its hosts' \(other) queries fall outside it; add their \(other) prefixes or MAC addresses"))
+                }
             }
             var rules: [RuleConfig] = []
             if let rulesNode = mapping["rules"] {

@@ -40,7 +40,7 @@ public struct NameKey {
         guard length >= 1, length <= 63 else { return nil }
         bytes[labelStart] = UInt8(length)
         var hasher = NameHash()
-        for index in 0..<count { hasher.add(bytes[index]) }
+        for index in (0..<count).reversed() { hasher.add(bytes[index]) }
         hash = hasher.value
     }
 

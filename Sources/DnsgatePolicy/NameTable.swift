@@ -125,17 +125,18 @@ struct NameTable: Sendable {
         mask = slots.count - 1
         for key in 0..<keyCount {
             var hash = NameHash()
-            for offset in Int(keyOffsets[key])..<Int(keyOffsets[key + 1]) { hash.add(arena[offset]) }
+            for offset in (Int(keyOffsets[key])..<Int(keyOffsets[key + 1])).reversed() { hash.add(arena[offset]) }
             var slot = Int(truncatingIfNeeded: hash.value) & mask
             while slots[slot] != 0 { slot = (slot + 1) & mask }
             slots[slot] = (hash.value >> 32) << 32 | UInt64(key + 1)
         }
     }
 
-    /// The key equal to the suffix of `name` from label `label`, if any.
+    /// The key equal to the suffix of `name` from label `label`, if any;
+    /// `hashes` are `name.suffixHashes`.
     @inline(__always)
-    func find(_ name: DomainName, fromLabel label: Int) -> Int? {
-        let hash = name.suffixHash(fromLabel: label)
+    func find(_ name: DomainName, fromLabel label: Int, hashes: borrowing SuffixHashes) -> Int? {
+        let hash = hashes[label]
         let fingerprint = hash >> 32
         var slot = Int(truncatingIfNeeded: hash) & mask
         for _ in 0...mask {  // load factor ≤ 1/2, so an empty slot ends this early

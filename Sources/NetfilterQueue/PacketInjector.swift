@@ -8,7 +8,8 @@ import Glibc
 /// mark so that the shipped rules never queue them again. One per worker: the
 /// output buffer is reused for every packet.
 public final class PacketInjector {
-    public static let bufferSize = 4096
+    /// Room for an answer to the largest query (64 KiB) plus its growth.
+    public static let bufferSize = 65536 + 1024
     private let ipv4Socket: Int32
     private let ipv6Socket: Int32
     private let buffer: UnsafeMutableBufferPointer<UInt8>

@@ -16,12 +16,15 @@ public final class PacketQueue {
     public private(set) var overflowAccepted: UInt64 = 0
 
     /// - Parameters:
-    ///   - copyRange: bytes of each packet the kernel copies to us.
+    ///   - copyRange: bytes of each packet the kernel copies to us. The whole
+    ///     packet by default: a question behind a kilobyte of IPv6 extension
+    ///     headers must still be read, and the kernel copies only what a packet
+    ///     holds, so small queries cost the same.
     ///   - maximumBacklog: packets the kernel holds for us before it drops (or, with
     ///     `failOpen`, accepts) new ones.
     ///   - receiveTimeoutMilliseconds: how long `receive` waits, so that the
     ///     caller notices shutdown.
-    public init(number: UInt16, copyRange: UInt32 = 512, maximumBacklog: UInt32 = 4096,
+    public init(number: UInt16, copyRange: UInt32 = 0xffff, maximumBacklog: UInt32 = 4096,
                 failOpen: Bool, receiveTimeoutMilliseconds: Int32 = 250) throws(SystemError) {
         var error: Int32 = 0
         guard let handle = dg_queue_open(number, copyRange, maximumBacklog, failOpen ? 1 : 0,
@@ -52,17 +55,24 @@ public final class PacketQueue {
     }
 
     /// Waits for the next batch (or the timeout) and asks `decide` for each
-    /// packet's verdict, given the captured bytes (at most the copy range) and
-    /// the packet's length on the wire. The span is valid only during the call.
-    /// The batch's verdicts leave together. Returns how many packets were handled.
+    /// packet's verdict, given the captured bytes (at most the copy range), the
+    /// packet's length on the wire and the 48-bit Ethernet source address when
+    /// the kernel reported one. The span is valid only during the call. The
+    /// batch's verdicts leave together. Returns how many packets were handled.
     @discardableResult
-    public func receive(_ decide: (Span<UInt8>, Int) -> Verdict) throws(SystemError) -> Int {
+    public func receive(_ decide: (Span<UInt8>, Int, UInt64?) -> Verdict) throws(SystemError) -> Int {
         let count = Int(try check("receiving from NFQUEUE \(number)",
                                   dg_queue_receive(handle, packets, batchCapacity, &overflowAccepted)))
         for index in 0..<count {
             let packet = packets[index]
             let bytes = UnsafeBufferPointer(start: packet.payload, count: packet.payload == nil ? 0 : Int(packet.payload_len))
-            let verdict = decide(bytes.span, Int(packet.packet_len))
+            var hardwareAddress: UInt64? = nil
+            if packet.hw_addr_len == 6 {
+                hardwareAddress = withUnsafeBytes(of: packet.hw_addr) { raw in
+                    (0..<6).reduce(UInt64(0)) { $0 << 8 | UInt64(raw[$1]) }
+                }
+            }
+            let verdict = decide(bytes.span, Int(packet.packet_len), hardwareAddress)
             verdicts[index] = verdict == .accept ? UInt8(DG_VERDICT_ACCEPT) : UInt8(DG_VERDICT_DROP)
         }
         _ = try check("verdicts on NFQUEUE \(number)", dg_queue_verdicts(handle, packets, verdicts, Int32(count)))

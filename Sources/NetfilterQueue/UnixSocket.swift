@@ -8,9 +8,29 @@ import Glibc
 /// line in, a reply out, then close.
 public final class UnixConnection {
     private let descriptor: Int32
+    /// CLOCK_MONOTONIC nanoseconds by which the whole exchange must be over, if any.
+    private let deadline: UInt64?
 
-    init(descriptor: Int32) { self.descriptor = descriptor }
+    init(descriptor: Int32, totalMilliseconds: Int32? = nil) {
+        self.descriptor = descriptor
+        deadline = totalMilliseconds.map { Self.now() + UInt64($0) * 1_000_000 }
+    }
     deinit { close(descriptor) }
+
+    private static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
+    /// Before each read or write: what is left of the deadline becomes the
+    /// socket's timeout, so a peer that trickles bytes cannot hold it longer.
+    private func armTimeout(_ doing: String) throws(SystemError) {
+        guard let deadline else { return }
+        let now = Self.now()
+        guard now < deadline else { throw SystemError(doing, negativeErrno: -ETIMEDOUT) }
+        _ = dg_socket_timeouts(descriptor, Int32(clamping: max((deadline - now) / 1_000_000, 1)))
+    }
 
     /// Connects to the socket at `path` with a timeout on every read and write.
     public convenience init(connectingTo path: String, timeoutMilliseconds: Int32 = 5000) throws(SystemError) {
@@ -24,6 +44,7 @@ public final class UnixConnection {
         var bytes: [UInt8] = []
         var byte: UInt8 = 0
         while bytes.count < limit {
+            try armTimeout("reading a command")
             let count = read(descriptor, &byte, 1)
             if count < 0 {
                 if errno == EINTR { continue }
@@ -54,6 +75,7 @@ public final class UnixConnection {
     public func write(_ text: String) throws(SystemError) {
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
+            try armTimeout("writing the reply")
             let count = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if count < 0 {
                 if errno == EINTR { continue }
@@ -96,14 +118,14 @@ public final class UnixListener: Sendable {
         unlink(path)
     }
 
-    /// Waits for a connection; nil on timeout.
-    public func accept(timeoutMilliseconds: Int32 = 5000) throws(SystemError) -> UnixConnection? {
+    /// Waits for a connection; nil on timeout. The connection's whole exchange
+    /// (command in, reply out) must be over within `totalMilliseconds`.
+    public func accept(totalMilliseconds: Int32 = 5000) throws(SystemError) -> UnixConnection? {
         let connection = dg_unix_accept(descriptor)
         if connection < 0 {
             if connection == -EAGAIN || connection == -EWOULDBLOCK || connection == -EINTR { return nil }
             throw SystemError("accepting on \(path)", negativeErrno: connection)
         }
-        _ = dg_socket_timeouts(connection, timeoutMilliseconds)
-        return UnixConnection(descriptor: connection)
+        return UnixConnection(descriptor: connection, totalMilliseconds: totalMilliseconds)
     }
 }

@@ -109,11 +109,13 @@ extension Dnsgate {
         @Argument(help: "The query name.") var name: String
         @Option(help: "Query type (A, AAAA, TXT, … or TYPEnnn).") var type = "A"
         @Option(help: "Client address.") var client = "192.0.2.1"
+        @Option(help: "Client MAC address (for groups that name MAC addresses).") var mac: String?
         @OptionGroup var options: ConfigOption
 
         func validate() throws {
             guard QueryType(mnemonic: type) != nil else { throw ValidationError("'\(type)' is not a query type") }
             guard IPAddress(client) != nil else { throw ValidationError("'\(client)' is not an IP address") }
+            if let mac, MACAddress(mac) == nil { throw ValidationError("'\(mac)' is not a MAC address") }
             guard DomainName(text: name) != nil else { throw ValidationError("'\(name)' is not a domain name") }
         }
 
@@ -125,8 +127,9 @@ extension Dnsgate {
                     .joined(separator: "\n"))
             }
             let queryName = DomainName(text: name)!, queryType = QueryType(mnemonic: type)!, address = IPAddress(client)!
-            let explanation = policy.explain(name: queryName, type: queryType, client: address)
-            print("query:   \(queryName.text). \(queryType) from \(address)")
+            let hardware = mac.flatMap { MACAddress($0) }
+            let explanation = policy.explain(name: queryName, type: queryType, client: address, mac: hardware)
+            print("query:   \(queryName.text). \(queryType) from \(address)\(hardware.map { " (\($0))" } ?? "")")
             for group in explanation.groupsConsidered {
                 print("group:   \(group.name): \(group.applies ? "applies to this client" : "not for this client")")
             }

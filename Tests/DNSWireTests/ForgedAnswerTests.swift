@@ -180,6 +180,31 @@ struct ForgedAnswerTests {
         #expect(answer.udpChecksumValid && answer.lengthsConsistent)
     }
 
+    @Test("over TCP the answer is the same DNS message as over UDP", arguments: [
+        ForgedAnswerKind.nxdomain, .nodata, .refused, .override(OverrideRecord(type: .a, ttl: 300, data: [192, 0, 2, 250])),
+    ])
+    func tcpMessage(kind: ForgedAnswerKind) throws {
+        var fixture = QueryFixture()
+        fixture.ednsOptions = [(code: 10, data: [1, 2, 3, 4, 5, 6, 7, 8])]
+        let (parsed, _, _) = try forge(fixture, kind)
+        let message = fixture.dnsMessage
+        var query = DNSQuery(source: fixture.source, sourcePort: fixture.sourcePort, destination: fixture.destination,
+                             destinationPort: 53, message: 0..<message.count, packetLength: message.count)
+        #expect(QueryDecoder.decodeMessage(message.span, into: &query) == nil)
+        var buffer = [UInt8](repeating: 0xee, count: 2 + message.count + ForgedAnswerBuilder.maximumGrowth)
+        var output = buffer.mutableSpan
+        let end = try #require(ForgedAnswerBuilder.buildMessage(
+            answering: query, message: message.span, kind: kind, settings: Self.settings, extraText: Self.text.span,
+            into: &output, at: 2))
+        _ = consume output
+        #expect(Array(buffer[2..<end]) == parsed.dns)
+        var small = [UInt8](repeating: 0, count: 2 + message.count + ForgedAnswerBuilder.maximumGrowth - 1)
+        var smallOutput = small.mutableSpan
+        #expect(ForgedAnswerBuilder.buildMessage(answering: query, message: message.span, kind: kind,
+                                                 settings: Self.settings, extraText: Self.text.span,
+                                                 into: &smallOutput, at: 2) == nil)
+    }
+
     @Test("an answer never grows more than 512 bytes, whatever the query")
     func growthBound() throws {
         var fixture = QueryFixture()

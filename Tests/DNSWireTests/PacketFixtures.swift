@@ -13,6 +13,7 @@ struct QueryFixture {
     var ednsOptions: [(code: UInt16, data: [UInt8])]? = nil
     var dnssecOK = false
     var extraRecords: [[UInt8]] = []  // raw additional records placed before the OPT
+    var extraQuestions: [[UInt8]] = []  // raw questions after the first
     var source: IPAddress = IPAddress("192.0.2.10")!
     var destination: IPAddress = IPAddress("198.51.100.53")!
     var sourcePort: UInt16 = 40000
@@ -33,6 +34,7 @@ struct QueryFixture {
         let additional = UInt16(extraRecords.count + (ednsOptions == nil ? 0 : 1))
         for value in [id, flags, questionCount, 0, 0, additional] { message += be16(value) }
         message += Self.wireName(name) + be16(type) + be16(queryClass)
+        for question in extraQuestions { message += question }
         for record in extraRecords { message += record }
         if let options = ednsOptions {
             var data: [UInt8] = []

@@ -81,7 +81,7 @@ struct ConfigReaderTests {
         ("domain_lists:\n  - name: a\n    url: https://x.example/l\n    refresh: soon\n", 4, "refresh: expected a duration"),
         ("domain_lists:\n  - name: a\n    file: f\n    refresh: 1h\n", 4, "'refresh' only applies to a 'url' list"),
         ("domain_lists:\n  - name: a\n    url: https://x.example/l\n    max_size: lots\n", 4, "max_size: expected a size"),
-        ("rule_groups:\n  - name: g\n    priority: 1\n    clients: [\"192.0.2.0/33\"]\n", 4, "not an address or CIDR"),
+        ("rule_groups:\n  - name: g\n    priority: 1\n    clients: [\"192.0.2.0/33\"]\n", 4, "not an address, CIDR prefix or MAC"),
         ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: nope, action: BLOCK}\n", 7, "'nope', which is not defined"),
         ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: BLOCK, block_response: OVERRIDE}\n", 7, "needs 'override"),
         ("domain_lists:\n  - {name: l, domains: [a.example]}\nrule_groups:\n  - name: g\n    priority: 1\n    rules:\n      - {name: r, priority: 1, domain_list: l, action: BLOCK, block_response: OVERRIDE, override: {type: A, value: \"2001:db8::1\"}}\n", 7, "not an IPv4 address"),
@@ -116,6 +116,42 @@ struct ConfigReaderTests {
         #expect(c.domainLists[1].source == .url(RemoteSource(url: "http://feeds.example/b",
             refreshSeconds: RemoteSource.defaultRefreshSeconds, maximumBytes: RemoteSource.defaultMaximumBytes)))
         #expect(c.domainLists[0].cachePath(in: "/var/cache/x") == "/var/cache/x/threat_feed_1.list")
+    }
+
+    @Test("undecodable, on_overload and tcp_port; on_overload follows fail_mode unless set")
+    func enforcementKeys() throws {
+        let (defaults, none) = ConfigReader.read(yaml: "fail_mode: closed\n", path: "c.yaml")
+        #expect(none.isEmpty)
+        let d = try #require(defaults)
+        #expect(d.undecodable == .drop && d.overloadAction == .drop && d.tcpPort == 5053)
+        #expect(try #require(ConfigReader.read(yaml: "fail_mode: open\n", path: "c.yaml").0).overloadAction == .pass)
+        let (config, diagnostics) = ConfigReader.read(
+            yaml: "fail_mode: closed\nundecodable: pass\non_overload: pass\ntcp_port: 8053\n", path: "c.yaml")
+        #expect(diagnostics.isEmpty, "\(diagnostics)")
+        let c = try #require(config)
+        #expect(c.undecodable == .pass && c.overloadAction == .pass && c.tcpPort == 8053)
+        for (yaml, message) in [("undecodable: maybe\n", "undecodable"), ("on_overload: queue\n", "on_overload"),
+                                ("tcp_port: 70000\n", "tcp_port")] {
+            let (_, problems) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+            #expect(problems.contains { $0.severity == .error && $0.line == 1 && $0.message.contains(message) }, "\(problems)")
+        }
+    }
+
+    @Test("clients may be MAC addresses; a group naming one address family only is warned about")
+    func clientKinds() throws {
+        let yaml = """
+        rule_groups:
+          - {name: both, priority: 1, clients: ["02:00:5e:10:00:0a", "192.0.2.0/24"]}
+          - {name: v4only, priority: 2, clients: ["192.0.2.0/24", "::ffff:198.51.100.0/120"]}
+          - {name: v6only, priority: 3, clients: ["2001:db8:1::/48"]}
+          - {name: dual, priority: 4, clients: ["192.0.2.0/24", "2001:db8:1::/48"]}
+        """
+        let (config, diagnostics) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+        #expect(!diagnostics.contains { $0.severity == .error }, "\(diagnostics)")
+        #expect(try #require(config).ruleGroups[0].clients.first == .mac(MACAddress("02:00:5e:10:00:0a")!))
+        let warnings = diagnostics.filter { $0.severity == .warning }
+        #expect(warnings.map(\.line) == [3, 4], "\(warnings)")
+        #expect(warnings[0].message.contains("'v4only'") && warnings[0].message.contains("IPv6 queries fall outside"))
     }
 
     @Test("several problems in one file are all listed")

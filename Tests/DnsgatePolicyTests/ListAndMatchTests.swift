@@ -130,6 +130,39 @@ struct PolicyTests {
         #expect(p.groups.map(\.name) == ["baseline", "guests"])
     }
 
+    @Test("a group naming a MAC address covers that host over IPv4 and IPv6")
+    func macClients() throws {
+        let result = Files(contents: [:]).compile("""
+        domain_lists: [{name: l, domains: [ads.example]}]
+        rule_groups:
+          - {name: kid, priority: 1, clients: ["02:00:5e:10:00:0a"], rules: [{name: r, priority: 1, domain_list: l, action: BLOCK}]}
+        """)
+        let p = try #require(result.policy)
+        let kid = MACAddress("02:00:5e:10:00:0a")!
+        for client in ["192.0.2.10", "2001:db8:1::10", "2001:db8:1::abcd"] {
+            #expect(p.decide(name: name("ads.example"), type: .a, client: address(client), mac: kid) != nil, "\(client)")
+            #expect(p.decide(name: name("ads.example"), type: .a, client: address(client), mac: nil) == nil)
+        }
+    }
+
+    @Test("every suffix hash of a name equals its key's hash, in one pass")
+    func suffixHashes() throws {
+        let query = name("A.very.Long.name.Blocked.example")
+        let hashes = query.suffixHashes
+        for label in 0...query.labelCount {
+            #expect(hashes[label] == query.suffixHash(fromLabel: label))
+            let text = (label..<query.labelCount).map { query.text.split(separator: ".")[$0] }.joined(separator: ".")
+            if let key = NameKey(text: text) { #expect(key.hash == hashes[label], "\(text)") }
+        }
+        // 120 labels, 253 octets: the longest names still match on their last labels.
+        let long = name(Array(repeating: "a", count: 118).joined(separator: ".") + ".blocked.example")
+        let p = try #require(Files(contents: [:]).compile("""
+        domain_lists: [{name: l, domains: ["*.blocked.example"]}]
+        rule_groups: [{name: g, priority: 1, rules: [{name: r, priority: 1, domain_list: l, action: BLOCK}]}]
+        """).policy)
+        #expect(p.decide(name: long, type: .a, client: address("192.0.2.10")) != nil)
+    }
+
     @Test("compiled rules carry their forged answer")
     func forgedKinds() throws {
         let p = try policy()

@@ -192,13 +192,18 @@ stats_socket: {lab.socket_path}
         reached = sum(1 for line in lab.upstream_queries() if f".{mode}.overload.example." in line)
         lab.dnsgate.send_signal(signal.SIGCONT)
         time.sleep(0.5)
-        queues = lab.stats()["queues"]
-        dropped = sum(q["kernel_dropped"] for q in queues)
-        print(f"\nfull queue, fail-{mode}: {reached} of 200 reached the resolver while stopped; kernel_dropped {dropped}")
+        stats = lab.stats()
+        dropped = sum(q["kernel_dropped"] for q in stats["queues"])
+        overflow = stats["packets"]
+        print(f"\nfull queue, fail-{mode}: {reached} of 200 reached the resolver while stopped; kernel_dropped {dropped}; "
+              f"overflow_passed {overflow['overflow_passed']}, overflow_dropped {overflow['overflow_dropped']}")
+        assert stats["on_overload"] == ("pass" if mode == "open" else "drop"), "on_overload follows fail_mode"
         if mode == "open":
             assert reached >= 200 - 2 * 8 and dropped == 0, "the overflow went through"
+            assert overflow["overflow_passed"] == reached and overflow["overflow_dropped"] == 0, "and is counted"
         else:
             assert reached == 0 and dropped >= 200 - 2 * 8, "the overflow was dropped and counted"
+            assert overflow["overflow_dropped"] == dropped and overflow["overflow_passed"] == 0
     finally:
         if lab.dnsgate is not None and lab.dnsgate.poll() is None:
             lab.dnsgate.send_signal(signal.SIGCONT)

@@ -16,6 +16,7 @@ from lab import CLIENT_V4, CLIENT2_V4, CLIENT_V6, CLIENT2_V6, UPSTREAM_V4, UPSTR
 POLICY = """
 queues: "0-1"
 fail_mode: {fail_mode}
+undecodable: {undecodable}
 stats_socket: {socket}
 query_log:
   path: {log}
@@ -78,14 +79,14 @@ rule_groups:
 """
 
 
-def start(lab, fail_mode="open", rules=()):
+def start(lab, fail_mode="open", rules=(), undecodable="drop"):
     (lab.dir / "lists").mkdir(exist_ok=True)
     (lab.dir / "lists" / "nx.txt").write_text("# blocked names\nnx.example\n*.nx.example\n")
     (lab.dir / "lists" / "hosts.txt").write_text("0.0.0.0 hosts-blocked.example other.example  # two names\n")
     log = lab.dir / "queries.jsonl"
     if log.exists():
         log.unlink()
-    config = lab.write_config(POLICY.format(fail_mode=fail_mode, socket=lab.socket_path, log=log,
+    config = lab.write_config(POLICY.format(fail_mode=fail_mode, undecodable=undecodable, socket=lab.socket_path, log=log,
                                             client2_v4=CLIENT2_V4, client2_v6=CLIENT2_V6))
     lab.apply_rules(*rules)
     lab.start_dnsgate(config)
@@ -293,19 +294,29 @@ def test_forged_packets_pass_a_validating_capture(firewall, client):
     assert "bad" not in text.lower(), text
 
 
-def test_garbage_is_counted_as_not_dns_and_passed_when_fail_open(firewall, client):
+GARBAGE = [b"\x00", b"not a dns message at all",
+           bytes.fromhex("1234 0100 0001 0000 0000 0000") + b"\xc0\x0c\x00\x01\x00\x01",  # compression loop
+           bytes.fromhex("1234 0100 0001 0000 0000 0000") + b"\x05ab"]  # truncated
+RESPONSE = bytes.fromhex("1234 8100 0001 0000 0000 0000") + b"\x03abc\x00\x00\x01\x00\x01"  # QR=1
+
+
+def test_undecodable_queries_are_dropped_even_when_fail_open(firewall, client):
+    """What cannot be read as a question might still be answered by a lenient
+    server, so by default it is dropped whatever the fail mode; a response sent
+    to port 53 (QR=1) resolves nothing and passes."""
     before = firewall.stats()
-    garbage = [b"\x00", b"not a dns message at all", bytes.fromhex("1234 8100 0001 0000 0000 0000") + b"\x03abc\x00\x00\x01\x00\x01",
-               bytes.fromhex("1234 0100 0001 0000 0000 0000") + b"\xc0\x0c\x00\x01\x00\x01",  # compression loop
-               bytes.fromhex("1234 0100 0001 0000 0000 0000") + b"\x05ab"]  # truncated
-    for payload in garbage:
+    seen = len(firewall.upstream_queries())
+    for payload in GARBAGE + [RESPONSE]:
         client.send_raw(payload)
         client.send_raw(payload, server=UPSTREAM_V6)
     time.sleep(0.3)
     after = firewall.stats()
-    assert after["verdicts"]["not_dns"] - before["verdicts"]["not_dns"] == 2 * len(garbage)
-    assert after["packets"]["accepted"] - before["packets"]["accepted"] == 2 * len(garbage)
-    assert sum("<undecodable" in line or "abc." in line for line in firewall.upstream_queries()) >= 2 * (len(garbage) - 1)
+    assert after["verdicts"]["not_dns"] - before["verdicts"]["not_dns"] == 2 * len(GARBAGE)
+    assert after["verdicts"]["not_query"] - before["verdicts"]["not_query"] == 2
+    assert after["packets"]["dropped"] - before["packets"]["dropped"] == 2 * len(GARBAGE)
+    assert after["packets"]["accepted"] - before["packets"]["accepted"] == 2
+    reached = firewall.upstream_queries()[seen:]
+    assert len(reached) == 2 and all("abc." in line for line in reached), reached
     # And it keeps deciding.
     assert client.probe("after-garbage.nx.example")["rcode"] == "NXDOMAIN"
 
@@ -328,6 +339,23 @@ def test_socket_commands(firewall):
     assert "error: unknown command 'bogus'" in raw
     assert "# TYPE dnsgate_rule_hits_total counter" in firewall.cli("stats", "--metrics", "--socket", str(firewall.socket_path)).stdout
     assert oct(firewall.socket_path.stat().st_mode & 0o777) == "0o660"
+
+
+def test_undecodable_pass_lets_garbage_through(lab, client):
+    lab.stop_dnsgate()
+    start(lab, undecodable="pass")
+    try:
+        seen = len(lab.upstream_queries())
+        for payload in GARBAGE:
+            client.send_raw(payload)
+        time.sleep(0.3)
+        stats = lab.stats()
+        assert stats["undecodable"] == "pass" and stats["verdicts"]["not_dns"] == len(GARBAGE)
+        assert stats["packets"]["accepted"] == len(GARBAGE)
+        assert len(lab.upstream_queries()) - seen == len(GARBAGE)
+    finally:
+        lab.stop_dnsgate()
+        start(lab)
 
 
 def test_stats_counters_equal_what_was_sent(lab, client):
@@ -354,11 +382,12 @@ def test_stats_counters_equal_what_was_sent(lab, client):
     total = sum(sent.values())
     blocked = sent["nx"] + sent["nodata"] + sent["refused"] + sent["drop"] + sent["sink"]
     assert stats["packets"]["received"] == total
-    assert stats["packets"]["dropped"] == blocked
-    assert stats["packets"]["accepted"] == total - blocked
+    assert stats["packets"]["dropped"] == blocked + sent["junk"], "undecodable packets are dropped by default"
+    assert stats["packets"]["accepted"] == total - blocked - sent["junk"]
     assert stats["packets"]["answered"] == blocked - sent["drop"]
-    assert stats["verdicts"] == {"allow": 1, "block": blocked, "alert": 2, "no_match": 3, "not_dns": 3}
-    assert stats["responses"] == {"nxdomain": 4, "nodata": 2, "refused": 1, "override": 2, "drop": 1, "tcp_reset": 0}
+    assert stats["packets"]["overflow_passed"] == 0 and stats["packets"]["overflow_dropped"] == 0
+    assert stats["verdicts"] == {"allow": 1, "block": blocked, "alert": 2, "no_match": 3, "not_dns": 3, "not_query": 0}
+    assert stats["responses"] == {"nxdomain": 4, "nodata": 2, "refused": 1, "override": 2, "drop": 1}
     hits = {r["rule"]: r["hits"] for r in stats["rules"] if r["hits"]}
     assert hits == {"block-nx": 4, "nodata": 2, "refused": 1, "drop": 1, "sink-a": 2, "watch": 2, "allow-corp": 1}
     assert sum(q["received"] for q in stats["queues"]) == total

@@ -1,9 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""DNS over TCP is decided like UDP: a blocked query never reaches the server,
-and the connection is reset both ways."""
+"""DNS over TCP is terminated by the gateway's own kernel at dnsgate's
+listener: every query is decided like a UDP one, a blocked query is answered
+in the stream with the forged answer and never reaches the server, allowed
+ones are relayed to the original destination."""
+import subprocess
+
 import pytest
 
-from lab import CLIENT_V4, CLIENT_V6, UPSTREAM_V4, UPSTREAM_V6
+from lab import CLIENT_V4, CLIENT_V6, GATEWAY_LAN_V4, GATEWAY_LAN_V6, PYTHON, ROOT, UPSTREAM_V4, UPSTREAM_V6
 
 
 @pytest.fixture(scope="module")
@@ -76,17 +80,20 @@ def test_kdig_over_tcp_allowed_and_blocked(tcp_firewall, server, source):
     lab = tcp_firewall
     ok = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "-b", source, "ok.tcp.example", check=False).stdout
     assert "status: NOERROR" in ok and "203.0.113.7" in ok
-    resets = lab.stats()["responses"]["tcp_reset"]
-    blocked = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "+retry=0", "-b", source, "x.blocked.tcp.example",
-                     check=False)
-    assert "status: NOERROR" not in blocked.stdout and "203.0.113.7" not in blocked.stdout
+    before = lab.stats()
+    blocked = lab.ns(lab.client, "kdig", f"@{server}", "+tcp", "+edns", "+retry=0", "-b", source, "x.blocked.tcp.example",
+                     check=False).stdout
+    assert "status: NXDOMAIN" in blocked and "203.0.113.7" not in blocked, blocked
+    assert "EDE: 15 (Blocked)" in blocked and "dnsgate.invalid" in blocked, "the same forged answer as over UDP"
     assert not upstream_saw(lab, "x.blocked.tcp.example"), "a blocked TCP query never reaches the server"
-    assert lab.stats()["responses"]["tcp_reset"] == resets + 1, "kdig failed because of the reset, not otherwise"
+    after = lab.stats()
+    assert after["responses"]["nxdomain"] == before["responses"]["nxdomain"] + 1
+    assert after["tcp"]["queries"] == before["tcp"]["queries"] + 1
 
 
 def test_a_query_split_over_two_segments_is_decided(tcp_firewall):
     lab = tcp_firewall
-    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["split.blocked.tcp.example"], split=True) == ["reset"]
+    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["split.blocked.tcp.example"], split=True) == ["NXDOMAIN"]
     assert not upstream_saw(lab, "split.blocked.tcp.example")
     assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["split-ok.tcp.example"], split=True) == ["NOERROR"]
     assert upstream_saw(lab, "split-ok.tcp.example")
@@ -96,22 +103,49 @@ def test_two_queries_in_one_segment_are_both_decided(tcp_firewall):
     lab = tcp_firewall
     assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["one.tcp.example", "two.tcp.example"], together=True) == ["NOERROR", "NOERROR"]
     result = tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["three.tcp.example", "four.blocked.tcp.example"], together=True)
-    assert result == ["reset"]
-    assert not upstream_saw(lab, "four.blocked.tcp.example") and not upstream_saw(lab, "three.tcp.example"), \
-        "the segment carrying the blocked query is dropped whole"
+    assert sorted(result) == ["NOERROR", "NXDOMAIN"], "answers may come in any order (RFC 7766)"
+    assert upstream_saw(lab, "three.tcp.example") and not upstream_saw(lab, "four.blocked.tcp.example")
 
 
 def test_a_later_query_on_a_kept_open_connection_is_decided(tcp_firewall):
     lab = tcp_firewall
-    result = tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["first.tcp.example", "later.blocked.tcp.example"])
-    assert result == ["NOERROR", "reset"]
-    assert upstream_saw(lab, "first.tcp.example") and not upstream_saw(lab, "later.blocked.tcp.example")
+    result = tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["first.tcp.example", "later.blocked.tcp.example", "after.tcp.example"])
+    assert result == ["NOERROR", "NXDOMAIN", "NOERROR"], "the connection stays usable after a block"
+    assert upstream_saw(lab, "first.tcp.example") and upstream_saw(lab, "after.tcp.example")
+    assert not upstream_saw(lab, "later.blocked.tcp.example")
+
+
+def test_the_relay_connects_from_the_gateway_to_the_original_destination(tcp_firewall):
+    lab = tcp_firewall
+    tcp_client(lab, UPSTREAM_V6, CLIENT_V6, ["where-v6.tcp.example"])
+    tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["where-v4.tcp.example"])
+    lines = lab.upstream_queries()
+    assert any(l.startswith("where-v4.tcp.example. A 198.51.100.1 tcp") for l in lines), lines[-4:]
+    assert any(l.startswith("where-v6.tcp.example. A 2001:db8:2::1 tcp") for l in lines), lines[-4:]
+
+
+@pytest.mark.parametrize("server,source", [(GATEWAY_LAN_V4, CLIENT_V4), (GATEWAY_LAN_V6, CLIENT_V6)], ids=["ipv4", "ipv6"])
+def test_tcp_to_a_resolver_on_the_gateway(tcp_firewall, server, source):
+    """INPUT: the relay's own connection to the local resolver crosses the
+    loopback with dnsgate's mark and is neither redirected nor reset."""
+    lab = tcp_firewall
+    log = lab.dir / "local-resolver.log"
+    resolver = subprocess.Popen(["ip", "netns", "exec", lab.gateway, PYTHON, str(ROOT / "lab" / "upstream.py"), str(log),
+                                 GATEWAY_LAN_V4, GATEWAY_LAN_V6], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in resolver.stdout.readline()
+        assert tcp_client(lab, server, source, ["local-ok.tcp.example", "local.blocked.tcp.example"]) == ["NOERROR", "NXDOMAIN"]
+        seen = log.read_text()
+        assert "local-ok.tcp.example." in seen and "local.blocked.tcp.example" not in seen
+    finally:
+        resolver.terminate()
+        resolver.wait(timeout=5)
 
 
 def test_tcp_counters_and_log(tcp_firewall):
     lab = tcp_firewall
     stats = lab.stats()
-    assert stats["responses"]["tcp_reset"] >= 4
-    assert stats["packets"]["tcp_held_back"] >= 1, "the split query's first segment was held back"
+    assert stats["tcp"]["queries"] >= 8 and stats["tcp"]["relayed"] >= 5
+    assert stats["tcp"]["answers_relayed"] == stats["tcp"]["relayed"]
     log = (lab.dir / "tcp-queries.jsonl").read_text()
     assert '"transport":"TCP"' in log and '"query_name":"split.blocked.tcp.example."' in log

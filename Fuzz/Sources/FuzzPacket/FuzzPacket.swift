@@ -1,36 +1,53 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
 
-/// Decodes any bytes as a queued packet (whole, and as a capture cut by the
-/// copy range), builds every kind of forged answer for what decodes, and
-/// checks the answer's invariants: it decodes as IP/UDP, goes back to the
-/// query's source, and is never more than 512 bytes larger than the query.
+/// Decodes any bytes as a queued packet (whole, and as a capture cut short)
+/// and as a DNS-over-TCP message, reads every question, builds every kind of
+/// forged answer for what decodes, and checks the answer's invariants: it
+/// decodes as IP/UDP, goes back to the query's source, and is never more than
+/// 512 bytes larger than the query.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPacket(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = Array(UnsafeBufferPointer(start: data, count: data == nil ? 0 : size))
     check(bytes, wireLength: nil)
     if bytes.count > 1 { check(Array(bytes.dropLast(bytes.count / 2)), wireLength: bytes.count) }
+    checkMessage(bytes)
     return 0
 }
 
-nonisolated(unsafe) var streams = TCPStreams()  // libFuzzer calls from one thread
+let settings = ForgedAnswerSettings(negativeTTL: 60, extendedError: true, cookieSecret: 1)
+let text = Array("blocked by dnsgate rule fuzz/fuzz".utf8)
+
+/// The bytes as one DNS-over-TCP message, as the relay decides it.
+func checkMessage(_ message: [UInt8]) {
+    var query = DNSQuery(source: IPAddress("192.0.2.10")!, sourcePort: 40000, destination: IPAddress("198.51.100.53")!,
+                         destinationPort: 53, message: 0..<message.count, packetLength: message.count)
+    guard QueryDecoder.decodeMessage(message.span, into: &query) == nil else { return }
+    readEveryQuestion(query, message.span)
+    var buffer = [UInt8](repeating: 0, count: 2 + message.count + ForgedAnswerBuilder.maximumGrowth)
+    var output = buffer.mutableSpan
+    if let end = ForgedAnswerBuilder.buildMessage(answering: query, message: message.span, kind: .nxdomain,
+                                                  settings: settings, extraText: text.span, into: &output, at: 2) {
+        precondition(end - 2 <= message.count + ForgedAnswerBuilder.maximumGrowth, "answer grew too much")
+    }
+}
+
+/// A decoded query's questions all read again, as the judge reads them.
+func readEveryQuestion(_ query: DNSQuery, _ message: Span<UInt8>) {
+    var offset = query.questionEnd
+    for _ in 1..<max(query.questionCount, 1) {
+        guard case .success(let next) = QueryDecoder.readQuestion(message, at: offset) else {
+            preconditionFailure("a question the decoder read is unreadable")
+        }
+        precondition(next.end > offset, "questions must advance")
+        offset = next.end
+    }
+}
 
 func check(_ packet: [UInt8], wireLength: Int?) {
     let decoded = QueryDecoder.decode(packet: packet.span, wireLength: wireLength)
-    if case .tcp(let segment) = decoded {
-        var flip = false
-        _ = streams.read(segment, packet: packet.span) { _ in
-            flip.toggle()
-            return flip
-        }
-        var reset = [UInt8](repeating: 0, count: 128)
-        var output = reset.mutableSpan
-        if let length = TCPResetBuilder.toClient(segment, into: &output) { precondition(length <= 60) }
-        return
-    }
     guard case .query(let query) = decoded else { return }
-    let settings = ForgedAnswerSettings(negativeTTL: 60, extendedError: true, cookieSecret: 1)
-    let text = Array("blocked by dnsgate rule fuzz/fuzz".utf8)
+    readEveryQuestion(query, packet.span.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength)))
     let kinds: [ForgedAnswerKind] = [.nxdomain, .nodata, .refused,
                                      .override(OverrideRecord(type: .a, ttl: 1, data: [192, 0, 2, 1])),
                                      .override(OverrideRecord(type: .cname, ttl: 1, data: [3, 119, 119, 119, 0]))]

@@ -17,6 +17,8 @@ typedef struct dg_packet {
     uint32_t id;              // kernel packet id, for the verdict
     uint32_t mark;            // skb mark
     uint16_t hw_protocol;     // ETH_P_IP / ETH_P_IPV6, host order
+    uint16_t hw_addr_len;     // 6 for an Ethernet source, 0 when the kernel sent none
+    uint8_t hw_addr[8];       // the link-layer source address (the LAN host's MAC)
 } dg_packet;
 
 typedef struct dg_queue dg_queue;

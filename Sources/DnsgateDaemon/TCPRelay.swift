@@ -1,0 +1,427 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import DnsgatePolicy
+import Logging
+import NIOCore
+import NIOPosix
+import NetfilterQueue
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Counters of the TCP relay: written on its event loop only, read by the stats socket.
+final class TCPCounters: Sendable {
+    let accepted = Atomic<UInt64>(0)
+    /// Connections closed at once: over a limit, or not redirected from port 53.
+    let refused = Atomic<UInt64>(0)
+    let open = Atomic<UInt64>(0)
+    let queries = Atomic<UInt64>(0)
+    let relayed = Atomic<UInt64>(0)
+    let answersRelayed = Atomic<UInt64>(0)
+    let upstreamFailures = Atomic<UInt64>(0)
+    let idleClosed = Atomic<UInt64>(0)
+}
+
+/// DNS over TCP, terminated by the gateway's own kernel: the shipped rules
+/// REDIRECT TCP/53 to this listener, so the bytes decided here are the bytes
+/// a server would read (the kernel has already dealt with retransmissions,
+/// overlaps, urgent data and Fast Open). Every length-prefixed message is
+/// decided like a UDP query; a blocked one is answered in the stream with the
+/// same forged answer, an allowed one is relayed over dnsgate's own connection
+/// to the original destination, and the server's answers are relayed back as
+/// they come (pipelined, in any order, RFC 7766).
+///
+/// Bounded: connections in all and per client, queries awaiting an answer per
+/// connection (reading stops past it), idle time. It runs on one event-loop
+/// thread of lower priority than the queue workers, so a flood of connections
+/// cannot take the UDP path's CPU.
+final class TCPRelay: Sendable {
+    static let maximumConnections = 1024
+    static let maximumConnectionsPerClient = 64
+    /// Queries relayed and not yet answered, per connection, before reading pauses.
+    static let maximumOutstanding = 64
+    static let idleTimeout = TimeAmount.seconds(10)
+    static let connectTimeout = TimeAmount.seconds(5)
+    /// How long the server may take to answer before the connection is given up.
+    static let upstreamTimeout = TimeAmount.seconds(15)
+
+    let counters: WorkerCounters
+    let tcp = TCPCounters()
+    let judge: QueryJudge
+    let policies: PolicyHolder
+    let mark: UInt32
+    let undecodable: PacketAction
+    let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let perClient = Mutex<[IPAddress: Int]>([:])
+    private let listeners = Mutex<[Channel]>([])
+
+    init(judgeIndex: Int, policies: PolicyHolder, recorder: DecisionRecorder, mark: UInt32,
+         undecodable: PacketAction, logger: Logger) {
+        counters = WorkerCounters(queue: 0)
+        judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex)
+        self.policies = policies
+        self.mark = mark
+        self.undecodable = undecodable
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        group.next().execute { PacketQueue.lowerCurrentThreadPriority() }
+    }
+
+    /// Listens on `port` on every IPv4 and IPv6 address (the REDIRECT target).
+    func start(port: UInt16) throws {
+        var bound: [Channel] = []
+        for host in ["0.0.0.0", "::"] {
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelOption(.maxMessagesPerRead, value: 4)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            IdleStateHandler(readTimeout: Self.idleTimeout),
+                            TCPClientHandler(relay: self),
+                        ])
+                    }
+                }
+            let ipv6 = host == "::"
+            let configured = ipv6
+                ? bootstrap.serverChannelOption(
+                    ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_IPV6), name: IPV6_V6ONLY), value: 1)
+                : bootstrap
+            bound.append(try configured.bind(host: host, port: Int(port)).wait())
+        }
+        listeners.withLock { $0 = bound }
+    }
+
+    func stop() {
+        let channels = listeners.withLock { channels in
+            defer { channels = [] }
+            return channels
+        }
+        for channel in channels { try? channel.close().wait() }
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Takes a new connection from `client` if the limits allow it.
+    func admit(_ client: IPAddress) -> Bool {
+        perClient.withLock { counts in
+            guard tcp.open.value < Self.maximumConnections,
+                  counts[client, default: 0] < Self.maximumConnectionsPerClient else { return false }
+            counts[client, default: 0] += 1
+            tcp.open.store(tcp.open.value + 1, ordering: .relaxed)
+            return true
+        }
+    }
+
+    func release(_ client: IPAddress) {
+        perClient.withLock { counts in
+            let remaining = counts[client, default: 1] - 1
+            counts[client] = remaining > 0 ? remaining : nil
+            tcp.open.store(tcp.open.value &- 1, ordering: .relaxed)
+        }
+    }
+
+    /// A connection to the query's original destination, marked so that the
+    /// shipped rules neither redirect nor queue it.
+    func connectUpstream(to destination: SocketAddress, on loop: EventLoop,
+                         answers: NIOLoopBound<TCPClientHandler>) -> EventLoopFuture<Channel> {
+        ClientBootstrap(group: loop)
+            .connectTimeout(Self.connectTimeout)
+            .channelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET),
+                                                             name: SocketOptionName(SO_MARK)),
+                           value: Int(mark))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(readTimeout: Self.upstreamTimeout),
+                        TCPUpstreamHandler(client: answers),
+                    ])
+                }
+            }
+            .connect(to: destination)
+    }
+}
+
+/// Splits a stream into DNS messages (RFC 1035 §4.2.2: a 2-byte length, then
+/// the message). At most one partial message stays buffered: 64 KiB.
+struct MessageFramer {
+    private var buffer = ByteBuffer()
+
+    mutating func append(_ bytes: inout ByteBuffer) {
+        buffer.writeBuffer(&bytes)
+    }
+
+    /// The next whole message, without its length, or nil until one is complete.
+    mutating func next() -> ByteBuffer? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
+              buffer.readableBytes >= 2 + Int(length) else {
+            buffer.discardReadBytes()
+            return nil
+        }
+        buffer.moveReaderIndex(forwardBy: 2)
+        return buffer.readSlice(length: Int(length))
+    }
+}
+
+/// One client connection: decides each query, answers blocked ones in the
+/// stream and relays the rest. Lives on the relay's event loop.
+final class TCPClientHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let relay: TCPRelay
+    private var framer = MessageFramer()
+    private var context: ChannelHandlerContext?
+    private var client: (address: IPAddress, port: UInt16)?
+    private var server: (address: IPAddress, port: UInt16, socket: SocketAddress)?
+    private var admitted = false
+    /// Connection to the server, once asked for; messages wait in `pending` until it is up.
+    private var upstream: EventLoopFuture<Channel>?
+    private var upstreamChannel: Channel?
+    private var pending: [ByteBuffer] = []
+    private var outstanding = 0
+    private var inputClosed = false
+    private var readingPaused = false
+
+    init(relay: TCPRelay) { self.relay = relay }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.context = context
+        relay.tcp.accepted.increment()
+        guard let remote = context.channel.remoteAddress, let address = remote.ipAddress.flatMap(IPAddress.init),
+              let port = remote.port, relay.admit(address) else {
+            refuse(context)
+            return
+        }
+        admitted = true
+        client = (address, UInt16(port))
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        OriginalDestination.of(context.channel).whenComplete { result in
+            loopBound.value.originalDestinationKnown((try? result.get()) ?? nil)
+        }
+    }
+
+    /// Only connections redirected from port 53 are relayed: the listener is
+    /// no open proxy to other ports, and a direct connection to it is refused.
+    private func originalDestinationKnown(_ destination: SocketAddress?) {
+        guard let context else { return }
+        guard let destination, destination.port == 53, let address = destination.ipAddress.flatMap(IPAddress.init) else {
+            refuse(context)
+            return
+        }
+        server = (address, 53, destination)
+        while let message = framer.next() { handle(message, context: context) }
+        context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        context.read()
+    }
+
+    private func refuse(_ context: ChannelHandlerContext) {
+        relay.tcp.refused.increment()
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if admitted, let client { relay.release(client.address) }
+        admitted = false
+        upstreamChannel?.close(promise: nil)
+        upstream?.whenSuccess { $0.close(promise: nil) }
+        self.context = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        framer.append(&bytes)
+        while server != nil, let message = framer.next() {
+            handle(message, context: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case ChannelEvent.inputClosed:
+            inputClosed = true
+            closeIfDone()
+        case let idle as IdleStateHandler.IdleStateEvent where idle == .read:
+            if outstanding == 0 {
+                relay.tcp.idleClosed.increment()
+                context.close(promise: nil)
+            }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    private func handle(_ message: ByteBuffer, context: ChannelHandlerContext) {
+        guard let client, let server else { return }
+        relay.tcp.queries.increment()
+        relay.counters.received.increment()
+        let bytes = Array(message.readableBytesView)
+        var query = DNSQuery(source: client.address, sourcePort: client.port, destination: server.address,
+                             destinationPort: server.port, message: 0..<bytes.count, packetLength: bytes.count)
+        if let reason = QueryDecoder.decodeMessage(bytes.span, into: &query) {
+            if reason.couldBeAQuery {
+                relay.counters.notDNS.increment()
+                if relay.undecodable == .drop {
+                    relay.counters.dropped.increment()
+                    return
+                }
+            } else {
+                relay.counters.notQuery.increment()
+            }
+            relay.counters.accepted.increment()
+            forward(message)
+            return
+        }
+        let state = relay.policies.state
+        let judgement = relay.judge.judge(query, message: bytes.span, transport: .tcp, state: state,
+                                          mac: nil)
+        guard case .block(let question, let decision, let outcome) = judgement else {
+            relay.counters.accepted.increment()
+            forward(message)
+            return
+        }
+        relay.counters.dropped.increment()
+        guard let kind = outcome.forgedAnswer else {
+            relay.counters.drop.increment()
+            return
+        }
+        let policy = state.policy
+        let extraText = policy.rules[decision.ruleIndex].extraText
+        var answer = [UInt8](repeating: 0, count: 2 + bytes.count + ForgedAnswerBuilder.maximumGrowth)
+        let end: Int?
+        do {
+            var output = answer.mutableSpan
+            end = ForgedAnswerBuilder.buildMessage(
+                answering: question, message: bytes.span, kind: kind, settings: policy.answerSettings,
+                extraText: extraText.span, into: &output, at: 2)
+        }
+        guard let end else {
+            relay.counters.injectFailures.increment()
+            return
+        }
+        var framed = context.channel.allocator.buffer(capacity: end)
+        framed.writeInteger(UInt16(end - 2))
+        framed.writeBytes(answer[2..<end])
+        context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
+        relay.counters.countAnswer(kind)
+    }
+
+    /// Sends a message on to the server, connecting first if needed.
+    private func forward(_ message: ByteBuffer) {
+        guard let context, let server else { return }
+        var framed = context.channel.allocator.buffer(capacity: message.readableBytes + 2)
+        framed.writeInteger(UInt16(message.readableBytes))
+        var body = message
+        framed.writeBuffer(&body)
+        outstanding += 1
+        relay.tcp.relayed.increment()
+        if outstanding >= TCPRelay.maximumOutstanding, !readingPaused {
+            readingPaused = true
+            context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        }
+        if let upstreamChannel {
+            upstreamChannel.writeAndFlush(framed, promise: nil)
+            return
+        }
+        pending.append(framed)
+        guard upstream == nil else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let connecting = relay.connectUpstream(to: server.socket, on: context.eventLoop, answers: loopBound)
+        upstream = connecting
+        connecting.whenComplete { result in
+            loopBound.value.upstreamConnected((try? result.get()))
+        }
+    }
+
+    private func upstreamConnected(_ channel: Channel?) {
+        guard let channel else {
+            relay.tcp.upstreamFailures.increment()
+            context?.close(promise: nil)
+            return
+        }
+        guard context != nil else {
+            channel.close(promise: nil)
+            return
+        }
+        upstreamChannel = channel
+        for message in pending { channel.write(message, promise: nil) }
+        pending = []
+        channel.flush()
+    }
+
+    /// An answer from the server, length prefix included.
+    func relayAnswer(_ framed: ByteBuffer) {
+        guard let context else { return }
+        relay.tcp.answersRelayed.increment()
+        outstanding = max(outstanding - 1, 0)
+        context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
+        if readingPaused, outstanding <= TCPRelay.maximumOutstanding / 2 {
+            readingPaused = false
+            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+            context.read()
+        }
+        closeIfDone()
+    }
+
+    /// The server closed its side or failed: the client's connection ends too.
+    func upstreamClosed() {
+        upstreamChannel = nil
+        upstream = nil
+        if outstanding > 0 { relay.tcp.upstreamFailures.increment() }
+        context?.close(promise: nil)
+    }
+
+    /// After the client's half-close, once every relayed query is answered.
+    private func closeIfDone() {
+        if inputClosed, outstanding == 0 { context?.close(promise: nil) }
+    }
+}
+
+/// The server side of a relayed connection: hands each whole answer to the
+/// client's handler.
+final class TCPUpstreamHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+
+    private let client: NIOLoopBound<TCPClientHandler>
+    private var framer = MessageFramer()
+
+    init(client: NIOLoopBound<TCPClientHandler>) { self.client = client }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        framer.append(&bytes)
+        while let message = framer.next() {
+            var framed = context.channel.allocator.buffer(capacity: message.readableBytes + 2)
+            framed.writeInteger(UInt16(message.readableBytes))
+            var body = message
+            framed.writeBuffer(&body)
+            client.value.relayAnswer(framed)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        client.value.upstreamClosed()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}
