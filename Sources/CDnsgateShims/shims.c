@@ -24,6 +24,8 @@
 #include <sched.h>
 #include <pthread.h>
 
+#include <linux/neighbour.h>
+#include <linux/rtnetlink.h>
 #include <libmnl/libmnl.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 
@@ -362,4 +364,65 @@ int dg_drop_privileges(const char *user) {
     if (syscall(SYS_capset, &header, data) < 0) return -errno;
     if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0) return -errno;
     return 0;
+}
+
+struct dg_neighbour_search {
+    int family;
+    const uint8_t *address;
+    uint8_t *mac;
+    int found;
+};
+
+static int dg_neighbour_entry(const struct nlmsghdr *nlh, void *data) {
+    struct dg_neighbour_search *search = data;
+    const struct ndmsg *nd = mnl_nlmsg_get_payload(nlh);
+    if (nd->ndm_family != search->family || (nd->ndm_state & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP))) {
+        return MNL_CB_OK;
+    }
+    const struct nlattr *attr;
+    const uint8_t *destination = NULL, *link = NULL;
+    size_t length = search->family == AF_INET ? 4 : 16;
+    mnl_attr_for_each(attr, nlh, sizeof(*nd)) {
+        if (mnl_attr_get_type(attr) == NDA_DST && mnl_attr_get_payload_len(attr) == length) {
+            destination = mnl_attr_get_payload(attr);
+        } else if (mnl_attr_get_type(attr) == NDA_LLADDR && mnl_attr_get_payload_len(attr) == 6) {
+            link = mnl_attr_get_payload(attr);
+        }
+    }
+    if (destination && link && memcmp(destination, search->address, length) == 0) {
+        memcpy(search->mac, link, 6);
+        search->found = 1;
+    }
+    return MNL_CB_OK;
+}
+
+int dg_neighbour_mac(int family, const uint8_t *address, uint8_t *mac) {
+    char buffer[MNL_SOCKET_BUFFER_SIZE];
+    struct mnl_socket *socket = mnl_socket_open(NETLINK_ROUTE);
+    if (socket == NULL) return -errno;
+    int rc = 0;
+    if (mnl_socket_bind(socket, 0, MNL_SOCKET_AUTOPID) < 0) { rc = -errno; goto done; }
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buffer);
+    nlh->nlmsg_type = RTM_GETNEIGH;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    uint32_t sequence = 1;
+    nlh->nlmsg_seq = sequence;
+    struct ndmsg *nd = mnl_nlmsg_put_extra_header(nlh, sizeof(struct ndmsg));
+    nd->ndm_family = (uint8_t)family;
+    if (mnl_socket_sendto(socket, nlh, nlh->nlmsg_len) < 0) { rc = -errno; goto done; }
+    uint32_t port = mnl_socket_get_portid(socket);
+    struct dg_neighbour_search search = {family, address, mac, 0};
+    // A dump ends with NLMSG_DONE (MNL_CB_STOP); the table is finite, and each
+    // receive either makes progress or fails.
+    for (;;) {
+        ssize_t received = mnl_socket_recvfrom(socket, buffer, sizeof(buffer));
+        if (received <= 0) { rc = received < 0 ? -errno : -EIO; goto done; }
+        int result = mnl_cb_run(buffer, (size_t)received, sequence, port, dg_neighbour_entry, &search);
+        if (result == MNL_CB_ERROR) { rc = -errno; goto done; }
+        if (result == MNL_CB_STOP) break;
+    }
+    rc = search.found ? 0 : -ENOENT;
+done:
+    mnl_socket_close(socket);
+    return rc;
 }

@@ -220,6 +220,8 @@ public enum ClientSelector: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    public var isMAC: Bool { if case .mac = self { true } else { false } }
+
     @inline(__always)
     public func matches(_ client: IPAddress, mac: MACAddress?) -> Bool {
         switch self {

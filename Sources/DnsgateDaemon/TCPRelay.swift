@@ -176,6 +176,8 @@ final class TCPClientHandler: ChannelInboundHandler {
     private var framer = MessageFramer()
     private var context: ChannelHandlerContext?
     private var client: (address: IPAddress, port: UInt16)?
+    /// The client's MAC address from the neighbour table, for groups that name MACs.
+    private var clientMAC: MACAddress?
     private var server: (address: IPAddress, port: UInt16, socket: SocketAddress)?
     private var admitted = false
     /// Connection to the server, once asked for; messages wait in `pending` until it is up.
@@ -214,6 +216,9 @@ final class TCPClientHandler: ChannelInboundHandler {
             return
         }
         server = (address, 53, destination)
+        if let client, relay.policies.state.policy.groups.contains(where: { $0.clients.contains(where: \.isMAC) }) {
+            clientMAC = NeighbourTable.hardwareAddress(of: client.address.bytes).map(MACAddress.init(value:))
+        }
         while let message = framer.next() { handle(message, context: context) }
         context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         context.read()
@@ -283,7 +288,7 @@ final class TCPClientHandler: ChannelInboundHandler {
         }
         let state = relay.policies.state
         let judgement = relay.judge.judge(query, message: bytes.span, transport: .tcp, state: state,
-                                          mac: nil)
+                                          mac: clientMAC)
         guard case .block(let question, let decision, let outcome) = judgement else {
             relay.counters.accepted.increment()
             forward(message)

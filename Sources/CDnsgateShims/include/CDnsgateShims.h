@@ -101,4 +101,9 @@ int64_t dg_peer_uid(int fd);
 /// Sets SO_RCVTIMEO / SO_SNDTIMEO on any socket. Returns 0 or -errno.
 int dg_socket_timeouts(int fd, int milliseconds);
 
+/// Looks `address` (4 or 16 bytes, by `family` AF_INET / AF_INET6) up in the
+/// kernel's neighbour table (ARP / NDP) and writes its 6-byte link-layer
+/// address to `mac`. Returns 0, -ENOENT when the table has no usable entry, or -errno.
+int dg_neighbour_mac(int family, const uint8_t *address, uint8_t *mac);
+
 #endif
