@@ -79,5 +79,22 @@ enum Fixtures {
         guard case .query(let query) = QueryDecoder.decode(packet: packet.span) else { fatalError("fixture does not decode") }
         return query
     }
+    /// 1,000 longest names (253 octets in 120 labels: 118 one-letter labels
+    /// under a realistic name), every tenth below a listed name: the flood of
+    /// long names that once cost a re-hash of the whole suffix at every label.
+    static let longQueries: [DNSQuery] = {
+        let unlisted = names(count: 1000, seed: 0xFACE)
+        return (0..<1000).map { index in
+            var base = index % 10 == 0 ? listed[index * 97 % listed.count] : unlisted[index % unlisted.count]
+            var labels = 0
+            while base.utf8.count + 2 <= 252 && labels < 118 {
+                base = "a." + base
+                labels += 1
+            }
+            let packet = packet(name: base, id: UInt16(index))
+            guard case .query(let query) = QueryDecoder.decode(packet: packet.span) else { fatalError("long fixture does not decode") }
+            return query
+        }
+    }()
     static let list100k = Array(listed.prefix(100_000).joined(separator: "\n").utf8)
 }
