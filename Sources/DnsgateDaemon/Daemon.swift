@@ -71,7 +71,7 @@ public final class Daemon: Sendable {
         // One set of rule-hit counters per queue worker, and one for the TCP relay.
         policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count + 1))
         recorder = DecisionRecorder(log: config.queryLog)
-        let settings = WorkerSettings(undecodable: config.undecodable, overload: config.overloadAction,
+        let settings = WorkerSettings(undecodable: config.undecodable, overload: config.onOverload,
                                       queueLength: config.queueLength, mark: Self.answerMark)
         var workers: [Worker] = []
         for (index, queue) in config.queues.enumerated() {
@@ -156,7 +156,7 @@ public final class Daemon: Sendable {
             PacketQueue.lowerCurrentThreadPriority()
             feeds.run(while: { runState.isRunning }, changed: { [self] in _ = reload() })
         }
-        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.overloadAction.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
+        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
         relay.stop()
@@ -250,7 +250,7 @@ public final class Daemon: Sendable {
             }
             if newConfig.queues != config.queues || newConfig.failMode != config.failMode
                 || newConfig.statsSocket != config.statsSocket || newConfig.tcpPort != config.tcpPort
-                || newConfig.undecodable != config.undecodable || newConfig.overloadAction != config.overloadAction {
+                || newConfig.undecodable != config.undecodable || newConfig.onOverload != config.onOverload {
                 logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port and stats_socket take effect only after a restart")
             }
             generation += 1
@@ -278,7 +278,7 @@ public final class Daemon: Sendable {
         var snapshot = StatsSnapshot(
             version: Self.version, uptimeSeconds: Int(Date().timeIntervalSince(started)),
             failMode: config.failMode.rawValue, undecodable: config.undecodable.rawValue,
-            onOverload: config.overloadAction.rawValue,
+            onOverload: config.onOverload.rawValue,
             policy: .init(generation: policy.generation, rules: policy.rules.count, domains: policy.domainCount,
                           loadedAt: loadedAt))
         for counters in workers.map(\.counters) + [relay.counters] {
@@ -290,13 +290,13 @@ public final class Daemon: Sendable {
             snapshot.queues.append(.init(queue: c.queue, received: c.received.value, waiting: k?.waiting ?? 0,
                                          kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
             // Without fail-open the kernel drops what finds the queue full and counts it.
-            if config.overloadAction == .drop {
+            if config.onOverload == .drop {
                 snapshot.packets.overflowDropped += (k?.kernelDropped ?? 0) + (k?.userDropped ?? 0)
             }
         }
         // With fail-open, what finds a queue full passes uncounted by the kernel:
         // it is what the rules queued since start, less what reached dnsgate.
-        if config.overloadAction == .pass, let start = queuedAtStart.withLock({ $0 }),
+        if config.onOverload == .pass, let start = queuedAtStart.withLock({ $0 }),
            let queued = RuleCounters.queuedPackets() {
             let handled = snapshot.queues.reduce(UInt64(0)) { $0 + $1.received + $1.waiting + $1.kernelDropped + $1.userDropped }
             snapshot.packets.overflowPassed = queued >= start + handled ? queued - start - handled : 0

@@ -23,8 +23,10 @@ public struct DnsgateConfig: Sendable {
     /// A UDP/53 packet that cannot be read as a DNS question: a lenient server
     /// may still answer it, so it is dropped unless the operator says otherwise.
     public var undecodable: PacketAction = .drop
-    /// A packet that finds its queue full; nil follows `failMode`.
-    public var onOverload: PacketAction? = nil
+    /// A packet that finds its queue full. Dropped unless the operator says
+    /// otherwise, in both fail modes: a flood is in an attacker's hands, and
+    /// letting its overflow through would let blocked queries through with it.
+    public var onOverload: PacketAction = .drop
     /// Port of the transparent listener the shipped rules redirect TCP/53 to.
     public var tcpPort: UInt16 = 5053
     /// Packets the kernel holds per queue before the fail mode applies.
@@ -88,11 +90,6 @@ extension DomainListConfig {
         let safe = String(name.map { $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) ? $0 : "_" })
         return directory + "/" + safe + ".list"
     }
-}
-
-extension DnsgateConfig {
-    /// What a full queue does with a packet.
-    public var overloadAction: PacketAction { onOverload ?? (failMode == .open ? .pass : .drop) }
 }
 
 public struct RuleGroupConfig: Sendable {

@@ -118,18 +118,18 @@ struct ConfigReaderTests {
         #expect(c.domainLists[0].cachePath(in: "/var/cache/x") == "/var/cache/x/threat_feed_1.list")
     }
 
-    @Test("undecodable, on_overload and tcp_port; on_overload follows fail_mode unless set")
+    @Test("undecodable, on_overload and tcp_port; both drop by default in either fail mode")
     func enforcementKeys() throws {
         let (defaults, none) = ConfigReader.read(yaml: "fail_mode: closed\n", path: "c.yaml")
         #expect(none.isEmpty)
         let d = try #require(defaults)
-        #expect(d.undecodable == .drop && d.overloadAction == .drop && d.tcpPort == 5053)
-        #expect(try #require(ConfigReader.read(yaml: "fail_mode: open\n", path: "c.yaml").0).overloadAction == .pass)
+        #expect(d.undecodable == .drop && d.onOverload == .drop && d.tcpPort == 5053)
+        #expect(try #require(ConfigReader.read(yaml: "fail_mode: open\n", path: "c.yaml").0).onOverload == .drop)
         let (config, diagnostics) = ConfigReader.read(
             yaml: "fail_mode: closed\nundecodable: pass\non_overload: pass\ntcp_port: 8053\n", path: "c.yaml")
         #expect(diagnostics.isEmpty, "\(diagnostics)")
         let c = try #require(config)
-        #expect(c.undecodable == .pass && c.overloadAction == .pass && c.tcpPort == 8053)
+        #expect(c.undecodable == .pass && c.onOverload == .pass && c.tcpPort == 8053)
         for (yaml, message) in [("undecodable: maybe\n", "undecodable"), ("on_overload: queue\n", "on_overload"),
                                 ("tcp_port: 70000\n", "tcp_port")] {
             let (_, problems) = ConfigReader.read(yaml: yaml, path: "c.yaml")

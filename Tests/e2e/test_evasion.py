@@ -172,12 +172,14 @@ rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_lis
         lab.remove_rules()
 
 
-@pytest.mark.parametrize("mode", ["open", "closed"])
-def test_a_full_queue_follows_the_fail_mode_and_the_counters_show_it(lab, client, mode):
-    """The daemon is stopped (SIGSTOP) so its queue fills: fail-open lets the
-    overflow through to the resolver, fail-closed drops it and counts it."""
+@pytest.mark.parametrize("mode,overload", [("open", None), ("closed", None), ("open", "pass")])
+def test_a_full_queue_follows_on_overload_and_the_counters_show_it(lab, client, mode, overload):
+    """The daemon is stopped (SIGSTOP) so its queue fills: by default the
+    overflow is dropped and counted in both fail modes; `on_overload: pass`
+    lets it through to the resolver and counts it too."""
     config = lab.write_config(f"""queues: "0-1"
 fail_mode: {mode}
+{f"on_overload: {overload}" if overload else ""}
 queue_length: 8
 stats_socket: {lab.socket_path}
 """, f"overload-{mode}.yaml")
@@ -185,11 +187,12 @@ stats_socket: {lab.socket_path}
     lab.start_dnsgate(config)
     try:
         lab.dnsgate.send_signal(signal.SIGSTOP)
-        flood = "".join(f"o{i}.{mode}.overload.example A\n" for i in range(200))
+        tag = f"{mode}-{overload or 'default'}"
+        flood = "".join(f"o{i}.{tag}.overload.example A\n" for i in range(200))
         (lab.dir / "flood.txt").write_text(flood)
         lab.ns(lab.client, "dnsperf", "-s", UPSTREAM_V4, "-d", str(lab.dir / "flood.txt"), "-n", "1", "-t", "1", "-q", "200",
                timeout=60)
-        reached = sum(1 for line in lab.upstream_queries() if f".{mode}.overload.example." in line)
+        reached = sum(1 for line in lab.upstream_queries() if f".{tag}.overload.example." in line)
         lab.dnsgate.send_signal(signal.SIGCONT)
         time.sleep(0.5)
         stats = lab.stats()
@@ -197,8 +200,8 @@ stats_socket: {lab.socket_path}
         overflow = stats["packets"]
         print(f"\nfull queue, fail-{mode}: {reached} of 200 reached the resolver while stopped; kernel_dropped {dropped}; "
               f"overflow_passed {overflow['overflow_passed']}, overflow_dropped {overflow['overflow_dropped']}")
-        assert stats["on_overload"] == ("pass" if mode == "open" else "drop"), "on_overload follows fail_mode"
-        if mode == "open":
+        assert stats["on_overload"] == (overload or "drop"), "drop unless told otherwise"
+        if overload == "pass":
             assert reached >= 200 - 2 * 8 and dropped == 0, "the overflow went through"
             assert overflow["overflow_passed"] == reached and overflow["overflow_dropped"] == 0, "and is counted"
         else:
