@@ -9,7 +9,8 @@ public enum NotDNSReason: String, Sendable, CaseIterable {
     case notUDP = "not_udp"
     case truncatedUDP = "truncated_udp"
     case truncatedDNS = "truncated_dns"
-    /// QR=1: a response, which no server resolves; passed whatever `undecodable` says.
+    /// QR=1 with no readable question: a response, which no server resolves;
+    /// passed whatever `undecodable` says.
     case notQuery = "not_query"
     case questionCount = "question_count"
     case badName = "bad_name"
@@ -61,6 +62,9 @@ public struct DNSQuery: Sendable {
     public var type: QueryType
     public var queryClass: QueryClass
     public var edns: EDNSInfo?
+
+    /// QR=1: a response sent to port 53.
+    public var isResponse: Bool { flags & 0x8000 != 0 }
 }
 
 extension DNSQuery {
@@ -178,16 +182,18 @@ public enum QueryDecoder {
     }
 
     /// Decodes a DNS message (no IP/UDP around it) into `query`; nil on success.
-    /// Success needs a query (QR=0) whose every question can be read; the
-    /// first OPT record found in a well-formed prefix of the other sections is
-    /// kept for the answer, and anything malformed there is ignored, since
-    /// lenient servers answer such messages too.
+    /// Success needs a message whose every question can be read; the first
+    /// OPT record found in a well-formed prefix of the other sections is kept
+    /// for the answer, and anything malformed there is ignored, since lenient
+    /// servers answer such messages too. A response (QR=1, `isResponse`) with
+    /// readable questions succeeds too, so that one naming a blocked name can
+    /// be stopped; one without is `.notQuery`.
     public static func decodeMessage(_ message: Span<UInt8>, into query: inout DNSQuery) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let flags = message.u16(2)
-        guard flags & 0x8000 == 0 else { return .notQuery }
+        let response = flags & 0x8000 != 0
         let questionCount = Int(message.u16(4))
-        guard questionCount >= 1 else { return .questionCount }
+        guard questionCount >= 1 else { return response ? .notQuery : .questionCount }
         query.id = message.u16(0)
         query.flags = flags
         query.questionCount = questionCount
@@ -204,7 +210,7 @@ public enum QueryDecoder {
                 }
                 offset = question.end
             case .failure(let reason):
-                return reason
+                return response ? .notQuery : reason
             }
         }
         query.edns = findOPT(message, after: offset)

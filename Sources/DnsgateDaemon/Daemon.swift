@@ -80,7 +80,7 @@ public final class Daemon: Sendable {
         }
         self.workers = workers
         relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, mark: Self.answerMark,
-                         undecodable: config.undecodable, logger: logger)
+                         undecodable: config.undecodable)
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
     }
 

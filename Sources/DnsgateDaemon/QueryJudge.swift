@@ -25,26 +25,50 @@ struct QueryJudge {
     /// blocked one decides the whole message, since a server would answer it.
     func judge(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, state: PolicyState,
                mac: MACAddress?) -> Judgement {
-        if let (decision, outcome) = classify(query, transport: transport, state: state, mac: mac),
-           outcome.action == .block {
-            return .block(question: query, decision: decision, outcome: outcome)
+        var judgement = Judgement.pass
+        Self.forEachQuestion(of: query, in: message) { question in
+            guard let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac),
+                  outcome.action == .block else { return true }
+            judgement = .block(question: question, decision: decision, outcome: outcome)
+            return false
         }
+        return judgement
+    }
+
+    /// Whether a response (QR=1) sent to port 53 names a blocked question.
+    /// Servers do not resolve responses, so one passes (uncounted as a
+    /// decision) unless it names a blocked name: then it is dropped, in case
+    /// some server reads it anyway.
+    func blocksResponse(_ query: DNSQuery, message: Span<UInt8>, state: PolicyState, mac: MACAddress?) -> Bool {
+        var blocked = false
+        Self.forEachQuestion(of: query, in: message) { question in
+            let policy = state.policy
+            if let decision = policy.decide(name: question.name, type: question.type, client: question.source, mac: mac),
+               policy.outcome(of: decision).action == .block {
+                blocked = true
+            }
+            return !blocked
+        }
+        return blocked
+    }
+
+    /// Calls `body` with `query` as it stands for each of its questions, in
+    /// order, until it returns false. A later question is marked compressed,
+    /// so that a forged answer writes its name out.
+    private static func forEachQuestion(of query: DNSQuery, in message: Span<UInt8>, _ body: (DNSQuery) -> Bool) {
+        guard body(query) else { return }
         var offset = query.questionEnd
         for _ in 1..<max(query.questionCount, 1) {  // the decoder read them all once: each is well formed
-            guard case .success(let next) = QueryDecoder.readQuestion(message, at: offset) else { break }
+            guard case .success(let next) = QueryDecoder.readQuestion(message, at: offset) else { return }
             var question = query
             question.name = next.name
             question.type = next.type
             question.queryClass = next.queryClass
             question.questionCompressed = true
             question.questionEnd = next.end
-            if let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac),
-               outcome.action == .block {
-                return .block(question: question, decision: decision, outcome: outcome)
-            }
+            guard body(question) else { return }
             offset = next.end
         }
-        return .pass
     }
 
     /// Decides one question: counts it, logs it, and returns the rule's

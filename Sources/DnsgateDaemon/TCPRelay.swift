@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
 import DnsgatePolicy
-import Logging
 import NIOCore
 import NIOPosix
 import NetfilterQueue
@@ -52,19 +51,17 @@ final class TCPRelay: Sendable {
     let policies: PolicyHolder
     let mark: UInt32
     let undecodable: PacketAction
-    let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let perClient = Mutex<[IPAddress: Int]>([:])
     private let listeners = Mutex<[Channel]>([])
 
     init(judgeIndex: Int, policies: PolicyHolder, recorder: DecisionRecorder, mark: UInt32,
-         undecodable: PacketAction, logger: Logger) {
+         undecodable: PacketAction) {
         counters = WorkerCounters(queue: 0)
         judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex)
         self.policies = policies
         self.mark = mark
         self.undecodable = undecodable
-        self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group.next().execute { PacketQueue.lowerCurrentThreadPriority() }
     }
@@ -287,6 +284,16 @@ final class TCPClientHandler: ChannelInboundHandler {
             return
         }
         let state = relay.policies.state
+        if query.isResponse {
+            relay.counters.notQuery.increment()
+            guard !relay.judge.blocksResponse(query, message: bytes.span, state: state, mac: clientMAC) else {
+                relay.counters.dropped.increment()
+                return
+            }
+            relay.counters.accepted.increment()
+            forward(message)
+            return
+        }
         let judgement = relay.judge.judge(query, message: bytes.span, transport: .tcp, state: state,
                                           mac: clientMAC)
         guard case .block(let question, let decision, let outcome) = judgement else {

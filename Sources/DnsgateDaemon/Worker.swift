@@ -105,6 +105,10 @@ final class Worker: @unchecked Sendable {
     @inline(__always)
     func decide(_ query: DNSQuery, packet: Span<UInt8>, mac: MACAddress?, state: PolicyState) -> Verdict {
         let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
+        if query.isResponse {
+            counters.notQuery.increment()
+            return judge.blocksResponse(query, message: message, state: state, mac: mac) ? .drop : .accept
+        }
         guard case .block(let question, let decision, let outcome) = judge.judge(
             query, message: message, transport: .udp, state: state, mac: mac) else { return .accept }
         guard let kind = outcome.forgedAnswer else {

@@ -118,8 +118,10 @@ struct QueryDecoderTests {
         #expect(decodedQuery(fixture.packet()) != nil, "RDLENGTH past the end")
     }
 
-    @Test("every opcode with a question is decided; responses and empty questions are not queries", arguments: [
-        (UInt16(0x8100), UInt16(1), NotDNSReason?.some(.notQuery)),
+    @Test("every opcode with a question is decided; responses are read too; no question is not a query", arguments: [
+        (UInt16(0x8100), UInt16(1), nil),  // a response with its question: read, so a blocked one can be stopped
+        (UInt16(0x8100), UInt16(0), NotDNSReason?.some(.notQuery)),
+        (UInt16(0x8100), UInt16(2), NotDNSReason?.some(.notQuery)),  // says 2, holds 1: passes as a response
         (UInt16(0x0900), UInt16(1), nil),  // opcode 1, IQUERY
         (UInt16(0x1100), UInt16(1), nil),  // opcode 2, STATUS
         (UInt16(0x2100), UInt16(1), nil),  // opcode 4, NOTIFY
@@ -133,7 +135,8 @@ struct QueryDecoderTests {
         fixture.flags = flags
         fixture.questionCount = questions
         #expect(notDNSReason(fixture.packet()) == reason)
-        #expect(reason?.couldBeAQuery ?? true == (flags & 0x8000 == 0))
+        if let reason { #expect(reason.couldBeAQuery == (flags & 0x8000 == 0)) }
+        if let query = decodedQuery(fixture.packet()) { #expect(query.isResponse == (flags & 0x8000 != 0)) }
     }
 
     @Test("every question of a message with several is read")

@@ -298,22 +298,24 @@ GARBAGE = [b"\x00", b"not a dns message at all",
            bytes.fromhex("1234 0100 0001 0000 0000 0000") + b"\xc0\x0c\x00\x01\x00\x01",  # compression loop
            bytes.fromhex("1234 0100 0001 0000 0000 0000") + b"\x05ab"]  # truncated
 RESPONSE = bytes.fromhex("1234 8100 0001 0000 0000 0000") + b"\x03abc\x00\x00\x01\x00\x01"  # QR=1
+BLOCKED_RESPONSE = bytes.fromhex("1234 8100 0001 0000 0000 0000") + b"\x01x\x02nx\x07example\x00\x00\x01\x00\x01"
 
 
 def test_undecodable_queries_are_dropped_even_when_fail_open(firewall, client):
     """What cannot be read as a question might still be answered by a lenient
     server, so by default it is dropped whatever the fail mode; a response sent
-    to port 53 (QR=1) resolves nothing and passes."""
+    to port 53 (QR=1) resolves nothing and passes, unless it names a blocked name."""
     before = firewall.stats()
     seen = len(firewall.upstream_queries())
-    for payload in GARBAGE + [RESPONSE]:
+    for payload in GARBAGE + [RESPONSE, BLOCKED_RESPONSE]:
         client.send_raw(payload)
         client.send_raw(payload, server=UPSTREAM_V6)
     time.sleep(0.3)
     after = firewall.stats()
     assert after["verdicts"]["not_dns"] - before["verdicts"]["not_dns"] == 2 * len(GARBAGE)
-    assert after["verdicts"]["not_query"] - before["verdicts"]["not_query"] == 2
-    assert after["packets"]["dropped"] - before["packets"]["dropped"] == 2 * len(GARBAGE)
+    assert after["verdicts"]["not_query"] - before["verdicts"]["not_query"] == 4
+    assert after["verdicts"]["block"] == before["verdicts"]["block"], "a response is no decision"
+    assert after["packets"]["dropped"] - before["packets"]["dropped"] == 2 * len(GARBAGE) + 2
     assert after["packets"]["accepted"] - before["packets"]["accepted"] == 2
     reached = firewall.upstream_queries()[seen:]
     assert len(reached) == 2 and all("abc." in line for line in reached), reached
@@ -438,6 +440,15 @@ def test_gateway_own_lookups_with_the_output_hook(lab):
         assert stats["verdicts"]["block"] == 2 and stats["verdicts"]["no_match"] == 1
         assert stats["packets"]["received"] == 3, "the forged answers were not queued again"
         assert not reached_upstream(lab, "own.nx.example")
+        # Over TCP: nat OUTPUT redirects to the relay, whose own connection is not redirected again.
+        for server in (UPSTREAM_V4, UPSTREAM_V6):
+            tcp = lab.ns(lab.gateway, "dig", f"@{server}", "+tcp", "+tries=1", "+time=2", "own-tcp.nx.example",
+                         check=False).stdout
+            assert "status: NXDOMAIN" in tcp, tcp
+            ok_tcp = lab.ns(lab.gateway, "dig", f"@{server}", "+tcp", "+tries=1", "+time=2", "+short", "own-tcp-ok.example",
+                            check=False).stdout
+            assert ok_tcp.strip() in ("203.0.113.7", "2001:db8:ff::7") or "203.0.113.7" in ok_tcp, ok_tcp
+        assert lab.stats()["tcp"]["relayed"] == 2 and not reached_upstream(lab, "own-tcp.nx.example")
     finally:
         lab.stop_dnsgate()
         lab.remove_rules()
