@@ -36,6 +36,8 @@ def main() -> int:
         show(lab, "not listed: the resolver answers", "-b", CLIENT_V4, "www.example.org")
         show(lab, "listed in 'malware': forged NXDOMAIN with SOA and EDE", "-b", CLIENT_V4, "c2.malware.example")
         show(lab, "the same over IPv6", "-b", CLIENT_V6, "malware.example", "AAAA", server=UPSTREAM_V6)
+        show(lab, "over TCP: the same forged answer, in the stream", "+tcp", "-b", CLIENT_V4, "c2.malware.example")
+        show(lab, "over TCP, not listed: relayed to the resolver", "+tcp", "-b", CLIENT_V4, "www.example.net")
         show(lab, "'ads': sinkholed with an A record", "-b", CLIENT_V4, "tracker.ads.example")
         show(lab, "'corp-allow': ALLOW wins", "-b", CLIENT_V4, "intranet.corp.example")
         show(lab, "TXT to anything: ALERT, passed and logged", "-b", CLIENT_V4, "exfil.example", "TXT")

@@ -241,6 +241,7 @@ final class TCPClientHandler: ChannelInboundHandler {
         while server != nil, let message = framer.next() {
             handle(message, context: context)
         }
+        updateReading()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -336,10 +337,6 @@ final class TCPClientHandler: ChannelInboundHandler {
         framed.writeBuffer(&body)
         outstanding += 1
         relay.tcp.relayed.increment()
-        if outstanding >= TCPRelay.maximumOutstanding, !readingPaused {
-            readingPaused = true
-            context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-        }
         if let upstreamChannel {
             upstreamChannel.writeAndFlush(framed, promise: nil)
             return
@@ -376,12 +373,31 @@ final class TCPClientHandler: ChannelInboundHandler {
         relay.tcp.answersRelayed.increment()
         outstanding = max(outstanding - 1, 0)
         context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
-        if readingPaused, outstanding <= TCPRelay.maximumOutstanding / 2 {
+        updateReading()
+        closeIfDone()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        updateReading()
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Backpressure, so that memory per connection stays bounded: reading from
+    /// the client pauses while too many relayed queries await an answer, or
+    /// while either side is not taking what is written to it (a client that
+    /// pipelines blocked queries and never reads its answers, a slow server),
+    /// and resumes once all is well below those marks.
+    func updateReading() {
+        guard let context else { return }
+        let writable = context.channel.isWritable && (upstreamChannel?.isWritable ?? true)
+        if !readingPaused, outstanding >= TCPRelay.maximumOutstanding || !writable {
+            readingPaused = true
+            context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        } else if readingPaused, outstanding <= TCPRelay.maximumOutstanding / 2, writable {
             readingPaused = false
             context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
             context.read()
         }
-        closeIfDone()
     }
 
     /// The server closed its side or failed: the client's connection ends too.
@@ -431,6 +447,11 @@ final class TCPUpstreamHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         client.value.upstreamClosed()
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        client.value.updateReading()
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

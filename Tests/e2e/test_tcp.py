@@ -149,3 +149,36 @@ def test_tcp_counters_and_log(tcp_firewall):
     assert stats["tcp"]["answers_relayed"] == stats["tcp"]["relayed"]
     log = (lab.dir / "tcp-queries.jsonl").read_text()
     assert '"transport":"TCP"' in log and '"query_name":"split.blocked.tcp.example."' in log
+
+
+def rss_kb(pid: int) -> int:
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def test_a_client_that_never_reads_its_answers_cannot_grow_the_daemon(tcp_firewall):
+    """Blocked queries pipelined for 3 s by a client that never reads: the relay
+    stops reading while its answers are not taken, so memory stays bounded and
+    the client's own kernel buffers fill instead; others are still served."""
+    lab = tcp_firewall
+    before = rss_kb(lab.dnsgate.pid)
+    code = f"""
+import socket, time, dns.message
+s = socket.create_connection(({UPSTREAM_V4!r}, 53), timeout=5)
+s.setblocking(False)
+wire = dns.message.make_query("x.blocked.tcp.example", "A").to_wire()
+chunk = (len(wire).to_bytes(2, "big") + wire) * 1000
+sent, deadline = 0, time.monotonic() + 3
+while time.monotonic() < deadline:
+    try:
+        sent += s.send(chunk)
+    except BlockingIOError:
+        time.sleep(0.01)
+print(sent)
+"""
+    sent = int(lab.ns(lab.client, "/usr/bin/python3", "-c", code, timeout=30).stdout)
+    grown_mb = (rss_kb(lab.dnsgate.pid) - before) / 1024
+    print(f"\nnever-reading client: sent {sent / 1e6:.1f} MB of queries in 3 s; dnsgate RSS grew {grown_mb:.1f} MB")
+    assert grown_mb < 32, "answers nobody reads are not piled up in the daemon"
+    assert sent < 64e6, "reading paused, so the client could not keep sending"
+    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["meanwhile.tcp.example"]) == ["NOERROR"]
