@@ -52,26 +52,35 @@ public struct DomainName: Sendable {
         return hash.value
     }
 
-    /// The hash of every suffix, in one pass over the name from its end: a
-    /// suffix's hash continues the hash of the suffix one label shorter
-    /// (`NameHash` reads a name backwards), so a name of any length costs
-    /// time linear in its bytes.
+    /// The hash of every suffix that starts at label `first` or later, in one
+    /// pass over the name from its end: a suffix's hash continues the hash of
+    /// the suffix one label shorter (`NameHash` reads a name backwards), so the
+    /// cost is linear in the bytes hashed, and a lookup that can skip a long
+    /// name's first labels never reads them. Entries before `first` are 0.
     @inline(__always)
-    public var suffixHashes: SuffixHashes {
+    public func suffixHashes(from first: Int = 0) -> SuffixHashes {
         var result = SuffixHashes()
         var hash = NameHash()
         result.values[labelCount] = hash.value
         var label = labelCount - 1
-        while label >= 0 {  // labelCount ≤ 127
-            var offset = labelStart(label + 1) - 1
-            while offset >= labelStart(label) {
-                hash.add(lowercased(storage[offset]))
-                offset -= 1
-            }
+        while label >= max(first, 0) {  // labelCount ≤ 127
+            extendSuffixHash(&hash, withLabel: label)
             result.values[label] = hash.value
             label -= 1
         }
         return result
+    }
+
+    /// Turns the hash of the suffix after label `label` into the hash of the
+    /// suffix from it, by hashing that label's bytes (length first, last byte
+    /// first, case folded).
+    @inline(__always)
+    public func extendSuffixHash(_ hash: inout NameHash, withLabel label: Int) {
+        var offset = labelStart(label + 1) - 1
+        while offset >= labelStart(label) {
+            hash.add(lowercased(storage[offset]))
+            offset -= 1
+        }
     }
 
     /// True when the suffix from label `index` equals `key` (lowercase wire form).

@@ -102,12 +102,13 @@ public final class Daemon: Sendable {
 
     /// Runs until SIGTERM or SIGINT.
     public func run() throws {
-        let listener = try makeListener()
+        // The TCP port first: a second instance fails here, before it touches the stats socket.
         do {
             try relay.start(port: config.tcpPort)
         } catch {
             throw DaemonError(description: "listening for redirected DNS over TCP on port \(config.tcpPort): \(error)")
         }
+        let listener = try makeListener()
         // Queues, raw sockets and the stats socket are open: nothing more needs root.
         if let user = config.user, getuid() == 0 {
             try Privileges.drop(to: user)

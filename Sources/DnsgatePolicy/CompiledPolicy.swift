@@ -126,15 +126,30 @@ public final class CompiledPolicy: Sendable {
     /// Distinct names in all lists.
     public var domainCount: Int { table.keyCount }
 
-    /// Which lists contain `name`: one table probe per label boundary. A list
-    /// with an exception (`@@`) matching the name does not contain it.
+    /// The first label whose suffix is short enough to be a key.
+    @inline(__always)
+    func firstProbedLabel(_ name: DomainName) -> Int {
+        max(0, name.labelCount - table.maximumKeyLabels)
+    }
+
+    /// Which lists contain `name`: one table probe per label boundary, from
+    /// the longest suffix any list could hold. A list with an exception (`@@`)
+    /// matching the name does not contain it.
     @inline(__always)
     public func matchingLists(_ name: DomainName) -> ListMatches {
         var matches = ListMatches()
         var exceptions = ListMatches()
-        let hashes = name.suffixHashes
-        for label in 0...name.labelCount {  // labelCount ≤ 127
-            guard let key = table.find(name, fromLabel: label, hashes: hashes) else { continue }
+        // From the root towards the first label, each suffix's hash continuing
+        // the previous one: no name byte is hashed twice.
+        var hash = NameHash()
+        var label = name.labelCount
+        let first = firstProbedLabel(name)
+        while label >= first {  // labelCount ≤ 127
+            defer {
+                label -= 1
+                if label >= first { name.extendSuffixHash(&hash, withLabel: label) }
+            }
+            guard let key = table.find(name, fromLabel: label, hash: hash.value) else { continue }
             table.forEachMembership(ofKey: key) { packed in
                 let kind = EntryKind(rawValue: UInt8(packed & 3)) ?? .exact
                 guard NameTable.matches(kind, atLabel: label) else { return true }
@@ -165,8 +180,9 @@ public final class CompiledPolicy: Sendable {
     /// The outcome of the most specific entry of `list` that matches `name`
     /// (RPZ precedence: the exact name, then the nearest wildcard).
     func entryOutcomeIndex(list: Int, name: DomainName) -> Int {
-        let hashes = name.suffixHashes
-        for label in 0...name.labelCount {
+        let first = firstProbedLabel(name)
+        let hashes = name.suffixHashes(from: first)
+        for label in first...name.labelCount {
             guard let key = table.find(name, fromLabel: label, hashes: hashes) else { continue }
             var outcome: Int? = nil
             table.forEachMembership(ofKey: key) { packed in
@@ -215,7 +231,7 @@ extension CompiledPolicy {
 
     /// The most specific entry of list `list` that matches `name`.
     func entry(in list: Int, matching name: DomainName) -> Explanation.Entry? {
-        let hashes = name.suffixHashes
+        let hashes = name.suffixHashes()
         for label in 0...name.labelCount {
             guard let key = table.find(name, fromLabel: label, hashes: hashes) else { continue }
             for member in table.members(ofKey: key) {

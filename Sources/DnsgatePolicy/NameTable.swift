@@ -56,6 +56,9 @@ struct NameTable: Sendable {
     /// Source line per key (and per overflow membership), when kept.
     private var lines: [UInt32]?
     private var overflowLines: [[UInt32]] = []
+    /// The most labels any key has: a suffix with more cannot be a key, so a
+    /// long name is probed only at its last labels.
+    private(set) var maximumKeyLabels = 0
 
     init(expectedKeys: Int, expectedArenaBytes: Int, keepLines: Bool) {
         var capacity = 16
@@ -86,6 +89,13 @@ struct NameTable: Sendable {
             }
             slot = (slot + 1) & mask
         }
+        var labels = 0
+        var offset = 0
+        while offset < key.count {  // length-prefixed labels: each step advances
+            labels += 1
+            offset += 1 + Int(key[offset])
+        }
+        maximumKeyLabels = max(maximumKeyLabels, labels)
         for index in 0..<key.count { arena.append(key[index]) }
         keyOffsets.append(UInt32(arena.count))
         memberships.append(member.packed)
@@ -136,7 +146,12 @@ struct NameTable: Sendable {
     /// `hashes` are `name.suffixHashes`.
     @inline(__always)
     func find(_ name: DomainName, fromLabel label: Int, hashes: borrowing SuffixHashes) -> Int? {
-        let hash = hashes[label]
+        find(name, fromLabel: label, hash: hashes[label])
+    }
+
+    /// The key equal to the suffix of `name` from label `label`, whose hash is `hash`, if any.
+    @inline(__always)
+    func find(_ name: DomainName, fromLabel label: Int, hash: UInt64) -> Int? {
         let fingerprint = hash >> 32
         var slot = Int(truncatingIfNeeded: hash) & mask
         for _ in 0...mask {  // load factor ≤ 1/2, so an empty slot ends this early

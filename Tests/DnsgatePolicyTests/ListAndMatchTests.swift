@@ -148,9 +148,11 @@ struct PolicyTests {
     @Test("every suffix hash of a name equals its key's hash, in one pass")
     func suffixHashes() throws {
         let query = name("A.very.Long.name.Blocked.example")
-        let hashes = query.suffixHashes
+        let hashes = query.suffixHashes()
+        let tail = query.suffixHashes(from: 4)
         for label in 0...query.labelCount {
             #expect(hashes[label] == query.suffixHash(fromLabel: label))
+            if label >= 4 { #expect(tail[label] == hashes[label]) }
             let text = (label..<query.labelCount).map { query.text.split(separator: ".")[$0] }.joined(separator: ".")
             if let key = NameKey(text: text) { #expect(key.hash == hashes[label], "\(text)") }
         }
