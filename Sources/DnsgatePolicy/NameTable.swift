@@ -143,7 +143,7 @@ struct NameTable: Sendable {
     }
 
     /// The key equal to the suffix of `name` from label `label`, if any;
-    /// `hashes` are `name.suffixHashes`.
+    /// `hashes` are `name.suffixHashes()` (from `label` or earlier).
     @inline(__always)
     func find(_ name: DomainName, fromLabel label: Int, hashes: borrowing SuffixHashes) -> Int? {
         find(name, fromLabel: label, hash: hashes[label])
