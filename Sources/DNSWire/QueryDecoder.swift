@@ -9,8 +9,8 @@ public enum NotDNSReason: String, Sendable, CaseIterable {
     case notUDP = "not_udp"
     case truncatedUDP = "truncated_udp"
     case truncatedDNS = "truncated_dns"
-    /// QR=1 with no readable question: a response, which no server resolves;
-    /// passed whatever `undecodable` says.
+    /// QR=1 and no question at all: a response (FORMERR, say), which no
+    /// server resolves; passed whatever `undecodable` says.
     case notQuery = "not_query"
     case questionCount = "question_count"
     case badName = "bad_name"
@@ -95,7 +95,12 @@ public enum DecodeResult: Sendable {
 /// (real resolvers answer such messages), and every question of a message
 /// with several is read.
 public enum QueryDecoder {
-    static let maximumCompressionPointers = 16
+    /// As many jumps as the most lenient servers follow (Unbound 256,
+    /// dnsmasq 255): a longer chain is a loop to them too.
+    static let maximumCompressionPointers = 256
+    /// Real resolvers refuse more than one question; a few are decided, more
+    /// are not a query anyone answers and would only multiply the work.
+    public static let maximumQuestions = 8
 
     /// - Parameters:
     ///   - packet: the captured bytes, from the network header on.
@@ -185,15 +190,16 @@ public enum QueryDecoder {
     /// Success needs a message whose every question can be read; the first
     /// OPT record found in a well-formed prefix of the other sections is kept
     /// for the answer, and anything malformed there is ignored, since lenient
-    /// servers answer such messages too. A response (QR=1, `isResponse`) with
-    /// readable questions succeeds too, so that one naming a blocked name can
-    /// be stopped; one without is `.notQuery`.
+    /// servers answer such messages too. A response (QR=1, `isResponse`) is
+    /// read the same way, so that one naming a blocked name can be stopped;
+    /// one with no question at all is `.notQuery`.
     public static func decodeMessage(_ message: Span<UInt8>, into query: inout DNSQuery) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let flags = message.u16(2)
         let response = flags & 0x8000 != 0
         let questionCount = Int(message.u16(4))
         guard questionCount >= 1 else { return response ? .notQuery : .questionCount }
+        guard questionCount <= maximumQuestions else { return .questionCount }
         query.id = message.u16(0)
         query.flags = flags
         query.questionCount = questionCount
@@ -210,7 +216,9 @@ public enum QueryDecoder {
                 }
                 offset = question.end
             case .failure(let reason):
-                return response ? .notQuery : reason
+                // A response whose question cannot be read counts as undecodable
+                // too: some servers answer QR=1 messages over TCP.
+                return reason
             }
         }
         query.edns = findOPT(message, after: offset)

@@ -37,10 +37,15 @@ final class TCPCounters: Sendable {
 /// cannot take the UDP path's CPU.
 final class TCPRelay: Sendable {
     static let maximumConnections = 1024
+    /// Per client address (per /64 for IPv6, which one host can fill).
     static let maximumConnectionsPerClient = 64
     /// Queries relayed and not yet answered, per connection, before reading pauses.
     static let maximumOutstanding = 64
+    /// Bytes of queries waiting for the server connection, before reading pauses.
+    static let maximumPendingBytes = 256 << 10
     static let idleTimeout = TimeAmount.seconds(10)
+    /// However busy, a connection ends after this: a slow drip cannot hold a slot forever.
+    static let maximumLifetime = TimeAmount.minutes(2)
     static let connectTimeout = TimeAmount.seconds(5)
     /// How long the server may take to answer before the connection is given up.
     static let upstreamTimeout = TimeAmount.seconds(15)
@@ -102,22 +107,43 @@ final class TCPRelay: Sendable {
         try? group.syncShutdownGracefully()
     }
 
+    /// What the per-client limit counts by: the address, or its /64 for IPv6.
+    static func limitKey(_ client: IPAddress) -> IPAddress {
+        if case .v6(let high, _) = client, client.unmappedIPv4 == nil { return .v6(high: high, low: 0) }
+        return client.unmappedIPv4 ?? client
+    }
+
     /// Takes a new connection from `client` if the limits allow it.
     func admit(_ client: IPAddress) -> Bool {
-        perClient.withLock { counts in
+        let key = Self.limitKey(client)
+        return perClient.withLock { counts in
             guard tcp.open.value < Self.maximumConnections,
-                  counts[client, default: 0] < Self.maximumConnectionsPerClient else { return false }
-            counts[client, default: 0] += 1
+                  counts[key, default: 0] < Self.maximumConnectionsPerClient else { return false }
+            counts[key, default: 0] += 1
             tcp.open.store(tcp.open.value + 1, ordering: .relaxed)
             return true
         }
     }
 
     func release(_ client: IPAddress) {
+        let key = Self.limitKey(client)
         perClient.withLock { counts in
-            let remaining = counts[client, default: 1] - 1
-            counts[client] = remaining > 0 ? remaining : nil
+            let remaining = counts[key, default: 1] - 1
+            counts[key] = remaining > 0 ? remaining : nil
             tcp.open.store(tcp.open.value &- 1, ordering: .relaxed)
+        }
+    }
+
+    /// Destinations never relayed to: the gateway's loopback (REDIRECT rewrites
+    /// a LAN packet's destination before the martian check, so 127.0.0.53 would
+    /// otherwise be reachable), unspecified and multicast addresses.
+    static func isRelayable(_ destination: IPAddress) -> Bool {
+        switch destination.unmappedIPv4 ?? destination {
+        case .v4(let value):
+            return value >> 24 != 127 && value != 0 && value >> 28 != 0xe
+        case .v6(let high, let low):
+            let loopback = high == 0 && low == 1, unspecified = high == 0 && low == 0
+            return !loopback && !unspecified && high >> 56 != 0xff
         }
     }
 
@@ -173,17 +199,23 @@ final class TCPClientHandler: ChannelInboundHandler {
     private var framer = MessageFramer()
     private var context: ChannelHandlerContext?
     private var client: (address: IPAddress, port: UInt16)?
-    /// The client's MAC address from the neighbour table, for groups that name MACs.
+    /// The client's MAC address from the neighbour table, for groups that
+    /// name MACs, and the policy generation it was looked up for.
     private var clientMAC: MACAddress?
+    private var clientMACGeneration = -1
     private var server: (address: IPAddress, port: UInt16, socket: SocketAddress)?
     private var admitted = false
     /// Connection to the server, once asked for; messages wait in `pending` until it is up.
     private var upstream: EventLoopFuture<Channel>?
     private var upstreamChannel: Channel?
     private var pending: [ByteBuffer] = []
+    private var pendingBytes = 0
     private var outstanding = 0
     private var inputClosed = false
     private var readingPaused = false
+    /// Whether the server's answers are being read (not while the client takes none).
+    private var upstreamReading = true
+    private var lifetime: Scheduled<Void>?
 
     init(relay: TCPRelay) { self.relay = relay }
 
@@ -198,6 +230,9 @@ final class TCPClientHandler: ChannelInboundHandler {
         admitted = true
         client = (address, UInt16(port))
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        lifetime = context.eventLoop.scheduleTask(in: TCPRelay.maximumLifetime) {
+            loopBound.value.context?.close(promise: nil)
+        }
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
         OriginalDestination.of(context.channel).whenComplete { result in
             loopBound.value.originalDestinationKnown((try? result.get()) ?? nil)
@@ -208,17 +243,29 @@ final class TCPClientHandler: ChannelInboundHandler {
     /// no open proxy to other ports, and a direct connection to it is refused.
     private func originalDestinationKnown(_ destination: SocketAddress?) {
         guard let context else { return }
-        guard let destination, destination.port == 53, let address = destination.ipAddress.flatMap(IPAddress.init) else {
+        guard let destination, destination.port == 53, let address = destination.ipAddress.flatMap(IPAddress.init),
+              TCPRelay.isRelayable(address) else {
             refuse(context)
             return
         }
         server = (address, 53, destination)
-        if let client, relay.policies.state.policy.groups.contains(where: { $0.clients.contains(where: \.isMAC) }) {
-            clientMAC = NeighbourTable.hardwareAddress(of: client.address.bytes).map(MACAddress.init(value:))
-        }
-        while let message = framer.next() { handle(message, context: context) }
         context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        drain()
         context.read()
+    }
+
+    /// The client's MAC address when the policy in force names MAC addresses:
+    /// looked up again after a reload. nil when none is needed; `.none` inside
+    /// when it is needed but unknown, and then the connection is refused (the
+    /// client falls back to UDP, where the queue reports the MAC), since the
+    /// host's group cannot be told.
+    private func macAddress(for policy: CompiledPolicy) -> MACAddress?? {
+        guard policy.namesMACAddresses, let client else { return .some(nil) }
+        if clientMACGeneration != policy.generation {
+            clientMAC = NeighbourTable.hardwareAddress(of: client.address.bytes).map(MACAddress.init(value:))
+            clientMACGeneration = policy.generation
+        }
+        return clientMAC.map { .some($0) } ?? .none
     }
 
     private func refuse(_ context: ChannelHandlerContext) {
@@ -229,6 +276,7 @@ final class TCPClientHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if admitted, let client { relay.release(client.address) }
         admitted = false
+        lifetime?.cancel()
         upstreamChannel?.close(promise: nil)
         upstream?.whenSuccess { $0.close(promise: nil) }
         self.context = nil
@@ -238,10 +286,17 @@ final class TCPClientHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         framer.append(&bytes)
-        while server != nil, let message = framer.next() {
+        drain()
+    }
+
+    /// Decides the buffered messages until reading has to pause; what is left
+    /// stays in the framer (at most what one read brought) until it resumes.
+    private func drain() {
+        guard let context else { return }
+        while server != nil, !readingPaused, let message = framer.next() {
             handle(message, context: context)
+            updateReading()
         }
-        updateReading()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -285,9 +340,13 @@ final class TCPClientHandler: ChannelInboundHandler {
             return
         }
         let state = relay.policies.state
+        guard case .some(let mac) = macAddress(for: state.policy) else {
+            refuse(context)
+            return
+        }
         if query.isResponse {
             relay.counters.notQuery.increment()
-            guard !relay.judge.blocksResponse(query, message: bytes.span, state: state, mac: clientMAC) else {
+            guard !relay.judge.blocksResponse(query, message: bytes.span, state: state, mac: mac) else {
                 relay.counters.dropped.increment()
                 return
             }
@@ -295,8 +354,7 @@ final class TCPClientHandler: ChannelInboundHandler {
             forward(message)
             return
         }
-        let judgement = relay.judge.judge(query, message: bytes.span, transport: .tcp, state: state,
-                                          mac: clientMAC)
+        let judgement = relay.judge.judge(query, message: bytes.span, transport: .tcp, state: state, mac: mac)
         guard case .block(let question, let decision, let outcome) = judgement else {
             relay.counters.accepted.increment()
             forward(message)
@@ -309,7 +367,9 @@ final class TCPClientHandler: ChannelInboundHandler {
         }
         let policy = state.policy
         let extraText = policy.rules[decision.ruleIndex].extraText
-        var answer = [UInt8](repeating: 0, count: 2 + bytes.count + ForgedAnswerBuilder.maximumGrowth)
+        // Room for a question written out in full (a compressed one grows) and
+        // every record and option the answer may add.
+        var answer = [UInt8](repeating: 0, count: 2 + max(bytes.count, 512) + 2 * ForgedAnswerBuilder.maximumGrowth)
         let end: Int?
         do {
             var output = answer.mutableSpan
@@ -341,6 +401,7 @@ final class TCPClientHandler: ChannelInboundHandler {
             upstreamChannel.writeAndFlush(framed, promise: nil)
             return
         }
+        pendingBytes += framed.readableBytes
         pending.append(framed)
         guard upstream == nil else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -364,7 +425,9 @@ final class TCPClientHandler: ChannelInboundHandler {
         upstreamChannel = channel
         for message in pending { channel.write(message, promise: nil) }
         pending = []
+        pendingBytes = 0
         channel.flush()
+        updateReading()
     }
 
     /// An answer from the server, length prefix included.
@@ -389,13 +452,22 @@ final class TCPClientHandler: ChannelInboundHandler {
     /// and resumes once all is well below those marks.
     func updateReading() {
         guard let context else { return }
+        // Answers from the server wait in the server's socket while the client is not reading them.
+        if let upstreamChannel, upstreamReading != context.channel.isWritable {
+            upstreamReading = context.channel.isWritable
+            upstreamChannel.setOption(.autoRead, value: upstreamReading).whenComplete { _ in }
+            if upstreamReading { upstreamChannel.read() }
+        }
         let writable = context.channel.isWritable && (upstreamChannel?.isWritable ?? true)
-        if !readingPaused, outstanding >= TCPRelay.maximumOutstanding || !writable {
+        let full = outstanding >= TCPRelay.maximumOutstanding || pendingBytes >= TCPRelay.maximumPendingBytes
+        if !readingPaused, full || !writable {
             readingPaused = true
             context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-        } else if readingPaused, outstanding <= TCPRelay.maximumOutstanding / 2, writable {
+        } else if readingPaused, outstanding <= TCPRelay.maximumOutstanding / 2,
+                  pendingBytes < TCPRelay.maximumPendingBytes / 2, writable {
             readingPaused = false
             context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+            drain()
             context.read()
         }
     }
@@ -408,9 +480,14 @@ final class TCPClientHandler: ChannelInboundHandler {
         context?.close(promise: nil)
     }
 
-    /// After the client's half-close, once every relayed query is answered.
+    /// After the client's half-close, once every relayed query is answered
+    /// and every answer written out.
     private func closeIfDone() {
-        if inputClosed, outstanding == 0 { context?.close(promise: nil) }
+        guard inputClosed, outstanding == 0, let context else { return }
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            loopBound.value.context?.close(promise: nil)
+        }
     }
 }
 

@@ -126,6 +126,9 @@ public final class CompiledPolicy: Sendable {
     /// Distinct names in all lists.
     public var domainCount: Int { table.keyCount }
 
+    /// Whether some rule group names a MAC address (deciding then needs the client's MAC).
+    public var namesMACAddresses: Bool { groups.contains { $0.clients.contains(where: \.isMAC) } }
+
     /// The first label whose suffix is short enough to be a key.
     @inline(__always)
     func firstProbedLabel(_ name: DomainName) -> Int {

@@ -121,7 +121,8 @@ struct QueryDecoderTests {
     @Test("every opcode with a question is decided; responses are read too; no question is not a query", arguments: [
         (UInt16(0x8100), UInt16(1), nil),  // a response with its question: read, so a blocked one can be stopped
         (UInt16(0x8100), UInt16(0), NotDNSReason?.some(.notQuery)),
-        (UInt16(0x8100), UInt16(2), NotDNSReason?.some(.notQuery)),  // says 2, holds 1: passes as a response
+        (UInt16(0x8100), UInt16(2), NotDNSReason?.some(.truncatedDNS)),  // says 2, holds 1: undecodable like a query
+        (UInt16(0x0100), UInt16(9), NotDNSReason?.some(.questionCount)),  // more than anyone answers
         (UInt16(0x0900), UInt16(1), nil),  // opcode 1, IQUERY
         (UInt16(0x1100), UInt16(1), nil),  // opcode 2, STATUS
         (UInt16(0x2100), UInt16(1), nil),  // opcode 4, NOTIFY
@@ -135,7 +136,7 @@ struct QueryDecoderTests {
         fixture.flags = flags
         fixture.questionCount = questions
         #expect(notDNSReason(fixture.packet()) == reason)
-        if let reason { #expect(reason.couldBeAQuery == (flags & 0x8000 == 0)) }
+        if let reason { #expect(reason.couldBeAQuery == (reason != .notQuery), "only a question-less response passes") }
         if let query = decodedQuery(fixture.packet()) { #expect(query.isResponse == (flags & 0x8000 != 0)) }
     }
 
@@ -221,6 +222,12 @@ struct QueryDecoderTests {
         message.replaceSubrange(12..<(12 + 17), with: [0xc0, 18])
         message += QueryFixture.wireName("ads.blocked.example")
         #expect(try #require(decodedQuery(fixture.packet(dns: message))).name.text == "ads.blocked.example")
+        // A chain of 18 jumps, as Unbound and dnsmasq follow it.
+        message = fixture.dnsMessage
+        message.replaceSubrange(12..<(12 + 17), with: [0xc0, 18])
+        for hop in 0..<17 { message += [0xc0, UInt8(18 + 2 * (hop + 1))] }
+        message += QueryFixture.wireName("chained.blocked.example")
+        #expect(try #require(decodedQuery(fixture.packet(dns: message))).name.text == "chained.blocked.example")
         // A pointer past the end.
         message = fixture.dnsMessage
         message.replaceSubrange(12..<(12 + 17), with: [0xc0, 200])

@@ -212,3 +212,31 @@ stats_socket: {lab.socket_path}
             lab.dnsgate.send_signal(signal.SIGCONT)
         lab.stop_dnsgate()
         lab.remove_rules()
+
+
+def test_a_lan_packet_carrying_dnsgates_mark_is_still_decided(lab, client):
+    """Gateways that restore connection marks onto packets (CONNMARK, for policy
+    routing) can hand a LAN query dnsgate's own mark: it must not let it through."""
+    (lab.dir / "marked.txt").write_text("marked.example\n*.marked.example\n")
+    config = lab.write_config(f"""queues: "0-1"
+stats_socket: {lab.socket_path}
+domain_lists: [{{name: m, file: marked.txt}}]
+rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_list: m, action: BLOCK}}]}}]
+""", "marked.yaml")
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+    marking = ["-t", "mangle", "-I", "PREROUTING", "-i", "g0", "-j", "MARK", "--set-mark", "0x444e53"]
+    for tool in ("iptables", "ip6tables"):
+        lab.ns(lab.gateway, tool, *marking)
+    try:
+        assert client.probe("x.marked.example")["rcode"] == "NXDOMAIN"
+        assert client.probe("x6.marked.example", server="2001:db8:2::53", source="2001:db8:1::10")["rcode"] == "NXDOMAIN"
+        tcp = lab.ns(lab.client, "dig", f"@{UPSTREAM_V4}", "+tcp", "+tries=1", "+time=2", "t.marked.example",
+                     check=False).stdout
+        assert "status: NXDOMAIN" in tcp, tcp
+        assert not any("marked.example" in line for line in lab.upstream_queries())
+    finally:
+        for tool in ("iptables", "ip6tables"):
+            lab.ns(lab.gateway, tool, *[a if a != "-I" else "-D" for a in marking], check=False)
+        lab.stop_dnsgate()
+        lab.remove_rules()
