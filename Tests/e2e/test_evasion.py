@@ -143,18 +143,23 @@ rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_lis
         lab.remove_rules()
 
 
+def start_blocking(lab, name: str, entries: list[str]) -> None:
+    """dnsgate behind the fail-open rules, blocking `entries` (list NAME.txt)."""
+    (lab.dir / f"{name}.txt").write_text("".join(entry + "\n" for entry in entries))
+    config = lab.write_config(f"""queues: "0-1"
+stats_socket: {lab.socket_path}
+domain_lists: [{{name: l, file: {name}.txt}}]
+rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_list: l, action: BLOCK}}]}}]
+""", f"{name}.yaml")
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+
+
 @pytest.mark.parametrize("server", [UPSTREAM_V4, "2001:db8:2::53"], ids=["ipv4", "ipv6"])
 def test_a_query_split_into_ip_fragments_is_decided_whole(lab, client, server):
     """The shipped rules' conntrack match makes the kernel reassemble fragments
     before the queue; without it a fragmented query would pass as not_dns."""
-    (lab.dir / "frag.txt").write_text("big.frag.example\n")
-    config = lab.write_config(f"""queues: "0-1"
-stats_socket: {lab.socket_path}
-domain_lists: [{{name: f, file: frag.txt}}]
-rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_list: f, action: BLOCK}}]}}]
-""", "frag.yaml")
-    lab.apply_rules()
-    lab.start_dnsgate(config)
+    start_blocking(lab, "frag", ["big.frag.example"])
     code = ("import dns.message, dns.query, dns.edns, sys\n"
             "q = dns.message.make_query(sys.argv[1], 'A', use_edns=0, payload=4096,"
             " options=[dns.edns.GenericOption(12, bytes(3000))])\n"  # 3 kB of padding: three fragments
@@ -217,14 +222,7 @@ stats_socket: {lab.socket_path}
 def test_a_lan_packet_carrying_dnsgates_mark_is_still_decided(lab, client):
     """Gateways that restore connection marks onto packets (CONNMARK, for policy
     routing) can hand a LAN query dnsgate's own mark: it must not let it through."""
-    (lab.dir / "marked.txt").write_text("marked.example\n*.marked.example\n")
-    config = lab.write_config(f"""queues: "0-1"
-stats_socket: {lab.socket_path}
-domain_lists: [{{name: m, file: marked.txt}}]
-rule_groups: [{{name: g, priority: 1, rules: [{{name: r, priority: 1, domain_list: m, action: BLOCK}}]}}]
-""", "marked.yaml")
-    lab.apply_rules()
-    lab.start_dnsgate(config)
+    start_blocking(lab, "marked", ["marked.example", "*.marked.example"])
     marking = ["-t", "mangle", "-I", "PREROUTING", "-i", "g0", "-j", "MARK", "--set-mark", "0x444e53"]
     for tool in ("iptables", "ip6tables"):
         lab.ns(lab.gateway, tool, *marking)

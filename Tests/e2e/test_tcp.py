@@ -167,13 +167,15 @@ import socket, time, dns.message
 s = socket.create_connection(({UPSTREAM_V4!r}, 53), timeout=5)
 s.setblocking(False)
 wire = dns.message.make_query("x.blocked.tcp.example", "A").to_wire()
-chunk = (len(wire).to_bytes(2, "big") + wire) * 1000
-sent, deadline = 0, time.monotonic() + 3
+chunk = memoryview((len(wire).to_bytes(2, "big") + wire) * 1000)
+sent, at, deadline = 0, 0, time.monotonic() + 3
 while time.monotonic() < deadline:
     try:
-        sent += s.send(chunk)
+        n = s.send(chunk[at:])  # a partial send resumes where it stopped: the framing holds
     except BlockingIOError:
         time.sleep(0.01)
+        continue
+    sent, at = sent + n, (at + n) % len(chunk)
 print(sent)
 """
     sent = int(lab.ns(lab.client, "/usr/bin/python3", "-c", code, timeout=30).stdout)
