@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--type", default="A")
     parser.add_argument("--source")
     parser.add_argument("--id", type=int)
-    parser.add_argument("--cookie", help="client cookie, 16 hex digits")
+    parser.add_argument("--cookie", help="COOKIE option data in hex: a client cookie (16 digits), or client and server cookie")
     parser.add_argument("--no-edns", action="store_true")
     parser.add_argument("--cd", action="store_true")
     parser.add_argument("--timeout", type=float, default=2.0)

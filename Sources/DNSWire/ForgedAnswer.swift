@@ -34,14 +34,11 @@ public struct ForgedAnswerSettings: Sendable {
     public var negativeTTL: UInt32
     /// Attach an RFC 8914 Extended DNS Error when the query had EDNS.
     public var extendedError: Bool
-    /// Key for the server cookie (RFC 7873 §B.1-style FNV over secret, client IP and cookie).
-    public var cookieSecret: UInt64
     public var serialNumber: UInt32
 
-    public init(negativeTTL: UInt32, extendedError: Bool, cookieSecret: UInt64, serialNumber: UInt32 = 1) {
+    public init(negativeTTL: UInt32, extendedError: Bool, serialNumber: UInt32 = 1) {
         self.negativeTTL = negativeTTL
         self.extendedError = extendedError
-        self.cookieSecret = cookieSecret
         self.serialNumber = serialNumber
     }
 }
@@ -93,20 +90,33 @@ public enum ForgedAnswerBuilder {
         return totalLength
     }
 
+    /// Room `buildMessage` needs for the answer to a DNS message of `length`
+    /// bytes: a compressed question written out in full, and every record
+    /// and option an answer may add.
+    public static func outputCapacity(forQueryOf length: Int) -> Int {
+        max(length, 512) + 2 * maximumGrowth
+    }
+
     /// Writes only the DNS message of the answer (as DNS over TCP carries it)
     /// into `output` from offset `start`; returns the offset just past it, or
     /// nil when `output` is too small.
+    ///
+    /// Over UDP (`udp`) the answer never exceeds what the client accepts: 512
+    /// bytes without EDNS, its advertised size (at least 512) with it. To fit,
+    /// the EDE text goes first, then the EDE, then the cookie; only then is the
+    /// answer cut to its question with TC set, so the client asks over TCP.
     ///
     /// - Parameter message: the query's DNS message; `query`'s offsets into it
     ///   count from its first byte.
     public static func buildMessage(
         answering query: DNSQuery, message: Span<UInt8>, kind: ForgedAnswerKind,
-        settings: ForgedAnswerSettings, extraText: Span<UInt8>, into output: inout MutableSpan<UInt8>, at start: Int
+        settings: ForgedAnswerSettings, extraText: Span<UInt8>, udp: Bool = true,
+        into output: inout MutableSpan<UInt8>, at start: Int
     ) -> Int? {
-        guard output.count >= start + query.dnsLength + maximumGrowth else { return nil }
+        guard output.count >= start + outputCapacity(forQueryOf: query.dnsLength) else { return nil }
         var writer = PacketWriter()
         writer.offset = start
-        let answerRecord: OverrideRecord?
+        var answerRecord: OverrideRecord?
         let rcode: ResponseCode
         var withSOA = false
         switch kind {
@@ -119,8 +129,35 @@ public enum ForgedAnswerBuilder {
             withSOA = answerRecord == nil
         }
         let edns = query.edns
-        // QR, the query's opcode, RD and CD; RA set; AA and AD clear.
-        let flags: UInt16 = 0x8000 | (query.flags & 0x7800) | (query.flags & 0x0100) | 0x0080
+
+        // The size of every part, so that the answer is made to fit before a byte is written.
+        let questionLength = query.questionCompressed ? query.name.wireLength + 4 : query.questionEnd - 12
+        let recordLength = answerRecord.map { 12 + $0.data.count } ?? 0
+        let soaLength = (query.name.labelCount == 0 ? 1 : 2) + 10 + soaPrimary.count + soaMailboxLabel.count + 2 + 20
+        // Never a server cookie of our own making (clients remember which servers do
+        // cookies): a client and server cookie are echoed unchanged, a client cookie
+        // alone gets none.
+        var cookieLength = 0
+        if let edns, edns.clientCookieOffset != nil, edns.cookieLength >= 16 { cookieLength = edns.cookieLength }
+        var withEDE = edns != nil && settings.extendedError
+        var textLength = withEDE ? min(extraText.count, maximumExtraTextLength) : 0
+        func optLength() -> Int {
+            guard edns != nil else { return 0 }
+            return 11 + (cookieLength > 0 ? 4 + cookieLength : 0) + (withEDE ? 6 + textLength : 0)
+        }
+        let limit = udp ? edns.map { max(512, Int($0.udpPayloadSize)) } ?? 512 : Int(UInt16.max)
+        let body = 12 + questionLength + recordLength + (withSOA ? soaLength : 0)
+        if body + optLength() > limit { textLength = 0 }
+        if body + optLength() > limit { withEDE = false }
+        if body + optLength() > limit { cookieLength = 0 }
+        let truncated = body + optLength() > limit
+        if truncated {
+            answerRecord = nil
+            withSOA = false
+        }
+
+        // QR, the query's opcode, RD and CD; RA set; AA and AD clear; TC when cut.
+        let flags: UInt16 = 0x8000 | (query.flags & 0x7800) | (truncated ? 0x0200 : 0) | (query.flags & 0x0100) | 0x0080
             | (query.flags & 0x0010) | UInt16(rcode.rawValue)
         writer.u16(query.id, &output)
         writer.u16(flags, &output)
@@ -179,24 +216,13 @@ public enum ForgedAnswerBuilder {
             writer.u16(edns.dnssecOK ? 0x8000 : 0, &output)
             let lengthOffset = writer.offset
             writer.u16(0, &output)
-            if let cookieOffset = edns.clientCookieOffset {
+            if cookieLength > 0, let cookieOffset = edns.clientCookieOffset {
                 writer.u16(EDNSOptionCode.cookie, &output)
-                writer.u16(16, &output)
-                var hash = NameHash()
-                hash.add64(settings.cookieSecret)
-                for index in 0..<8 {
-                    let byte = message[cookieOffset + index]
-                    writer.u8(byte, &output)
-                    hash.add(byte)
-                }
-                hash.addAddress(query.source)
-                for shift in stride(from: 56, through: 0, by: -8) {
-                    writer.u8(UInt8(truncatingIfNeeded: hash.value >> UInt64(shift)), &output)
-                }
+                writer.u16(UInt16(cookieLength), &output)
+                for index in 0..<cookieLength { writer.u8(message[cookieOffset + index], &output) }
             }
-            if settings.extendedError {
+            if withEDE {
                 let code: ExtendedErrorCode = if case .override = kind { .forgedAnswer } else { .blocked }
-                let textLength = min(extraText.count, maximumExtraTextLength)
                 writer.u16(EDNSOptionCode.extendedError, &output)
                 writer.u16(UInt16(2 + textLength), &output)
                 writer.u16(code.rawValue, &output)
@@ -322,20 +348,5 @@ public struct InternetChecksum {
         var folded = sum
         while folded > 0xffff { folded = (folded & 0xffff) &+ (folded >> 16) }
         return ~UInt16(folded)
-    }
-}
-
-extension NameHash {
-    mutating func add64(_ value: UInt64) {
-        for shift in stride(from: 56, through: 0, by: -8) { add(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
-    }
-    mutating func addAddress(_ address: IPAddress) {
-        switch address {
-        case .v4(let value):
-            for shift in stride(from: 24, through: 0, by: -8) { add(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
-        case .v6(let high, let low):
-            add64(high)
-            add64(low)
-        }
     }
 }

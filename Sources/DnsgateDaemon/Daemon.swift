@@ -44,7 +44,6 @@ public final class Daemon: Sendable {
     let recorder: DecisionRecorder
     let runState = RunState()
     let started = Date()
-    let cookieSecret = UInt64.random(in: .min ... .max)
     let reloadFailures = Atomic<UInt64>(0)
     /// What the shipped rules had queued when the daemon started (see `RuleCounters`).
     private let queuedAtStart = Mutex<UInt64?>(nil)
@@ -59,7 +58,7 @@ public final class Daemon: Sendable {
         self.configPath = configPath
         self.logger = logger
         feeds = Feeds(logger: logger)
-        let (config, result) = Self.load(configPath, generation: 1, cookieSecret: cookieSecret, feeds: feeds)
+        let (config, result) = Self.load(configPath, generation: 1, feeds: feeds)
         for diagnostic in result.diagnostics where diagnostic.severity == .warning {
             logger.warning("\(diagnostic)")
         }
@@ -86,7 +85,7 @@ public final class Daemon: Sendable {
 
     /// Reads the config, brings its remote lists up to date where they have no
     /// copy, and compiles. Off the packet path.
-    static func load(_ path: String, generation: Int, cookieSecret: UInt64,
+    static func load(_ path: String, generation: Int,
                      feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
         // The daemon never explains, so it keeps no line numbers.
         let compiler = PolicyCompiler(keepLines: false, readFile: readFileBytes)
@@ -96,8 +95,7 @@ public final class Daemon: Sendable {
             feeds.configure(config)
             feeds.fetchMissing()
         }
-        return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation,
-                                         cookieSecret: cookieSecret))
+        return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation))
     }
 
     /// Runs until SIGTERM or SIGINT.
@@ -241,7 +239,7 @@ public final class Daemon: Sendable {
     /// the new policy in; a bad config leaves the running policy in force.
     func reload() -> (Bool, String) {
         reloadLock.withLock { generation in
-            let (newConfig, result) = Self.load(configPath, generation: generation + 1, cookieSecret: cookieSecret,
+            let (newConfig, result) = Self.load(configPath, generation: generation + 1,
                                                 feeds: feeds)
             guard let newConfig, let policy = result.policy, !result.hasErrors else {
                 reloadFailures.wrappingAdd(1, ordering: .relaxed)

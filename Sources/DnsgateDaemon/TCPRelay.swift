@@ -367,15 +367,13 @@ final class TCPClientHandler: ChannelInboundHandler {
         }
         let policy = state.policy
         let extraText = policy.rules[decision.ruleIndex].extraText
-        // Room for a question written out in full (a compressed one grows) and
-        // every record and option the answer may add.
-        var answer = [UInt8](repeating: 0, count: 2 + max(bytes.count, 512) + 2 * ForgedAnswerBuilder.maximumGrowth)
+        var answer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: bytes.count))
         let end: Int?
         do {
             var output = answer.mutableSpan
             end = ForgedAnswerBuilder.buildMessage(
                 answering: question, message: bytes.span, kind: kind, settings: policy.answerSettings,
-                extraText: extraText.span, into: &output, at: 2)
+                extraText: extraText.span, udp: false, into: &output, at: 2)
         }
         guard let end else {
             relay.counters.injectFailures.increment()

@@ -35,10 +35,10 @@ public struct PolicyCompiler {
     }
 
     /// Reads the config at `path` and everything it names.
-    public func load(configPath path: String, generation: Int, cookieSecret: UInt64) -> (DnsgateConfig?, Result) {
+    public func load(configPath path: String, generation: Int) -> (DnsgateConfig?, Result) {
         let (config, diagnostics) = readConfig(path)
         guard let config else { return (nil, Result(policy: nil, lists: [], diagnostics: diagnostics)) }
-        return (config, compile(config, configDiagnostics: diagnostics, generation: generation, cookieSecret: cookieSecret))
+        return (config, compile(config, configDiagnostics: diagnostics, generation: generation))
     }
 
     /// Reads the config file alone (lists are read by `compile`).
@@ -52,15 +52,14 @@ public struct PolicyCompiler {
 
     /// Compiles a config read by `readConfig`; its diagnostics are reported
     /// first and, if any is an error, there is no policy.
-    public func compile(_ config: DnsgateConfig, configDiagnostics: [Diagnostic], generation: Int,
-                        cookieSecret: UInt64) -> Result {
-        var result = compile(config, generation: generation, cookieSecret: cookieSecret)
+    public func compile(_ config: DnsgateConfig, configDiagnostics: [Diagnostic], generation: Int) -> Result {
+        var result = compile(config, generation: generation)
         result.diagnostics = configDiagnostics + result.diagnostics
         if result.hasErrors { result.policy = nil }
         return result
     }
 
-    public func compile(_ config: DnsgateConfig, generation: Int, cookieSecret: UInt64) -> Result {
+    public func compile(_ config: DnsgateConfig, generation: Int) -> Result {
         var diagnostics: [Diagnostic] = []
         var summaries: [ParsedListSummary] = []
         var outcomeIndex: [EntryAction: Int] = [:]
@@ -167,8 +166,7 @@ public struct PolicyCompiler {
             groups.append(CompiledGroup(name: group.name, priority: group.priority, clients: group.clients,
                                         ruleIndices: first..<rules.count))
         }
-        let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError,
-                                            cookieSecret: cookieSecret, serialNumber: UInt32(truncatingIfNeeded: generation))
+        let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError, serialNumber: UInt32(truncatingIfNeeded: generation))
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
                                     entryOutcomes: entryOutcomes, answerSettings: settings, table: table)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)

@@ -8,8 +8,8 @@ import Glibc
 /// mark so that the shipped rules never queue them again. One per worker: the
 /// output buffer is reused for every packet.
 public final class PacketInjector {
-    /// Room for an answer to the largest query (64 KiB) plus its growth.
-    public static let bufferSize = 65536 + 1024
+    /// Room for an answer to the largest query (64 KiB) plus its growth and headers.
+    public static let bufferSize = 65536 + 2048
     private let ipv4Socket: Int32
     private let ipv6Socket: Int32
     private let buffer: UnsafeMutableBufferPointer<UInt8>

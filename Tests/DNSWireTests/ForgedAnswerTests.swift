@@ -4,7 +4,7 @@ import Testing
 
 @Suite("Forged answers (SPEC §3)")
 struct ForgedAnswerTests {
-    static let settings = ForgedAnswerSettings(negativeTTL: 77, extendedError: true, cookieSecret: 0x5eed)
+    static let settings = ForgedAnswerSettings(negativeTTL: 77, extendedError: true)
     static let text = Array("blocked by dnsgate rule g/r".utf8)
 
     func forge(_ fixture: QueryFixture, _ kind: ForgedAnswerKind,
@@ -59,7 +59,7 @@ struct ForgedAnswerTests {
         #expect(rname == QueryFixture.wireName("hostmaster.dnsgate.invalid"))
     }
 
-    @Test("NXDOMAIN over IPv4 with EDNS: SOA, EDE 15 naming the rule, cookie echoed")
+    @Test("NXDOMAIN over IPv4 with EDNS: SOA, EDE 15 naming the rule, no invented server cookie")
     func nxdomainIPv4() throws {
         var fixture = QueryFixture()
         fixture.flags = 0x0110  // RD and CD
@@ -72,29 +72,73 @@ struct ForgedAnswerTests {
         #expect(answer.counts == [1, 0, 1, 1])
         let options = try #require(answer.ednsOptions)
         #expect(options[15] == be16(15) + Self.text)
-        let cookie = try #require(options[10])
-        #expect(cookie.count == 16)
-        #expect(Array(cookie[0..<8]) == clientCookie)
+        #expect(options[10] == nil, "a client cookie alone gets no COOKIE: clients remember which servers do cookies")
         let opt = try #require(answer.additional.first)
         #expect(opt.ttl & 0x8000 != 0, "DO echoed")
         #expect(bytes.count <= query.count + 512)
     }
 
-    @Test("the server cookie depends on the client address and the secret")
-    func serverCookie() throws {
+    @Test("a client and server cookie are echoed unchanged", arguments: [16, 24, 40])
+    func serverCookieEchoed(length: Int) throws {
         var fixture = QueryFixture()
-        fixture.ednsOptions = [(code: 10, data: [1, 1, 1, 1, 1, 1, 1, 1])]
-        let first = try #require(try forge(fixture, .nxdomain).0.ednsOptions?[10])
-        let again = try #require(try forge(fixture, .nxdomain).0.ednsOptions?[10])
-        #expect(first == again)
-        fixture.source = IPAddress("192.0.2.11")!
-        let otherClient = try #require(try forge(fixture, .nxdomain).0.ednsOptions?[10])
-        #expect(first[8...] != otherClient[8...])
-        var settings = Self.settings
-        settings.cookieSecret = 1
-        fixture.source = IPAddress("192.0.2.10")!
-        let otherSecret = try #require(try forge(fixture, .nxdomain, settings: settings).0.ednsOptions?[10])
-        #expect(first[8...] != otherSecret[8...])
+        let cookie = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        fixture.ednsOptions = [(code: 10, data: cookie)]
+        let (answer, _, _) = try forge(fixture, .nxdomain)
+        #expect(try #require(answer.ednsOptions)[10] == cookie)
+    }
+
+    /// A query whose answer is large: a long name, an OVERRIDE CNAME to a long
+    /// target, EDNS advertising `size`, a full cookie.
+    func largeAnswer(edns size: UInt16?, nameLength: Int, targetLength: Int) throws -> ParsedAnswer {
+        var fixture = QueryFixture()
+        fixture.name = (0..<(nameLength / 50)).map { _ in String(repeating: "n", count: 49) }.joined(separator: ".")
+        if let size {
+            fixture.ednsOptions = [(code: 10, data: [UInt8](repeating: 3, count: 40))]
+            fixture.ednsPayloadSize = size
+        }
+        let target = (0..<(targetLength / 50)).map { _ in String(repeating: "t", count: 49) }.joined(separator: ".")
+        let record = OverrideRecord(type: .cname, ttl: 300, data: QueryFixture.wireName(target))
+        return try forge(fixture, .override(record)).0
+    }
+
+    @Test("never larger than 512 without EDNS, nor than the advertised size with it; TC only as a last resort")
+    func sizeLimits() throws {
+        let plain = try largeAnswer(edns: nil, nameLength: 250, targetLength: 250)
+        #expect(plain.dns.count <= 512)
+        #expect(plain.flags & 0x0200 != 0 && plain.counts[1] == 0, "does not fit 512: cut to the question, TC set")
+        let small = try largeAnswer(edns: nil, nameLength: 100, targetLength: 100)
+        #expect(small.dns.count <= 512 && small.flags & 0x0200 == 0 && small.counts[1] == 1)
+        for size: UInt16 in [0, 100, 512] {  // below 512 counts as 512
+            let answer = try largeAnswer(edns: size, nameLength: 250, targetLength: 250)
+            #expect(answer.dns.count <= 512, "advertised \(size)")
+        }
+        let roomy = try largeAnswer(edns: 1232, nameLength: 250, targetLength: 250)
+        #expect(roomy.flags & 0x0200 == 0 && roomy.counts[1] == 1)
+        #expect(try #require(roomy.ednsOptions)[15] == be16(4) + Self.text, "room for everything: EDE with its text")
+        #expect(try #require(roomy.ednsOptions)[10]?.count == 40)
+    }
+
+    @Test("to fit, the EDE text goes first, then the EDE, then the cookie, then the answer (TC)")
+    func sheddingOrder() throws {
+        // 536 bytes of header, question and CNAME: every stage falls between 512 and the whole answer.
+        let full = try largeAnswer(edns: 1232, nameLength: 250, targetLength: 250)
+        let fullSize = full.dns.count
+        let withoutText = fullSize - Self.text.count, withoutEDE = withoutText - 6, withoutCookie = withoutEDE - 44
+        #expect(withoutCookie - 11 > 512)
+        var previous = fullSize
+        for size in stride(from: fullSize, through: 512, by: -1) {  // every limit, one byte at a time
+            let answer = try largeAnswer(edns: UInt16(size), nameLength: 250, targetLength: 250)
+            #expect(answer.dns.count <= size, "limit \(size)")
+            #expect(answer.dns.count <= previous, "shrinks with the limit")
+            previous = answer.dns.count
+            let options = answer.ednsOptions ?? [:]
+            #expect((options[15].map { $0.count > 2 } ?? false) == (size >= fullSize), "text at \(size)")
+            #expect((options[15] != nil) == (size >= withoutText), "EDE at \(size)")
+            #expect((options[10] != nil) == (size >= withoutEDE), "cookie at \(size)")
+            let truncated = answer.flags & 0x0200 != 0
+            #expect(truncated == (size < withoutCookie), "TC at \(size)")
+            #expect(truncated == (answer.counts[1] == 0), "a cut answer holds the question alone")
+        }
     }
 
     @Test("NODATA over IPv6 without EDNS has no OPT")
@@ -191,14 +235,14 @@ struct ForgedAnswerTests {
         var query = DNSQuery(source: fixture.source, sourcePort: fixture.sourcePort, destination: fixture.destination,
                              destinationPort: 53, message: 0..<message.count, packetLength: message.count)
         #expect(QueryDecoder.decodeMessage(message.span, into: &query) == nil)
-        var buffer = [UInt8](repeating: 0xee, count: 2 + message.count + ForgedAnswerBuilder.maximumGrowth)
+        var buffer = [UInt8](repeating: 0xee, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: message.count))
         var output = buffer.mutableSpan
         let end = try #require(ForgedAnswerBuilder.buildMessage(
             answering: query, message: message.span, kind: kind, settings: Self.settings, extraText: Self.text.span,
-            into: &output, at: 2))
+            udp: false, into: &output, at: 2))
         _ = consume output
         #expect(Array(buffer[2..<end]) == parsed.dns)
-        var small = [UInt8](repeating: 0, count: 2 + message.count + ForgedAnswerBuilder.maximumGrowth - 1)
+        var small = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: message.count) - 1)
         var smallOutput = small.mutableSpan
         #expect(ForgedAnswerBuilder.buildMessage(answering: query, message: message.span, kind: kind,
                                                  settings: Self.settings, extraText: Self.text.span,

@@ -12,6 +12,7 @@ struct QueryFixture {
     /// nil: no OPT record.
     var ednsOptions: [(code: UInt16, data: [UInt8])]? = nil
     var dnssecOK = false
+    var ednsPayloadSize: UInt16 = 1232
     var extraRecords: [[UInt8]] = []  // raw additional records placed before the OPT
     var extraQuestions: [[UInt8]] = []  // raw questions after the first
     var source: IPAddress = IPAddress("192.0.2.10")!
@@ -39,7 +40,7 @@ struct QueryFixture {
         if let options = ednsOptions {
             var data: [UInt8] = []
             for option in options { data += be16(option.code) + be16(UInt16(option.data.count)) + option.data }
-            message += [0] + be16(41) + be16(1232) + [0, 0] + be16(dnssecOK ? 0x8000 : 0) + be16(UInt16(data.count)) + data
+            message += [0] + be16(41) + be16(ednsPayloadSize) + [0, 0] + be16(dnssecOK ? 0x8000 : 0) + be16(UInt16(data.count)) + data
         }
         return message
     }

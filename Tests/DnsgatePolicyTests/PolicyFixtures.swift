@@ -20,7 +20,7 @@ struct Files {
     func compile(_ config: String, at path: String = "/etc/dnsgate/dnsgate.yaml") -> PolicyCompiler.Result {
         var files = self
         files.contents[path] = config
-        return PolicyCompiler(readFile: files.read).load(configPath: path, generation: 1, cookieSecret: 0).1
+        return PolicyCompiler(readFile: files.read).load(configPath: path, generation: 1).1
     }
 }
 

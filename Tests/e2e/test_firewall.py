@@ -118,7 +118,7 @@ def test_unlisted_name_is_answered_by_the_upstream(firewall, client, server):
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_nxdomain_is_forged_with_soa_ede_and_cookie(firewall, client, server):
+def test_nxdomain_is_forged_with_soa_ede_and_cookies_echoed_never_invented(firewall, client, server):
     upstream, source = server
     name = "Mixed.Case.NX.example"
     response = client.probe(name, server=upstream, source=source, cookie="0102030405060708", qid=4321)
@@ -130,7 +130,10 @@ def test_nxdomain_is_forged_with_soa_ede_and_cookie(firewall, client, server):
     assert soa["type"] == "SOA" and soa["ttl"] == 42
     assert soa["data"][0].split()[-1] == "42"  # SOA MINIMUM = block TTL
     assert response["ede"] == [{"code": 15, "text": "blocked by dnsgate rule base/block-nx"}]
-    assert response["cookie"].startswith("0102030405060708") and len(response["cookie"]) == 32
+    assert response["cookie"] is None, "no server cookie is invented for a client cookie alone"
+    both = "0102030405060708" + "a1b2c3d4e5f60718"
+    assert client.probe("cookie." + name, server=upstream, source=source, cookie=both)["cookie"] == both, \
+        "a client and server cookie are echoed unchanged"
     assert not reached_upstream(firewall, name)
 
 

@@ -85,6 +85,6 @@ let benchmarks: @Sendable () -> Void = {
         let list = Fixtures.list100k
         let config = Array("domain_lists: [{name: l, file: /l.txt}]".utf8)
         let compiler = PolicyCompiler(keepLines: false) { path in path == "/l.txt" ? list : config }
-        blackHole(compiler.load(configPath: "/c.yaml", generation: 1, cookieSecret: 0).1.policy)
+        blackHole(compiler.load(configPath: "/c.yaml", generation: 1).1.policy)
     }
 }

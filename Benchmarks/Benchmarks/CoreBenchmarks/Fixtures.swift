@@ -49,7 +49,7 @@ enum Fixtures {
         rule_groups: [{name: g, priority: 1, rules: [{name: block, priority: 1, domain_list: big, action: BLOCK}]}]
         """.utf8)
         let compiler = PolicyCompiler(keepLines: false) { path in path == "/big.txt" ? list : config }
-        return compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1, cookieSecret: 7).1.policy!
+        return compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1).1.policy!
     }
 
     /// An IPv4 UDP DNS query with EDNS and a cookie, as a stub sends it.

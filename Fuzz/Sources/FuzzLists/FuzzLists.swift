@@ -14,7 +14,7 @@ public func fuzzLists(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
             rule_groups: [{name: g, priority: 1, rules: [{name: r, priority: 1, domain_list: l, action: BLOCK}]}]
             """.utf8)
             let compiler = PolicyCompiler { path in path == "/l" ? bytes : config }
-            guard let policy = compiler.load(configPath: "/c.yaml", generation: 1, cookieSecret: 0).1.policy else { continue }
+            guard let policy = compiler.load(configPath: "/c.yaml", generation: 1).1.policy else { continue }
             for name in ["example.com", "a.b.example.com", "x", "local.org"] {
                 if let domain = DomainName(text: name) {
                     _ = policy.decide(name: domain, type: .a, client: .v4(0xc000_020a))

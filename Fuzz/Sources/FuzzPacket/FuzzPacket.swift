@@ -15,7 +15,7 @@ public func fuzzPacket(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     return 0
 }
 
-let settings = ForgedAnswerSettings(negativeTTL: 60, extendedError: true, cookieSecret: 1)
+let settings = ForgedAnswerSettings(negativeTTL: 60, extendedError: true)
 let text = Array("blocked by dnsgate rule fuzz/fuzz".utf8)
 
 /// The bytes as one DNS-over-TCP message, as the relay decides it.
@@ -24,10 +24,11 @@ func checkMessage(_ message: [UInt8]) {
                          destinationPort: 53, message: 0..<message.count, packetLength: message.count)
     guard QueryDecoder.decodeMessage(message.span, into: &query) == nil else { return }
     readEveryQuestion(query, message.span)
-    var buffer = [UInt8](repeating: 0, count: 2 + message.count + ForgedAnswerBuilder.maximumGrowth)
+    var buffer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: message.count))
     var output = buffer.mutableSpan
     if let end = ForgedAnswerBuilder.buildMessage(answering: query, message: message.span, kind: .nxdomain,
-                                                  settings: settings, extraText: text.span, into: &output, at: 2) {
+                                                  settings: settings, extraText: text.span, udp: false,
+                                                  into: &output, at: 2) {
         precondition(end - 2 <= message.count + ForgedAnswerBuilder.maximumGrowth, "answer grew too much")
     }
 }
