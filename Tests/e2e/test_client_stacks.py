@@ -1,14 +1,19 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Forged answers that real client stacks take as meant. c-ares (≥ 1.33, with
+"""Forged answers that real client stacks take as meant, over UDP and TCP.
+c-ares (≥ 1.33, with
 EDNS) remembers which servers do DNS cookies: a forged answer carrying a
 made-up server cookie made it drop every later real answer from a cookie-less
 resolver. dnsgate never invents a server cookie, so a blocked name costs the
 channel nothing."""
 import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from lab import CLIENT_V4, CLIENT_V6, ROOT, UPSTREAM_V4, UPSTREAM_V6
+from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, ROOT, UPSTREAM_V4, UPSTREAM_V6
 
 try:
     import pycares
@@ -52,3 +57,74 @@ def test_c_ares_keeps_resolving_after_a_blocked_name(blocking, server, transport
             assert result["error"] == "ARES_ENOTFOUND", result
         else:
             assert result.get("addresses") == ["203.0.113.7"], result
+
+
+def test_glibc_over_tcp_use_vc(blocking):
+    """glibc with `options use-vc`: every lookup over TCP, through the relay."""
+    lab = blocking
+    resolv = Path("/etc/netns") / lab.client / "resolv.conf"
+    original = resolv.read_text()
+    resolv.write_text(f"nameserver {UPSTREAM_V4}\noptions use-vc timeout:2 attempts:1\n")
+    try:
+        before = lab.stats()["tcp"]["queries"]
+        started = time.monotonic()
+        blocked = lab.ns(lab.client, "getent", "ahostsv4", "c.nx.example", check=False)
+        assert blocked.returncode == 2 and time.monotonic() - started < 1.0, "not found, at once"
+        allowed = lab.ns(lab.client, "getent", "ahostsv4", "ok-vc.stack.example", check=False)
+        assert allowed.returncode == 0 and "203.0.113.7" in allowed.stdout
+        assert lab.stats()["tcp"]["queries"] > before, "the lookups went over TCP"
+    finally:
+        resolv.write_text(original)
+
+
+UNBOUND_FORWARDER = """server:
+  interface: {listen}
+  port: 53
+  access-control: 0.0.0.0/0 allow
+  num-threads: 1
+  do-daemonize: no
+  use-syslog: no
+  chroot: ""
+  username: ""
+  directory: "{directory}"
+  pidfile: ""
+  do-ip6: no
+  module-config: "iterator"
+  tcp-upstream: yes
+  verbosity: 0
+forward-zone:
+  name: "."
+  forward-addr: {upstream}
+"""
+
+
+@pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound is not installed (scripts/setup installs it)")
+def test_unbound_forwarder_with_tcp_upstream_keeps_answering_after_blocks(blocking):
+    """A LAN-side Unbound that forwards over TCP: blocked names come back
+    NXDOMAIN in the stream and an allowed name right after still resolves at once
+    (with resets instead of answers it served SERVFAIL for 15-21 s)."""
+    lab = blocking
+    directory = lab.dir / "unbound-forwarder"
+    directory.mkdir(exist_ok=True)
+    config = directory / "unbound.conf"
+    config.write_text(UNBOUND_FORWARDER.format(listen=CLIENT2_V4, directory=directory, upstream=UPSTREAM_V4))
+    forwarder = subprocess.Popen(["ip", "netns", "exec", lab.client, "unbound", "-d", "-c", str(config)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def ask(name: str) -> tuple[str, float]:
+            started = time.monotonic()
+            out = lab.ns(lab.client, "dig", f"@{CLIENT2_V4}", "-b", CLIENT_V4, "+tries=1", "+time=3", name,
+                         check=False).stdout
+            status = out.split("status: ")[1].split(",")[0] if "status: " in out else "TIMEOUT"
+            return status, time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while ask("up.stack.example")[0] != "NOERROR" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for index in range(5):
+            assert ask(f"f{index}.nx.example")[0] == "NXDOMAIN"
+        status, seconds = ask("after-blocks.stack.example")
+        assert status == "NOERROR" and seconds < 1.0, (status, seconds)
+        assert lab.stats()["tcp"]["queries"] >= 7, "the forwarder asked over TCP"
+    finally:
+        forwarder.terminate()
+        forwarder.wait(timeout=10)
