@@ -112,7 +112,8 @@ public final class Daemon: Sendable {
             try Privileges.drop(to: user)
             logger.info("running as user \(user) with CAP_NET_ADMIN and CAP_NET_RAW only")
         }
-        queuedAtStart.withLock { $0 = RuleCounters.queuedPackets() }
+        // Only fail-open overflow needs the rules' own counters (see `snapshot`).
+        if config.onOverload == .pass { queuedAtStart.withLock { $0 = RuleCounters.queuedPackets() } }
         let stopped = DispatchSemaphore(value: 0)
         var sources: [DispatchSourceSignal] = []
         func onSignal(_ number: Int32, _ handler: @escaping @Sendable () -> Void) {
@@ -302,7 +303,8 @@ public final class Daemon: Sendable {
         }
         let t = relay.tcp
         snapshot.tcp = .init(connections: t.accepted.value, open: t.open.value, refused: t.refused.value,
-                             queries: t.queries.value, relayed: t.relayed.value, answersRelayed: t.answersRelayed.value,
+                             queries: relay.counters.received.value, relayed: relay.counters.accepted.value,
+                             answersRelayed: t.answersRelayed.value,
                              upstreamFailures: t.upstreamFailures.value, idleClosed: t.idleClosed.value)
         snapshot.errors.reloadFailures = reloadFailures.load(ordering: .relaxed)
         snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)

@@ -3,14 +3,67 @@ import DNSWire
 import DnsgatePolicy
 import Foundation
 
-/// Decides a decoded query on every one of its questions, for the UDP workers
-/// and the TCP relay alike: counts each verdict, counts the rule's hit and
-/// records what the query log and the top talkers want. Allocation-free.
+/// Rules on every DNS message, for the UDP workers and the TCP relay alike:
+/// what cannot be read, a response, a query on every one of its questions.
+/// Counts each verdict and the rule's hit, and records what the query log and
+/// the top talkers want. Allocation-free.
 struct QueryJudge {
     let counters: WorkerCounters
     let recorder: DecisionRecorder
     /// This decider's index in every `PolicyState.ruleHits`.
     let index: Int
+    /// What a message whose question cannot be read gets.
+    let undecodable: PacketAction
+
+    /// What becomes of a message.
+    enum Ruling {
+        /// On to its server.
+        case pass
+        /// Nowhere, unanswered.
+        case drop
+        /// Dropped and answered with a forged answer to `question` (the blocked
+        /// one), on behalf of rule `rule`.
+        case answer(question: DNSQuery, kind: ForgedAnswerKind, rule: Int)
+    }
+
+    /// Rules on one message as the decoder left it; `packet` holds the query's
+    /// DNS message at its `dnsOffset`. Counts the packet as accepted or dropped.
+    @inline(__always)
+    func rule(_ decoded: DecodeResult, packet: Span<UInt8>, transport: Transport, state: PolicyState,
+              mac: MACAddress?) -> Ruling {
+        let ruling = ruleUncounted(decoded, packet: packet, transport: transport, state: state, mac: mac)
+        if case .pass = ruling { counters.accepted.increment() } else { counters.dropped.increment() }
+        return ruling
+    }
+
+    @inline(__always)
+    private func ruleUncounted(_ decoded: DecodeResult, packet: Span<UInt8>, transport: Transport,
+                               state: PolicyState, mac: MACAddress?) -> Ruling {
+        let query: DNSQuery
+        switch decoded {
+        case .notDNS(let reason):
+            guard reason.couldBeAQuery else {
+                counters.notQuery.increment()
+                return .pass
+            }
+            counters.notDNS.increment()
+            return undecodable == .pass ? .pass : .drop
+        case .query(let decodedQuery):
+            query = decodedQuery
+        }
+        let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
+        if query.isResponse {
+            counters.notQuery.increment()
+            return blocksResponse(query, message: message, state: state, mac: mac) ? .drop : .pass
+        }
+        guard case .block(let question, let decision, let outcome) = judge(
+            query, message: message, transport: transport, state: state, mac: mac) else { return .pass }
+        guard let kind = outcome.forgedAnswer else {
+            counters.drop.increment()
+            return .drop
+        }
+        return .answer(question: question, kind: kind, rule: decision.ruleIndex)
+    }
 
     enum Judgement {
         /// No question is blocked: the query goes on to its server.
@@ -23,8 +76,8 @@ struct QueryJudge {
 
     /// Decides every question of `query` (decoded from `message`); the first
     /// blocked one decides the whole message, since a server would answer it.
-    func judge(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, state: PolicyState,
-               mac: MACAddress?) -> Judgement {
+    private func judge(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, state: PolicyState,
+                       mac: MACAddress?) -> Judgement {
         var judgement = Judgement.pass
         Self.forEachQuestion(of: query, in: message) { question in
             guard let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac),
@@ -39,7 +92,7 @@ struct QueryJudge {
     /// Servers do not resolve responses, so one passes (uncounted as a
     /// decision) unless it names a blocked name: then it is dropped, in case
     /// some server reads it anyway.
-    func blocksResponse(_ query: DNSQuery, message: Span<UInt8>, state: PolicyState, mac: MACAddress?) -> Bool {
+    private func blocksResponse(_ query: DNSQuery, message: Span<UInt8>, state: PolicyState, mac: MACAddress?) -> Bool {
         var blocked = false
         Self.forEachQuestion(of: query, in: message) { question in
             let policy = state.policy

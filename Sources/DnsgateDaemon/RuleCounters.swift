@@ -6,7 +6,7 @@ import Foundation
 /// and fails open lets packets through without counting them anywhere; the
 /// difference between what the rules queued and what reached dnsgate is
 /// that overflow.
-struct RuleCounters {
+enum RuleCounters {
     static let tools = ["iptables", "ip6tables"]
 
     /// Sum of the packet counters of the DNSGATE chain's NFQUEUE rules, or nil

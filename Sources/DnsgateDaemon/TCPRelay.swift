@@ -9,14 +9,14 @@ import Synchronization
 import Glibc
 #endif
 
-/// Counters of the TCP relay: written on its event loop only, read by the stats socket.
+/// Connection counters of the TCP relay: written on its event loop only, read
+/// by the stats socket. Messages count in the relay's `WorkerCounters`
+/// (`received` read, `accepted` relayed to the server).
 final class TCPCounters: Sendable {
     let accepted = Atomic<UInt64>(0)
     /// Connections closed at once: over a limit, or not redirected from port 53.
     let refused = Atomic<UInt64>(0)
     let open = Atomic<UInt64>(0)
-    let queries = Atomic<UInt64>(0)
-    let relayed = Atomic<UInt64>(0)
     let answersRelayed = Atomic<UInt64>(0)
     let upstreamFailures = Atomic<UInt64>(0)
     let idleClosed = Atomic<UInt64>(0)
@@ -55,7 +55,6 @@ final class TCPRelay: Sendable {
     let judge: QueryJudge
     let policies: PolicyHolder
     let mark: UInt32
-    let undecodable: PacketAction
     private let group: MultiThreadedEventLoopGroup
     private let perClient = Mutex<[IPAddress: Int]>([:])
     private let listeners = Mutex<[Channel]>([])
@@ -63,10 +62,9 @@ final class TCPRelay: Sendable {
     init(judgeIndex: Int, policies: PolicyHolder, recorder: DecisionRecorder, mark: UInt32,
          undecodable: PacketAction) {
         counters = WorkerCounters(queue: 0)
-        judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex)
+        judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex, undecodable: undecodable)
         self.policies = policies
         self.mark = mark
-        self.undecodable = undecodable
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group.next().execute { PacketQueue.lowerCurrentThreadPriority() }
     }
@@ -169,7 +167,8 @@ final class TCPRelay: Sendable {
 }
 
 /// Splits a stream into DNS messages (RFC 1035 §4.2.2: a 2-byte length, then
-/// the message). At most one partial message stays buffered: 64 KiB.
+/// the message). Holds a partial message (at most 64 KiB) and, while the
+/// relay pauses, what the last read brought.
 struct MessageFramer {
     private var buffer = ByteBuffer()
 
@@ -177,15 +176,15 @@ struct MessageFramer {
         buffer.writeBuffer(&bytes)
     }
 
-    /// The next whole message, without its length, or nil until one is complete.
+    /// The next whole message with its length in front, as it goes on to the
+    /// other side unchanged; nil until one is complete.
     mutating func next() -> ByteBuffer? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt16.self),
               buffer.readableBytes >= 2 + Int(length) else {
             buffer.discardReadBytes()
             return nil
         }
-        buffer.moveReaderIndex(forwardBy: 2)
-        return buffer.readSlice(length: Int(length))
+        return buffer.readSlice(length: 2 + Int(length))
     }
 }
 
@@ -203,7 +202,8 @@ final class TCPClientHandler: ChannelInboundHandler {
     /// name MACs, and the policy generation it was looked up for.
     private var clientMAC: MACAddress?
     private var clientMACGeneration = -1
-    private var server: (address: IPAddress, port: UInt16, socket: SocketAddress)?
+    /// The original destination (always port 53).
+    private var server: (address: IPAddress, socket: SocketAddress)?
     private var admitted = false
     /// Connection to the server, once asked for; messages wait in `pending` until it is up.
     private var upstream: EventLoopFuture<Channel>?
@@ -248,7 +248,7 @@ final class TCPClientHandler: ChannelInboundHandler {
             refuse(context)
             return
         }
-        server = (address, 53, destination)
+        server = (address, destination)
         context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
         drain()
         context.read()
@@ -277,7 +277,6 @@ final class TCPClientHandler: ChannelInboundHandler {
         if admitted, let client { relay.release(client.address) }
         admitted = false
         lifetime?.cancel()
-        upstreamChannel?.close(promise: nil)
         upstream?.whenSuccess { $0.close(promise: nil) }
         self.context = nil
         context.fireChannelInactive()
@@ -293,8 +292,8 @@ final class TCPClientHandler: ChannelInboundHandler {
     /// stays in the framer (at most what one read brought) until it resumes.
     private func drain() {
         guard let context else { return }
-        while server != nil, !readingPaused, let message = framer.next() {
-            handle(message, context: context)
+        while server != nil, !readingPaused, let framed = framer.next() {
+            handle(framed, context: context)
             updateReading()
         }
     }
@@ -318,83 +317,51 @@ final class TCPClientHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func handle(_ message: ByteBuffer, context: ChannelHandlerContext) {
+    /// Rules on one message (`framed`: its length, then the message) as a UDP
+    /// worker would, then relays it, answers it in the stream, or drops it.
+    private func handle(_ framed: ByteBuffer, context: ChannelHandlerContext) {
         guard let client, let server else { return }
-        relay.tcp.queries.increment()
         relay.counters.received.increment()
-        let bytes = Array(message.readableBytesView)
+        let bytes = Array(framed.readableBytesView.dropFirst(2))
         var query = DNSQuery(source: client.address, sourcePort: client.port, destination: server.address,
-                             destinationPort: server.port, message: 0..<bytes.count, packetLength: bytes.count)
-        if let reason = QueryDecoder.decodeMessage(bytes.span, into: &query) {
-            if reason.couldBeAQuery {
-                relay.counters.notDNS.increment()
-                if relay.undecodable == .drop {
-                    relay.counters.dropped.increment()
-                    return
-                }
-            } else {
-                relay.counters.notQuery.increment()
-            }
-            relay.counters.accepted.increment()
-            forward(message)
-            return
-        }
+                             destinationPort: 53, message: 0..<bytes.count, packetLength: bytes.count)
+        let decoded = QueryDecoder.decodeMessage(bytes.span, into: &query).map(DecodeResult.notDNS) ?? .query(query)
         let state = relay.policies.state
         guard case .some(let mac) = macAddress(for: state.policy) else {
             refuse(context)
             return
         }
-        if query.isResponse {
-            relay.counters.notQuery.increment()
-            guard !relay.judge.blocksResponse(query, message: bytes.span, state: state, mac: mac) else {
-                relay.counters.dropped.increment()
+        switch relay.judge.rule(decoded, packet: bytes.span, transport: .tcp, state: state, mac: mac) {
+        case .pass:
+            forward(framed)
+        case .drop:
+            break
+        case .answer(let question, let kind, let rule):
+            let policy = state.policy
+            let extraText = policy.rules[rule].extraText
+            var answer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: bytes.count))
+            let end: Int?
+            do {
+                var output = answer.mutableSpan
+                end = ForgedAnswerBuilder.buildMessage(
+                    answering: question, message: bytes.span, kind: kind, settings: policy.answerSettings,
+                    extraText: extraText.span, udp: false, into: &output, at: 2)
+            }
+            guard let end else {
+                relay.counters.injectFailures.increment()
                 return
             }
-            relay.counters.accepted.increment()
-            forward(message)
-            return
+            answer[0] = UInt8(truncatingIfNeeded: (end - 2) >> 8)
+            answer[1] = UInt8(truncatingIfNeeded: end - 2)
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer[..<end])), promise: nil)
+            relay.counters.countAnswer(kind)
         }
-        let judgement = relay.judge.judge(query, message: bytes.span, transport: .tcp, state: state, mac: mac)
-        guard case .block(let question, let decision, let outcome) = judgement else {
-            relay.counters.accepted.increment()
-            forward(message)
-            return
-        }
-        relay.counters.dropped.increment()
-        guard let kind = outcome.forgedAnswer else {
-            relay.counters.drop.increment()
-            return
-        }
-        let policy = state.policy
-        let extraText = policy.rules[decision.ruleIndex].extraText
-        var answer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: bytes.count))
-        let end: Int?
-        do {
-            var output = answer.mutableSpan
-            end = ForgedAnswerBuilder.buildMessage(
-                answering: question, message: bytes.span, kind: kind, settings: policy.answerSettings,
-                extraText: extraText.span, udp: false, into: &output, at: 2)
-        }
-        guard let end else {
-            relay.counters.injectFailures.increment()
-            return
-        }
-        var framed = context.channel.allocator.buffer(capacity: end)
-        framed.writeInteger(UInt16(end - 2))
-        framed.writeBytes(answer[2..<end])
-        context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
-        relay.counters.countAnswer(kind)
     }
 
-    /// Sends a message on to the server, connecting first if needed.
-    private func forward(_ message: ByteBuffer) {
+    /// Sends a message, length in front, on to the server, connecting first if needed.
+    private func forward(_ framed: ByteBuffer) {
         guard let context, let server else { return }
-        var framed = context.channel.allocator.buffer(capacity: message.readableBytes + 2)
-        framed.writeInteger(UInt16(message.readableBytes))
-        var body = message
-        framed.writeBuffer(&body)
         outstanding += 1
-        relay.tcp.relayed.increment()
         if let upstreamChannel {
             upstreamChannel.writeAndFlush(framed, promise: nil)
             return
@@ -502,13 +469,7 @@ final class TCPUpstreamHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         framer.append(&bytes)
-        while let message = framer.next() {
-            var framed = context.channel.allocator.buffer(capacity: message.readableBytes + 2)
-            framed.writeInteger(UInt16(message.readableBytes))
-            var body = message
-            framed.writeBuffer(&body)
-            client.value.relayAnswer(framed)
-        }
+        while let framed = framer.next() { client.value.relayAnswer(framed) }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {

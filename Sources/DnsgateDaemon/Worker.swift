@@ -39,7 +39,7 @@ final class Worker: @unchecked Sendable {
                                 failOpen: settings.overload == .pass)
         injector = try PacketInjector(mark: settings.mark)
         counters = WorkerCounters(queue: queueNumber)
-        judge = QueryJudge(counters: counters, recorder: recorder, index: index)
+        judge = QueryJudge(counters: counters, recorder: recorder, index: index, undecodable: settings.undecodable)
         self.policies = policies
         self.settings = settings
         self.running = running
@@ -85,38 +85,22 @@ final class Worker: @unchecked Sendable {
     @inline(__always)
     func handle(_ packet: Span<UInt8>, wireLength: Int, mac: MACAddress?, state: PolicyState) -> Verdict {
         counters.received.increment()
-        let verdict: Verdict
-        switch QueryDecoder.decode(packet: packet, wireLength: wireLength) {
-        case .notDNS(let reason):
-            if reason.couldBeAQuery {
-                counters.notDNS.increment()
-                verdict = settings.undecodable == .pass ? .accept : .drop
-            } else {
-                counters.notQuery.increment()
-                verdict = .accept
-            }
-        case .query(let query):
-            verdict = decide(query, packet: packet, mac: mac, state: state)
-        }
-        if verdict == .accept { counters.accepted.increment() } else { counters.dropped.increment() }
-        return verdict
-    }
-
-    @inline(__always)
-    func decide(_ query: DNSQuery, packet: Span<UInt8>, mac: MACAddress?, state: PolicyState) -> Verdict {
-        let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
-        if query.isResponse {
-            counters.notQuery.increment()
-            return judge.blocksResponse(query, message: message, state: state, mac: mac) ? .drop : .accept
-        }
-        guard case .block(let question, let decision, let outcome) = judge.judge(
-            query, message: message, transport: .udp, state: state, mac: mac) else { return .accept }
-        guard let kind = outcome.forgedAnswer else {
-            counters.drop.increment()
+        switch judge.rule(QueryDecoder.decode(packet: packet, wireLength: wireLength), packet: packet,
+                          transport: .udp, state: state, mac: mac) {
+        case .pass:
+            return .accept
+        case .drop:
+            return .drop
+        case .answer(let question, let kind, let rule):
+            sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: state.policy)
             return .drop
         }
-        let policy = state.policy
-        let extraText = policy.rules[decision.ruleIndex].extraText
+    }
+
+    /// Forges the answer from the raw socket; counts it or its failure.
+    private func sendAnswer(to question: DNSQuery, kind: ForgedAnswerKind, rule: Int, packet: Span<UInt8>,
+                            policy: CompiledPolicy) {
+        let extraText = policy.rules[rule].extraText
         let sent: Bool
         do {
             sent = try injector.send { output in
@@ -127,6 +111,5 @@ final class Worker: @unchecked Sendable {
             sent = false
         }
         if sent { counters.countAnswer(kind) } else { counters.injectFailures.increment() }
-        return .drop
     }
 }
