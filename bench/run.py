@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "lab"))
-from lab import GATEWAY_LAN_V4, UPSTREAM_V4, Lab  # noqa: E402
+from lab import GATEWAY_LAN_V4, UPSTREAM_V4, Lab, unbound_forwarder_config  # noqa: E402
 
 GATEWAY_CPU, LOAD_CPU = 1, 0
 
@@ -186,24 +186,7 @@ rule_groups:
         config = self.dir / "unbound.conf"
         if not config.exists():
             zones = "".join(f'local-zone: "{name}." always_nxdomain\n' for name in self.listed)
-            config.write_text(f"""server:
-  interface: {GATEWAY_LAN_V4}
-  port: 53
-  access-control: 0.0.0.0/0 allow
-  num-threads: 1
-  do-daemonize: no
-  use-syslog: no
-  chroot: ""
-  username: ""
-  directory: "{self.dir}"
-  pidfile: ""
-  do-ip6: no
-  module-config: "iterator"
-  verbosity: 0
-{zones}forward-zone:
-  name: "."
-  forward-addr: {UPSTREAM_V4}
-""")
+            config.write_text(unbound_forwarder_config(GATEWAY_LAN_V4, self.dir, UPSTREAM_V4, zones))
         process = subprocess.Popen(["ip", "netns", "exec", self.lab.gateway, "taskset", "-c", str(GATEWAY_CPU),
                                     "unbound", "-d", "-c", str(config)], stderr=subprocess.DEVNULL)
         probe = lambda: "NOERROR" in self.lab.dig("+short", "+tries=1", "+time=1", "warmup.example", server=GATEWAY_LAN_V4) \

@@ -37,6 +37,29 @@ def dnsgate_binary() -> Path:
     return Path(out.stdout.strip()) / "dnsgate"
 
 
+def unbound_forwarder_config(listen: str, directory: Path, upstream: str, extra: str = "") -> str:
+    """An Unbound that listens on `listen` (IPv4), forwards every name to
+    `upstream` and stays in the foreground; `extra` goes into `server:`."""
+    return f"""server:
+  interface: {listen}
+  port: 53
+  access-control: 0.0.0.0/0 allow
+  num-threads: 1
+  do-daemonize: no
+  use-syslog: no
+  chroot: ""
+  username: ""
+  directory: "{directory}"
+  pidfile: ""
+  do-ip6: no
+  module-config: "iterator"
+  verbosity: 0
+{extra}forward-zone:
+  name: "."
+  forward-addr: {upstream}
+"""
+
+
 class Lab:
     def __init__(self, name: str | None = None, upstream: bool = True):
         tag = name or f"dg{os.getpid() % 100000}"

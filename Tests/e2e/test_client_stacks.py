@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, ROOT, UPSTREAM_V4, UPSTREAM_V6
+from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, ROOT, UPSTREAM_V4, UPSTREAM_V6, unbound_forwarder_config
 
 try:
     import pycares
@@ -77,27 +77,6 @@ def test_glibc_over_tcp_use_vc(blocking):
         resolv.write_text(original)
 
 
-UNBOUND_FORWARDER = """server:
-  interface: {listen}
-  port: 53
-  access-control: 0.0.0.0/0 allow
-  num-threads: 1
-  do-daemonize: no
-  use-syslog: no
-  chroot: ""
-  username: ""
-  directory: "{directory}"
-  pidfile: ""
-  do-ip6: no
-  module-config: "iterator"
-  tcp-upstream: yes
-  verbosity: 0
-forward-zone:
-  name: "."
-  forward-addr: {upstream}
-"""
-
-
 @pytest.mark.skipif(shutil.which("unbound") is None, reason="unbound is not installed (scripts/setup installs it)")
 def test_unbound_forwarder_with_tcp_upstream_keeps_answering_after_blocks(blocking):
     """A LAN-side Unbound that forwards over TCP: blocked names come back
@@ -107,7 +86,7 @@ def test_unbound_forwarder_with_tcp_upstream_keeps_answering_after_blocks(blocki
     directory = lab.dir / "unbound-forwarder"
     directory.mkdir(exist_ok=True)
     config = directory / "unbound.conf"
-    config.write_text(UNBOUND_FORWARDER.format(listen=CLIENT2_V4, directory=directory, upstream=UPSTREAM_V4))
+    config.write_text(unbound_forwarder_config(CLIENT2_V4, directory, UPSTREAM_V4, extra="  tcp-upstream: yes\n"))
     forwarder = subprocess.Popen(["ip", "netns", "exec", lab.client, "unbound", "-d", "-c", str(config)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -326,6 +326,16 @@ def test_undecodable_queries_are_dropped_even_when_fail_open(firewall, client):
     assert client.probe("after-garbage.nx.example")["rcode"] == "NXDOMAIN"
 
 
+def test_a_stats_client_that_says_nothing_is_closed_within_the_deadline(firewall):
+    """The whole exchange on the stats socket must be over within 3 s."""
+    code = ("import socket,sys,time\n"
+            "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(10); t=time.monotonic()\n"
+            "s.recv(100); print(round(time.monotonic()-t, 2))\n")
+    waited = float(subprocess.run(["/usr/bin/python3", "-c", code, str(firewall.socket_path)], capture_output=True,
+                                  text=True, check=True).stdout)
+    assert 2.5 <= waited <= 4.5, f"closed after {waited} s"
+
+
 def test_socket_commands(firewall):
     metrics = firewall.cli("stats", "--socket", str(firewall.socket_path)).stdout
     assert "verdicts" in metrics and "base/block-nx" in metrics

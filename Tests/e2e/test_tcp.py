@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from lab import CLIENT_V4, CLIENT_V6, GATEWAY_LAN_V4, GATEWAY_LAN_V6, PYTHON, ROOT, UPSTREAM_V4, UPSTREAM_V6
+from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, GATEWAY_LAN_V4, GATEWAY_LAN_V6, PYTHON, ROOT, UPSTREAM_V4, UPSTREAM_V6
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +184,48 @@ print(sent)
     assert grown_mb < 32, "answers nobody reads are not piled up in the daemon"
     assert sent < 64e6, "reading paused, so the client could not keep sending"
     assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["meanwhile.tcp.example"]) == ["NOERROR"]
+
+
+def test_a_direct_connection_to_the_listener_is_refused(tcp_firewall):
+    """The listener relays only connections redirected from port 53: connecting
+    to port 5053 itself is no way to a proxy."""
+    lab = tcp_firewall
+    before = lab.stats()["tcp"]["refused"]
+    code = f"""
+import socket
+s = socket.create_connection(({GATEWAY_LAN_V4!r}, 5053), timeout=3)
+s.sendall(b"\\x00\\x1d" + bytes(29))
+try:
+    print("closed" if s.recv(100) == b"" else "answered")
+except ConnectionResetError:
+    print("closed")
+"""
+    assert lab.ns(lab.client, "/usr/bin/python3", "-c", code).stdout.strip() == "closed"
+    assert lab.stats()["tcp"]["refused"] == before + 1
+
+
+def test_one_client_holds_at_most_64_connections(tcp_firewall):
+    """The 65th connection from one address is closed at once; another client
+    is still served."""
+    lab = tcp_firewall
+    before = lab.stats()["tcp"]["refused"]
+    code = f"""
+import socket, time
+held = [socket.create_connection(({UPSTREAM_V4!r}, 53), source_address=({CLIENT2_V4!r}, 0), timeout=3)
+        for _ in range(65)]
+time.sleep(0.5)
+closed = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        closed += s.recv(1) == b""
+    except BlockingIOError:
+        pass
+    except ConnectionResetError:
+        closed += 1
+print(closed)
+"""
+    closed = int(lab.ns(lab.client, "/usr/bin/python3", "-c", code, timeout=30).stdout)
+    assert closed == 1, f"{closed} of 65 closed"
+    assert lab.stats()["tcp"]["refused"] == before + 1
+    assert tcp_client(lab, UPSTREAM_V4, CLIENT_V4, ["other-client.tcp.example"]) == ["NOERROR"]
