@@ -12,7 +12,9 @@ BIND (named) in the lab's upstream namespace, each on addresses of its own
     named    198.51.100.57  2001:db8:2::57
 
 Each answers locally and recurses nowhere: `blocked.bypass.example` and every
-name below it -> A 203.0.113.66, `allowed.bypass.example` -> A 203.0.113.77.
+name below it -> A 203.0.113.66, `allowed.bypass.example` -> A 203.0.113.77;
+Unbound also answers `sinkhole.lab.example` (A 203.0.113.88, AAAA
+2001:db8:ff::88, TTL 3 s).
 Runtime files live in lab.dir/resolvers/NAME; `stop()` ends each by its PID
 and removes the addresses. A resolver whose binary is missing is listed in
 `missing`, one that would not come up in `failed` (with the reason).
@@ -41,6 +43,8 @@ BLOCKED_NAME, BLOCKED_V4 = "blocked.bypass.example", "203.0.113.66"
 ALLOWED_NAME, ALLOWED_V4 = "allowed.bypass.example", "203.0.113.77"
 BLOCKED_BYTES = socket.inet_aton(BLOCKED_V4)   # cb 00 71 42: in any answer, a leak
 ALLOWED_BYTES = socket.inet_aton(ALLOWED_V4)
+# Unbound's own address for an OVERRIDE CNAME target, with a TTL short enough to watch run out.
+SINKHOLE_NAME, SINKHOLE_V4, SINKHOLE_V6, SINKHOLE_TTL = "sinkhole.lab.example", "203.0.113.88", "2001:db8:ff::88", 3
 FORGED_MARK = b"\x07dnsgate\x07invalid\x00"    # dnsgate's SOA MNAME in a forged NXDOMAIN / NODATA
 
 PYTHON = "/usr/bin/python3"
@@ -106,6 +110,8 @@ def unbound_command(r: Resolver) -> list[str]:
     local-zone: "blocked.bypass.example." redirect
     local-data: "blocked.bypass.example. 60 IN A {BLOCKED_V4}"
     local-data: "allowed.bypass.example. 60 IN A {ALLOWED_V4}"
+    local-data: "{SINKHOLE_NAME}. {SINKHOLE_TTL} IN A {SINKHOLE_V4}"
+    local-data: "{SINKHOLE_NAME}. {SINKHOLE_TTL} IN AAAA {SINKHOLE_V6}"
 remote-control:
     control-enable: no
 """)

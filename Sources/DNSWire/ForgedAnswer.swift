@@ -62,15 +62,17 @@ public enum ForgedAnswerBuilder {
     ///   - extraText: EDE EXTRA-TEXT (UTF-8); cut at `maximumExtraTextLength`.
     public static func build(
         answering query: DNSQuery, packet: Span<UInt8>, kind: ForgedAnswerKind,
-        settings: ForgedAnswerSettings, extraText: Span<UInt8>, into output: inout MutableSpan<UInt8>
+        settings: ForgedAnswerSettings, extraText: Span<UInt8>, chase: ChasedTarget? = nil,
+        into output: inout MutableSpan<UInt8>
     ) -> Int? {
         let ipHeaderLength = query.ipVersion == .v4 ? 20 : 40
         let dnsStart = ipHeaderLength + 8
         // DNS message first; the IP and UDP headers need its length.
         let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
         guard let totalLength = buildMessage(answering: query, message: message, kind: kind, settings: settings,
-                                             extraText: extraText, into: &output, at: dnsStart),
-              totalLength <= query.packetLength + maximumGrowth else { return nil }
+                                             extraText: extraText, chase: chase, into: &output, at: dnsStart),
+              totalLength <= query.packetLength + maximumGrowth + (chase == nil ? 0 : TargetQuery.maximumChainLength)
+        else { return nil }
         var writer = PacketWriter()
 
         // UDP header, from the query's destination to its source.
@@ -92,9 +94,9 @@ public enum ForgedAnswerBuilder {
 
     /// Room `buildMessage` needs for the answer to a DNS message of `length`
     /// bytes: a compressed question written out in full, and every record
-    /// and option an answer may add.
+    /// and option an answer may add, a chased CNAME target's included.
     public static func outputCapacity(forQueryOf length: Int) -> Int {
-        max(length, 512) + 2 * maximumGrowth
+        max(length, 512) + 2 * maximumGrowth + TargetQuery.maximumChainLength
     }
 
     /// Writes only the DNS message of the answer (as DNS over TCP carries it)
@@ -106,18 +108,23 @@ public enum ForgedAnswerBuilder {
     /// the EDE text goes first, then the EDE, then the cookie; only then is the
     /// answer cut to its question with TC set, so the client asks over TCP.
     ///
+    /// An OVERRIDE CNAME answer to A or AAAA carries `chase`, the target's
+    /// records as the client's resolver gave them (none when nil); to other
+    /// types it ends in NODATA after the CNAME, since no stub chases a target.
+    ///
     /// - Parameter message: the query's DNS message; `query`'s offsets into it
     ///   count from its first byte.
     public static func buildMessage(
         answering query: DNSQuery, message: Span<UInt8>, kind: ForgedAnswerKind,
-        settings: ForgedAnswerSettings, extraText: Span<UInt8>, udp: Bool = true,
+        settings: ForgedAnswerSettings, extraText: Span<UInt8>, chase: ChasedTarget? = nil, udp: Bool = true,
         into output: inout MutableSpan<UInt8>, at start: Int
     ) -> Int? {
         guard output.count >= start + outputCapacity(forQueryOf: query.dnsLength) else { return nil }
         var writer = PacketWriter()
         writer.offset = start
         var answerRecord: OverrideRecord?
-        let rcode: ResponseCode
+        var chain: [ChainRecord] = []
+        var rcode: ResponseCode
         var withSOA = false
         switch kind {
         case .nxdomain: rcode = .nameError; withSOA = true; answerRecord = nil
@@ -127,12 +134,21 @@ public enum ForgedAnswerBuilder {
             rcode = .noError
             answerRecord = record.answers(query.type) ? record : nil
             withSOA = answerRecord == nil
+            if record.type == .cname, query.type != .cname, query.type != .any {
+                if TargetQuery.chases(query.type), let chase {
+                    rcode = chase.responseCode
+                    chain = chase.records
+                    if rcode == .serverFailure { answerRecord = nil }
+                }
+                // The chain ends in no data of the asked type: say so, as a resolver would.
+                withSOA = rcode != .serverFailure && chain.last?.type != query.type
+            }
         }
         let edns = query.edns
 
         // The size of every part, so that the answer is made to fit before a byte is written.
         let questionLength = query.questionCompressed ? query.name.wireLength + 4 : query.questionEnd - 12
-        let recordLength = answerRecord.map { 12 + $0.data.count } ?? 0
+        let recordLength = (answerRecord.map { 12 + $0.data.count } ?? 0) + chain.reduce(0) { $0 + $1.answerLength }
         let soaLength = (query.name.labelCount == 0 ? 1 : 2) + 10 + soaPrimary.count + soaMailboxLabel.count + 2 + 20
         // Never a server cookie of our own making (clients remember which servers do
         // cookies): a client and server cookie are echoed unchanged, a client cookie
@@ -153,6 +169,7 @@ public enum ForgedAnswerBuilder {
         let truncated = body + optLength() > limit
         if truncated {
             answerRecord = nil
+            chain = []
             withSOA = false
         }
 
@@ -162,7 +179,7 @@ public enum ForgedAnswerBuilder {
         writer.u16(query.id, &output)
         writer.u16(flags, &output)
         writer.u16(1, &output)
-        writer.u16(answerRecord == nil ? 0 : 1, &output)
+        writer.u16(UInt16((answerRecord == nil ? 0 : 1) + chain.count), &output)
         writer.u16(withSOA ? 1 : 0, &output)
         writer.u16(edns == nil ? 0 : 1, &output)
 
@@ -181,15 +198,27 @@ public enum ForgedAnswerBuilder {
             writer.u16(QueryClass.internet.rawValue, &output)
             writer.u32(record.ttl, &output)
             writer.u16(UInt16(record.data.count), &output)
+            // Each chained record is owned by the name the CNAME before it points to.
+            var ownerOffset = UInt16(writer.offset - start)
             for byte in record.data { writer.u8(byte, &output) }
+            for link in chain {
+                writer.u16(0xc000 | ownerOffset, &output)
+                writer.u16(link.type.rawValue, &output)
+                writer.u16(QueryClass.internet.rawValue, &output)
+                writer.u32(link.ttl, &output)
+                writer.u16(UInt16(link.data.count), &output)
+                if link.type == .cname { ownerOffset = UInt16(writer.offset - start) }
+                for byte in link.data { writer.u8(byte, &output) }
+            }
         }
         if withSOA {
-            // Owner: the query name's last label (its top-level domain), by pointer.
-            let name = query.name
-            if name.labelCount == 0 {
+            // Owner: the query name itself, by pointer. A validating or caching
+            // forwarder then holds the made-up SOA for the blocked name only,
+            // never for a zone above it that it validates or serves.
+            if query.name.labelCount == 0 {
                 writer.u8(0, &output)
             } else {
-                writer.u16(0xc000 | (questionNameOffset + UInt16(name.labelStart(name.labelCount - 1))), &output)
+                writer.u16(0xc000 | questionNameOffset, &output)
             }
             writer.u16(QueryType.soa.rawValue, &output)
             writer.u16(QueryClass.internet.rawValue, &output)

@@ -41,6 +41,7 @@ public final class Daemon: Sendable {
     let policies: PolicyHolder
     let workers: [Worker]
     let relay: TCPRelay
+    let chaser: TargetChaser
     let recorder: DecisionRecorder
     let runState = RunState()
     let started = Date()
@@ -72,13 +73,15 @@ public final class Daemon: Sendable {
         recorder = DecisionRecorder(log: config.queryLog)
         let settings = WorkerSettings(undecodable: config.undecodable, overload: config.onOverload,
                                       queueLength: config.queueLength, mark: Self.answerMark)
+        chaser = try TargetChaser(mark: Self.answerMark)
         var workers: [Worker] = []
         for (index, queue) in config.queues.enumerated() {
             workers.append(try Worker(index: index, queueNumber: queue, policies: policies, settings: settings,
-                                      recorder: recorder, running: runState))
+                                      recorder: recorder, chaser: chaser, running: runState))
         }
         self.workers = workers
-        relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, mark: Self.answerMark,
+        relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, chaser: chaser,
+                         mark: Self.answerMark,
                          undecodable: config.undecodable)
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
     }
@@ -161,6 +164,7 @@ public final class Daemon: Sendable {
         logger.info("stopping")
         relay.stop()
         finished.wait()
+        chaser.stop()
         withExtendedLifetime(sources) {}
     }
 
@@ -281,7 +285,7 @@ public final class Daemon: Sendable {
             onOverload: config.onOverload.rawValue,
             policy: .init(generation: policy.generation, rules: policy.rules.count, domains: policy.domainCount,
                           loadedAt: loadedAt))
-        for counters in workers.map(\.counters) + [relay.counters] {
+        for counters in workers.map(\.counters) + [relay.counters, chaser.counters] {
             snapshot.add(counters)
         }
         for worker in workers {
@@ -306,6 +310,9 @@ public final class Daemon: Sendable {
                              queries: relay.counters.received.value, relayed: relay.counters.accepted.value,
                              answersRelayed: t.answersRelayed.value,
                              upstreamFailures: t.upstreamFailures.value, idleClosed: t.idleClosed.value)
+        let c = chaser.chase
+        snapshot.overrideTargets = .init(queries: c.queries.value, failures: c.failures.value,
+                                         cacheHits: c.cacheHits.value, overflows: c.overflows.value)
         snapshot.errors.reloadFailures = reloadFailures.load(ordering: .relaxed)
         snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
         snapshot.rules = policy.rules.enumerated().map {

@@ -29,6 +29,10 @@ public struct StatsSnapshot: Codable, Sendable {
         public var connections: UInt64 = 0, open: UInt64 = 0, refused: UInt64 = 0, queries: UInt64 = 0
         public var relayed: UInt64 = 0, answersRelayed: UInt64 = 0, upstreamFailures: UInt64 = 0, idleClosed: UInt64 = 0
     }
+    /// OVERRIDE CNAME targets asked of clients' resolvers (SPEC §3).
+    public struct OverrideTargets: Codable, Sendable {
+        public var queries: UInt64 = 0, failures: UInt64 = 0, cacheHits: UInt64 = 0, overflows: UInt64 = 0
+    }
     public struct Rule: Codable, Sendable {
         public var group: String
         public var rule: String
@@ -87,6 +91,7 @@ public struct StatsSnapshot: Codable, Sendable {
     public var verdicts = Verdicts()
     public var responses = Responses()
     public var tcp = TCP()
+    public var overrideTargets = OverrideTargets()
     public var rules: [Rule] = []
     public var lists: [List] = []
     public var queues: [Queue] = []
@@ -147,6 +152,11 @@ public struct StatsSnapshot: Codable, Sendable {
         family("tcp_messages_total", "counter", "DNS-over-TCP messages by direction.", [
             (label("kind", "query"), tcp.queries), (label("kind", "relayed"), tcp.relayed),
             (label("kind", "answer_relayed"), tcp.answersRelayed),
+        ])
+        family("override_target_total", "counter", "OVERRIDE CNAME targets by how they were found.", [
+            (label("outcome", "asked"), overrideTargets.queries), (label("outcome", "failed"), overrideTargets.failures),
+            (label("outcome", "kept_copy"), overrideTargets.cacheHits),
+            (label("outcome", "overflow"), overrideTargets.overflows),
         ])
         family("rule_hits_total", "counter", "Queries each rule decided.",
                rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })

@@ -54,16 +54,18 @@ final class TCPRelay: Sendable {
     let tcp = TCPCounters()
     let judge: QueryJudge
     let policies: PolicyHolder
+    let chaser: TargetChaser
     let mark: UInt32
     private let group: MultiThreadedEventLoopGroup
     private let perClient = Mutex<[IPAddress: Int]>([:])
     private let listeners = Mutex<[Channel]>([])
 
-    init(judgeIndex: Int, policies: PolicyHolder, recorder: DecisionRecorder, mark: UInt32,
+    init(judgeIndex: Int, policies: PolicyHolder, recorder: DecisionRecorder, chaser: TargetChaser, mark: UInt32,
          undecodable: PacketAction) {
         counters = WorkerCounters(queue: 0)
         judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex, undecodable: undecodable)
         self.policies = policies
+        self.chaser = chaser
         self.mark = mark
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group.next().execute { PacketQueue.lowerCurrentThreadPriority() }
@@ -338,24 +340,52 @@ final class TCPClientHandler: ChannelInboundHandler {
             break
         case .answer(let question, let kind, let rule):
             let policy = state.policy
-            let extraText = policy.rules[rule].extraText
-            var answer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: bytes.count))
-            let end: Int?
-            do {
-                var output = answer.mutableSpan
-                end = ForgedAnswerBuilder.buildMessage(
-                    answering: question, message: bytes.span, kind: kind, settings: policy.answerSettings,
-                    extraText: extraText.span, udp: false, into: &output, at: 2)
-            }
-            guard let end else {
-                relay.counters.injectFailures.increment()
+            let settings = policy.answerSettings, extraText = policy.rules[rule].extraText
+            guard let key = TargetChaser.key(for: question, kind: kind) else {
+                writeAnswer(to: question, in: bytes, kind: kind, settings: settings, extraText: extraText, chase: nil)
                 return
             }
-            answer[0] = UInt8(truncatingIfNeeded: (end - 2) >> 8)
-            answer[1] = UInt8(truncatingIfNeeded: end - 2)
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer[..<end])), promise: nil)
-            relay.counters.countAnswer(kind)
+            if let chased = relay.chaser.cached(key) {
+                writeAnswer(to: question, in: bytes, kind: kind, settings: settings, extraText: extraText,
+                            chase: chased)
+                return
+            }
+            // Answered once the target is known; the connection stays until then.
+            outstanding += 1
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            relay.chaser.resolve(key) { chased in
+                loopBound.eventLoop.execute {
+                    let handler = loopBound.value
+                    handler.outstanding -= 1
+                    handler.writeAnswer(to: question, in: bytes, kind: kind, settings: settings, extraText: extraText,
+                                        chase: chased)
+                    handler.updateReading()
+                    handler.closeIfDone()
+                }
+            }
         }
+    }
+
+    /// Writes the forged answer to `question` (read from the message `bytes`) into the stream.
+    private func writeAnswer(to question: DNSQuery, in bytes: [UInt8], kind: ForgedAnswerKind,
+                             settings: ForgedAnswerSettings, extraText: [UInt8], chase: ChasedTarget?) {
+        guard let context else { return }
+        var answer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: bytes.count))
+        let end: Int?
+        do {
+            var output = answer.mutableSpan
+            end = ForgedAnswerBuilder.buildMessage(
+                answering: question, message: bytes.span, kind: kind, settings: settings,
+                extraText: extraText.span, chase: chase, udp: false, into: &output, at: 2)
+        }
+        guard let end else {
+            relay.counters.injectFailures.increment()
+            return
+        }
+        answer[0] = UInt8(truncatingIfNeeded: (end - 2) >> 8)
+        answer[1] = UInt8(truncatingIfNeeded: end - 2)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer[..<end])), promise: nil)
+        relay.counters.countAnswer(kind)
     }
 
     /// Sends a message, length in front, on to the server, connecting first if needed.

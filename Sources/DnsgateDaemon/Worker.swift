@@ -27,13 +27,14 @@ final class Worker: @unchecked Sendable {
     private let policies: PolicyHolder
     private let settings: WorkerSettings
     private let judge: QueryJudge
+    private let chaser: TargetChaser
     private let running: RunState
 
     /// This worker's index in every `PolicyState.ruleHits`.
     let index: Int
 
     init(index: Int, queueNumber: UInt16, policies: PolicyHolder, settings: WorkerSettings, recorder: DecisionRecorder,
-         running: RunState) throws {
+         chaser: TargetChaser, running: RunState) throws {
         self.index = index
         queue = try PacketQueue(number: queueNumber, maximumBacklog: settings.queueLength,
                                 failOpen: settings.overload == .pass)
@@ -42,6 +43,7 @@ final class Worker: @unchecked Sendable {
         judge = QueryJudge(counters: counters, recorder: recorder, index: index, undecodable: settings.undecodable)
         self.policies = policies
         self.settings = settings
+        self.chaser = chaser
         self.running = running
     }
 
@@ -92,20 +94,32 @@ final class Worker: @unchecked Sendable {
         case .drop:
             return .drop
         case .answer(let question, let kind, let rule):
-            sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: state.policy)
+            let policy = state.policy
+            guard let key = TargetChaser.key(for: question, kind: kind) else {
+                sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: policy, chase: nil)
+                return .drop
+            }
+            if let chased = chaser.cached(key) {
+                sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: policy, chase: chased)
+            } else {
+                // Rare (once per target, resolver and TTL): the copy is the only allocation.
+                chaser.answerLater(packet: (0..<packet.count).map { packet[$0] }, question: question, kind: kind,
+                                   key: key, settings: policy.answerSettings, extraText: policy.rules[rule].extraText)
+            }
             return .drop
         }
     }
 
     /// Forges the answer from the raw socket; counts it or its failure.
     private func sendAnswer(to question: DNSQuery, kind: ForgedAnswerKind, rule: Int, packet: Span<UInt8>,
-                            policy: CompiledPolicy) {
+                            policy: CompiledPolicy, chase: ChasedTarget?) {
         let extraText = policy.rules[rule].extraText
         let sent: Bool
         do {
             sent = try injector.send { output in
                 ForgedAnswerBuilder.build(answering: question, packet: packet, kind: kind,
-                                          settings: policy.answerSettings, extraText: extraText.span, into: &output)
+                                          settings: policy.answerSettings, extraText: extraText.span, chase: chase,
+                                          into: &output)
             }
         } catch {
             sent = false

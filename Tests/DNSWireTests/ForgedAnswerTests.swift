@@ -7,15 +7,15 @@ struct ForgedAnswerTests {
     static let settings = ForgedAnswerSettings(negativeTTL: 77, extendedError: true)
     static let text = Array("blocked by dnsgate rule g/r".utf8)
 
-    func forge(_ fixture: QueryFixture, _ kind: ForgedAnswerKind,
-               settings: ForgedAnswerSettings = Self.settings) throws -> (ParsedAnswer, [UInt8], [UInt8]) {
+    func forge(_ fixture: QueryFixture, _ kind: ForgedAnswerKind, settings: ForgedAnswerSettings = Self.settings,
+               chase: ChasedTarget? = nil) throws -> (ParsedAnswer, [UInt8], [UInt8]) {
         let packet = fixture.packet()
         let query = try #require(decodedQuery(packet))
         var buffer = [UInt8](repeating: 0xee, count: 4096)
         var output = buffer.mutableSpan
         let length = try #require(ForgedAnswerBuilder.build(
             answering: query, packet: packet.span, kind: kind, settings: settings,
-            extraText: Self.text.span, into: &output))
+            extraText: Self.text.span, chase: chase, into: &output))
         _ = consume output
         let answer = Array(buffer[0..<length])
         return (ParsedAnswer(answer), answer, packet)
@@ -44,13 +44,14 @@ struct ForgedAnswerTests {
         #expect(answer.questionBytes == QueryFixture.wireName(fixture.name) + be16(fixture.type) + be16(fixture.queryClass))
     }
 
-    func checkSOA(_ answer: ParsedAnswer, ttl: UInt32) throws {
+    func checkSOA(_ answer: ParsedAnswer, ttl: UInt32, owner: String = QueryFixture().name) throws {
         let soa = try #require(answer.authority.first)
         #expect(answer.authority.count == 1)
         #expect(soa.type == 6)
         #expect(soa.ttl == ttl)
-        // The owner is an ancestor of the question name (its last label).
-        #expect(soa.owner == QueryFixture.wireName("com"))
+        // The owner is the question name itself: a forwarder never holds a
+        // made-up SOA for a zone above it (issue #9, DNSSEC).
+        #expect(soa.owner == QueryFixture.wireName(owner))
         let minimum = soa.data.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         #expect(minimum == ttl)
         let mname = ParsedAnswer.readName(answer.dns, soa.dataOffset)
@@ -196,6 +197,117 @@ struct ForgedAnswerTests {
         let (answer, _, _) = try forge(fixture, .override(OverrideRecord(type: .cname, ttl: 30, data: target)))
         let rr = try #require(answer.answers.first)
         #expect(rr.type == 5 && rr.data == target && rr.ttl == 30)
+    }
+
+    static let sinkhole = QueryFixture.wireName("sinkhole.example.net")
+    static let cnameToSinkhole = ForgedAnswerKind.override(OverrideRecord(type: .cname, ttl: 30, data: sinkhole))
+
+    /// A resolver's answer to `TargetQuery.make`: `answers` are (owner, type, ttl, rdata) with names
+    /// compressed against the question where `compress` says so, then `authority`.
+    func resolverAnswer(id: UInt16, type: UInt16, rcode: UInt8 = 0, flags: UInt8 = 0x81,
+                        answers: [([UInt8], UInt16, UInt32, [UInt8])],
+                        authority: [([UInt8], UInt16, UInt32, [UInt8])] = []) -> [UInt8] {
+        var message = be16(id) + [flags, 0x80 | rcode] + be16(1) + be16(UInt16(answers.count))
+            + be16(UInt16(authority.count)) + be16(0)
+        message += Self.sinkhole + be16(type) + be16(1)
+        for (owner, recordType, ttl, data) in answers + authority {
+            message += owner + be16(recordType) + be16(1)
+            message += [UInt8(ttl >> 24), UInt8(ttl >> 16 & 0xff), UInt8(ttl >> 8 & 0xff), UInt8(ttl & 0xff)]
+            message += be16(UInt16(data.count)) + data
+        }
+        return message
+    }
+
+    @Test("a target's answer is read as a chain from the target: CNAMEs, then addresses; strays are left out")
+    func readChasedTarget() throws {
+        let cdn = QueryFixture.wireName("edge.cdn.example")
+        let response = resolverAnswer(id: 0x4242, type: 1, answers: [
+            ([0xc0, 12], 5, 300, cdn),  // the target by pointer, CNAME to the CDN
+            (QueryFixture.wireName("unrelated.example"), 1, 5, [192, 0, 2, 9]),  // not on the chain
+            (QueryFixture.wireName("EDGE.cdn.example"), 1, 120, [203, 0, 113, 53]),  // case differs: still the chain
+            (cdn, 1, 100, [203, 0, 113, 54]),
+            (cdn, 28, 100, [UInt8](repeating: 1, count: 16)),  // another type
+        ])
+        let read = TargetQuery.read(response.span, id: 0x4242, target: Self.sinkhole, type: .a)
+        let chased = try #require(read)
+        #expect(chased.responseCode == .noError)
+        #expect(chased.records == [
+            ChainRecord(type: .cname, ttl: 300, data: cdn),
+            ChainRecord(type: .a, ttl: 120, data: [203, 0, 113, 53]),
+            ChainRecord(type: .a, ttl: 100, data: [203, 0, 113, 54]),
+        ])
+        #expect(chased.ttl == 100, "kept for the shortest TTL")
+        #expect(chased.aged(by: 40).records.map(\.ttl) == [260, 80, 60])
+        // Not the answer to this query: ignored, so a stray or forged datagram cannot end the wait.
+        let otherID = TargetQuery.read(response.span, id: 0x4243, target: Self.sinkhole, type: .a)
+        let otherType = TargetQuery.read(response.span, id: 0x4242, target: Self.sinkhole, type: .aaaa)
+        let otherName = TargetQuery.read(response.span, id: 0x4242, target: cdn, type: .a)
+        #expect(otherID == nil && otherType == nil && otherName == nil)
+    }
+
+    @Test("an error or truncated answer fails the chase; a negative one is kept for the SOA's time")
+    func readChaseFailures() throws {
+        let servfail = resolverAnswer(id: 7, type: 1, rcode: 2, answers: [])
+        let failedRead = TargetQuery.read(servfail.span, id: 7, target: Self.sinkhole, type: .a)
+        #expect(failedRead == .failed)
+        let truncated = resolverAnswer(id: 7, type: 1, flags: 0x83, answers: [])
+        let truncatedRead = TargetQuery.read(truncated.span, id: 7, target: Self.sinkhole, type: .a)
+        #expect(truncatedRead == .failed)
+        let soa = QueryFixture.wireName("ns.example") + QueryFixture.wireName("host.example") + [UInt8](repeating: 0, count: 16)
+            + [0, 0, 0, 45]
+        let nxdomain = resolverAnswer(id: 7, type: 1, rcode: 3, answers: [],
+                                      authority: [(QueryFixture.wireName("example.net"), 6, 900, soa)])
+        let negative = TargetQuery.read(nxdomain.span, id: 7, target: Self.sinkhole, type: .a)
+        #expect(negative == ChasedTarget(responseCode: .nameError, records: [], ttl: 45))
+        let loop = resolverAnswer(id: 7, type: 1, answers: (0..<10).map { _ in ([0xc0, 12], 5, 60, Self.sinkhole) })
+        let loopRead = TargetQuery.read(loop.span, id: 7, target: Self.sinkhole, type: .a)
+        #expect(loopRead == .failed, "a CNAME loop")
+    }
+
+    @Test("OVERRIDE CNAME to A or AAAA carries the target's chain and addresses; to other types NODATA after it")
+    func overrideCNAMEWithTarget() throws {
+        let cdn = QueryFixture.wireName("edge.cdn.example")
+        let chased = ChasedTarget(responseCode: .noError, records: [
+            ChainRecord(type: .cname, ttl: 300, data: cdn), ChainRecord(type: .a, ttl: 20, data: [203, 0, 113, 53]),
+        ], ttl: 20)
+        let fixture = QueryFixture()
+        let packet = fixture.packet()
+        let query = try #require(decodedQuery(packet))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var output = buffer.mutableSpan
+        let length = try #require(ForgedAnswerBuilder.build(
+            answering: query, packet: packet.span, kind: Self.cnameToSinkhole, settings: Self.settings,
+            extraText: Self.text.span, chase: chased, into: &output))
+        _ = consume output
+        let answer = ParsedAnswer(Array(buffer[0..<length]))
+        checkCommon(answer, fixture, rcode: 0)
+        #expect(answer.lengthsConsistent)
+        #expect(answer.answers.map(\.owner) == [QueryFixture.wireName(fixture.name), Self.sinkhole, cdn])
+        #expect(answer.answers.map(\.type) == [5, 5, 1])
+        #expect(answer.answers.map(\.ttl) == [30, 300, 20])
+        #expect(answer.answers.last?.data == [203, 0, 113, 53])
+        #expect(answer.authority.isEmpty)
+
+        // The target has no address: CNAME, then NXDOMAIN as the resolver said, with an SOA.
+        let missing = ChasedTarget(responseCode: .nameError, records: [], ttl: 30)
+        var nxFixture = QueryFixture()
+        nxFixture.type = 28
+        let (nx, _, _) = try forge(nxFixture, Self.cnameToSinkhole, chase: missing)
+        checkCommon(nx, nxFixture, rcode: 3)
+        #expect(nx.answers.map(\.type) == [5])
+        try checkSOA(nx, ttl: 77)
+
+        // The resolver did not answer: SERVFAIL, nothing made up.
+        let (failed, _, _) = try forge(QueryFixture(), Self.cnameToSinkhole, chase: .failed)
+        #expect(failed.rcode == 2 && failed.answers.isEmpty && failed.authority.isEmpty)
+
+        // MX: the CNAME, then NODATA (no stub asks the target).
+        var mxFixture = QueryFixture()
+        mxFixture.type = 15
+        let (mx, _, _) = try forge(mxFixture, Self.cnameToSinkhole)
+        checkCommon(mx, mxFixture, rcode: 0)
+        #expect(mx.answers.map(\.type) == [5])
+        try checkSOA(mx, ttl: 77)
     }
 
     @Test("a compressed question name is written out, case preserved")
