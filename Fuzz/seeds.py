@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dns.edns
 import dns.message
+import dns.rrset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,12 @@ def main() -> None:
         dns.message.make_query("padded.example", "TXT", use_edns=0, options=[dns.edns.GenericOption(12, bytes(40))]).to_wire(),
         dns.message.make_query(".", "NS").to_wire(),
     ]
+    # A resolver's answer for an OVERRIDE CNAME target (`www.`): a chain, then addresses.
+    chase = dns.message.make_response(dns.message.make_query("www.", "A", use_edns=0, payload=1232))
+    chase.answer.append(dns.rrset.from_text("www.", 60, "IN", "CNAME", "edge.cdn.example."))
+    chase.answer.append(dns.rrset.from_text("edge.cdn.example.", 30, "IN", "A", "203.0.113.53", "203.0.113.54"))
     seeds = [ipv4(m) for m in messages] + [ipv6(m) for m in messages] + [ipv6(messages[2], hop_by_hop=True)]
+    seeds.append(chase.to_wire())
     for index, seed in enumerate(seeds):
         (packets / f"seed-{index}").write_bytes(seed)
     lists = folder / "corpus-FuzzLists"

@@ -12,6 +12,7 @@ public func fuzzPacket(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     check(bytes, wireLength: nil)
     if bytes.count > 1 { check(Array(bytes.dropLast(bytes.count / 2)), wireLength: bytes.count) }
     checkMessage(bytes)
+    checkChase(bytes)
     return 0
 }
 
@@ -30,6 +31,45 @@ func checkMessage(_ message: [UInt8]) {
                                                   settings: settings, extraText: text.span, udp: false,
                                                   into: &output, at: 2) {
         precondition(end - 2 <= message.count + ForgedAnswerBuilder.maximumGrowth, "answer grew too much")
+    }
+}
+
+let target: [UInt8] = [3, 119, 119, 119, 0]
+let cnameToTarget = ForgedAnswerKind.override(OverrideRecord(type: .cname, ttl: 1, data: target))
+
+/// The bytes as a resolver's answer for an OVERRIDE CNAME target (any resolver
+/// a client names can send them), carried in a forged answer.
+func checkChase(_ response: [UInt8]) {
+    guard response.count >= 2 else { return }
+    let id = UInt16(response[0]) << 8 | UInt16(response[1])
+    for type in [QueryType.a, .aaaa] {
+        guard let chased = TargetQuery.read(response.span, id: id, target: target, type: type) else { continue }
+        let length = chased.records.reduce(0) { $0 + 12 + $1.data.count }
+        precondition(length <= TargetQuery.maximumChainLength, "chain longer than its bound")
+        var query = QueryFixtureQuery.make(type: type)
+        let message = QueryFixtureQuery.message(type: type)
+        query.dnsLength = message.count
+        var buffer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: message.count))
+        var output = buffer.mutableSpan
+        let end = ForgedAnswerBuilder.buildMessage(answering: query, message: message.span, kind: cnameToTarget,
+                                                   settings: settings, extraText: text.span, chase: chased,
+                                                   into: &output, at: 0)
+        precondition(end != nil, "no answer with a chased target")
+    }
+}
+
+/// A fixed query for `www.` of `type`, as the chase check answers it.
+enum QueryFixtureQuery {
+    static func message(type: QueryType) -> [UInt8] {
+        [0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 120, 0, UInt8(type.rawValue >> 8), UInt8(type.rawValue & 0xff), 0, 1]
+    }
+    static func make(type: QueryType) -> DNSQuery {
+        let message = message(type: type)
+        var query = DNSQuery(source: IPAddress("192.0.2.10")!, sourcePort: 40000,
+                             destination: IPAddress("198.51.100.53")!, destinationPort: 53,
+                             message: 0..<message.count, packetLength: message.count)
+        precondition(QueryDecoder.decodeMessage(message.span, into: &query) == nil)
+        return query
     }
 }
 
