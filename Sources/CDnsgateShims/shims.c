@@ -50,8 +50,41 @@ static int dg_send_config(dg_queue *q, struct nlmsghdr *nlh) {
     return 0;
 }
 
+// Sends a config message and waits for the kernel's answer to it: a bind that
+// another process holds (EBUSY) must be an error, not a silent no-op. Packets
+// can already arrive once bound; any read while waiting goes back to its hook
+// (NF_REPEAT), which queues it again for the normal receive loop.
+static int dg_send_config_acked(dg_queue *q, struct nlmsghdr *nlh, uint32_t seq) {
+    nlh->nlmsg_flags |= NLM_F_ACK;
+    nlh->nlmsg_seq = seq;
+    if (mnl_socket_sendto(q->socket, nlh, nlh->nlmsg_len) < 0) return -errno;
+    char *buffer = q->buffers;  // not yet in use: room for one whole packet message
+    for (int reads = 0; reads < 256; reads++) {
+        ssize_t length = mnl_socket_recvfrom(q->socket, buffer, q->datagram_size);
+        if (length < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+        int remaining = (int)length;
+        for (struct nlmsghdr *reply = (struct nlmsghdr *)buffer; mnl_nlmsg_ok(reply, remaining);
+             reply = mnl_nlmsg_next(reply, &remaining)) {
+            if (reply->nlmsg_type == NLMSG_ERROR && reply->nlmsg_seq == seq) {
+                const struct nlmsgerr *answer = mnl_nlmsg_get_payload(reply);
+                return answer->error;  // 0: done; else a negative errno
+            }
+            struct nlattr *attr[NFQA_MAX + 1] = {0};
+            if ((reply->nlmsg_type & 0xff) == NFQNL_MSG_PACKET && nfq_nlmsg_parse(reply, attr) >= 0 &&
+                attr[NFQA_PACKET_HDR] != NULL) {
+                struct nfqnl_msg_packet_hdr *hdr = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+                char verdict[DG_VERDICT_MESSAGE_SIZE * 2];
+                struct nlmsghdr *message = nfq_nlmsg_put(verdict, NFQNL_MSG_VERDICT, q->queue_num);
+                nfq_nlmsg_verdict_put(message, (int)ntohl(hdr->packet_id), NF_REPEAT);
+                (void)mnl_socket_sendto(q->socket, message, message->nlmsg_len);
+            }
+        }
+    }
+    return -ETIMEDOUT;
+}
+
 dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_len,
-                        int fail_open, int receive_timeout_ms, int *error) {
+                        int fail_open, int receive_timeout_ms, int *error, int *optional_error) {
     char config[MNL_SOCKET_BUFFER_SIZE];
     struct nlmsghdr *nlh;
     int rc = 0;
@@ -74,25 +107,30 @@ dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_le
     }
     if (mnl_socket_bind(q->socket, 0, MNL_SOCKET_AUTOPID) < 0) { rc = -errno; goto fail; }
     q->port_id = mnl_socket_get_portid(q->socket);
+    // The kernel answers each config message at once; a second is plenty.
+    if ((rc = dg_socket_timeouts(mnl_socket_get_fd(q->socket), 1000)) < 0) goto fail;
+    *optional_error = 0;
 
     nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
     nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
-    if ((rc = dg_send_config(q, nlh)) < 0) goto fail;
+    if ((rc = dg_send_config_acked(q, nlh, 1)) < 0) goto fail;
 
     nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
     nfq_nlmsg_cfg_put_params(nlh, NFQNL_COPY_PACKET, (int)copy_range);
-    if ((rc = dg_send_config(q, nlh)) < 0) goto fail;
+    if ((rc = dg_send_config_acked(q, nlh, 2)) < 0) goto fail;
 
-    // Optional settings: an older kernel without them still works.
+    // Optional settings: an older kernel without them still works, and the
+    // caller warns about the first that failed.
     nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
     nfq_nlmsg_cfg_put_qmaxlen(nlh, max_len);
-    (void)dg_send_config(q, nlh);
+    if ((rc = dg_send_config_acked(q, nlh, 3)) < 0 && *optional_error == 0) *optional_error = rc;
 
     nlh = nfq_nlmsg_put(config, NFQNL_MSG_CONFIG, queue_num);
     uint32_t flags = (fail_open ? NFQA_CFG_F_FAIL_OPEN : 0) | NFQA_CFG_F_GSO;
     mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(flags));
     mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO));
-    (void)dg_send_config(q, nlh);
+    if ((rc = dg_send_config_acked(q, nlh, 4)) < 0 && *optional_error == 0) *optional_error = rc;
+    rc = 0;
 
     // A full socket buffer must not turn into an error on every later receive.
     int one = 1;
@@ -280,13 +318,26 @@ static int dg_unix_address(const char *path, struct sockaddr_un *address) {
     return 0;
 }
 
+int dg_unix_connect(const char *path);
+
 int dg_unix_listen(const char *path, unsigned mode, int backlog) {
     struct sockaddr_un address;
     int rc = dg_unix_address(path, &address);
     if (rc < 0) return rc;
+    // Only a socket nobody listens on is replaced: never a regular file (a
+    // mistyped path), never the socket of a running daemon.
+    struct stat existing;
+    if (lstat(path, &existing) == 0) {
+        if (!S_ISSOCK(existing.st_mode)) return -EEXIST;
+        int probe = dg_unix_connect(path);
+        if (probe >= 0) {
+            close(probe);
+            return -EADDRINUSE;
+        }
+        if (unlink(path) < 0) return -errno;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    (void)unlink(path);
     if (bind(fd, (struct sockaddr *)&address, sizeof(address)) < 0 || chmod(path, mode) < 0 ||
         listen(fd, backlog) < 0) {
         int e = errno;
@@ -294,6 +345,18 @@ int dg_unix_listen(const char *path, unsigned mode, int backlog) {
         return -e;
     }
     return fd;
+}
+
+int dg_unix_unlink_if_same(const char *path, uint64_t inode) {
+    struct stat current;
+    if (lstat(path, &current) < 0) return -errno;
+    if (!S_ISSOCK(current.st_mode) || (uint64_t)current.st_ino != inode) return -ESTALE;
+    return unlink(path) < 0 ? -errno : 0;
+}
+
+int64_t dg_path_inode(const char *path) {
+    struct stat current;
+    return lstat(path, &current) < 0 ? -errno : (int64_t)current.st_ino;
 }
 
 int dg_unix_connect(const char *path) {

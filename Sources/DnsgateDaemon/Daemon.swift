@@ -80,6 +80,7 @@ public final class Daemon: Sendable {
                                       recorder: recorder, chaser: chaser, running: runState))
         }
         self.workers = workers
+        for failure in workers.compactMap(\.queueSettingFailure) { logger.warning("\(failure)") }
         relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, chaser: chaser,
                          mark: Self.answerMark,
                          undecodable: config.undecodable)
@@ -132,6 +133,7 @@ public final class Daemon: Sendable {
         onSignal(SIGHUP) { [self] in _ = reload() }
         onSignal(SIGUSR1) { [self] in recorder.requestReopen() }
 
+        let workersFinished = DispatchGroup()
         let finished = DispatchGroup()
         let processors = ProcessInfo.processInfo.activeProcessorCount
         for worker in workers {
@@ -142,14 +144,14 @@ public final class Daemon: Sendable {
             } else {
                 worker.index % max(processors, 1)
             }
-            startThread(name: "dnsgate-q\(worker.counters.queue)", group: finished) { [logger] in
+            startThread(name: "dnsgate-q\(worker.counters.queue)", group: workersFinished) { [logger] in
                 worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }
         }
         // Helpers yield to the workers on a shared core.
-        startThread(name: "dnsgate-log", group: finished) { [recorder] in
+        startThread(name: "dnsgate-log", group: finished) { [recorder, logger] in
             PacketQueue.lowerCurrentThreadPriority()
-            recorder.run(while: { runState.isRunning })
+            recorder.run(while: { runState.isRunning }, report: { logger.error("\($0)") })
         }
         startThread(name: "dnsgate-stats", group: finished) { [self] in
             PacketQueue.lowerCurrentThreadPriority()
@@ -162,9 +164,14 @@ public final class Daemon: Sendable {
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
+        // The queues first: each worker leaves its loop within a receive timeout,
+        // then its queue is unbound, so the rules' fail mode applies at once.
+        _ = workersFinished.wait(timeout: .now() + 2)
+        for worker in workers { worker.releaseQueue() }
         relay.stop()
-        finished.wait()
         chaser.stop()
+        // Helpers finish their round (the log drains); none may hold up the exit.
+        if finished.wait(timeout: .now() + 3) == .timedOut { logger.warning("a helper thread did not stop in 3 s") }
         withExtendedLifetime(sources) {}
     }
 
@@ -315,6 +322,8 @@ public final class Daemon: Sendable {
                                          cacheHits: c.cacheHits.value, overflows: c.overflows.value)
         snapshot.errors.reloadFailures = reloadFailures.load(ordering: .relaxed)
         snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
+        snapshot.queryLog = .init(written: recorder.writtenRecords.value, lost: recorder.lostRecords.value,
+                                  lastError: recorder.lastError.withLock { $0 })
         snapshot.rules = policy.rules.enumerated().map {
             .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0])
         }

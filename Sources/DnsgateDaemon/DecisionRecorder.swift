@@ -42,7 +42,13 @@ final class DecisionRecorder: Sendable {
     let top = TopTalkers()
     private let ring: Mutex<Ring>
     private let reopenRequested = Atomic<Bool>(false)
+    /// Records the ring had no room for.
     let droppedRecords = Atomic<UInt64>(0)
+    let writtenRecords = Atomic<UInt64>(0)
+    /// Records the output did not take (full disk, read-only file system, no reader).
+    let lostRecords = Atomic<UInt64>(0)
+    /// The query log's current error, for the stats socket.
+    let lastError = Mutex<String?>(nil)
 
     init(log: QueryLogConfig?, capacity: Int = 8192) {
         path = log?.path
@@ -69,12 +75,15 @@ final class DecisionRecorder: Sendable {
     /// Ask the writer to reopen the file (SIGUSR1, after logrotate moved it).
     func requestReopen() { reopenRequested.store(true, ordering: .relaxed) }
 
-    /// The writer loop; returns when `running` turns false and the ring is drained.
-    func run(while running: @escaping @Sendable () -> Bool) {
-        var handle = openOutput()
+    /// The writer loop; returns when `running` turns false and the ring is
+    /// drained. `report` hears of each new query-log error (and of recovery).
+    func run(while running: @escaping @Sendable () -> Bool, report: (String) -> Void) {
+        let writer = path.map(QueryLogWriter.init(path:))
         var batch: [DecisionRecord] = []
         var output: [UInt8] = []
+        var recordEnds: [Int] = []
         var formatter = QueryLogFormatter()
+        var reportedError: String?
         while true {
             batch.removeAll(keepingCapacity: true)
             ring.withLock { ring in
@@ -85,13 +94,10 @@ final class DecisionRecorder: Sendable {
                     ring.count -= 1
                 }
             }
-            if reopenRequested.exchange(false, ordering: .relaxed) {
-                if handle !== FileHandle.standardOutput { try? handle?.close() }
-                handle = openOutput()
-            }
+            if reopenRequested.exchange(false, ordering: .relaxed) { writer?.reopen() }
             if !batch.isEmpty {
                 output.removeAll(keepingCapacity: true)
-                var written: UInt64 = 0
+                recordEnds.removeAll(keepingCapacity: true)
                 for record in batch {
                     let outcome = record.policy.outcome(of: record.decision)
                     if outcome.action == .block {
@@ -99,29 +105,25 @@ final class DecisionRecorder: Sendable {
                     }
                     if logActions.contains(outcome.action) {
                         formatter.append(record, outcome: outcome, to: &output)
-                        written += 1
+                        recordEnds.append(output.count)
                     }
                 }
-                if written > 0 { handle?.write(Data(output)) }
+                if let writer, !recordEnds.isEmpty {
+                    let written = writer.write(output, recordEnds: recordEnds)
+                    writtenRecords.wrappingAdd(UInt64(written), ordering: .relaxed)
+                    lostRecords.wrappingAdd(UInt64(recordEnds.count - written), ordering: .relaxed)
+                    if writer.lastError != reportedError {
+                        reportedError = writer.lastError
+                        lastError.withLock { $0 = reportedError }
+                        report(reportedError.map { "query log: \($0); records are counted as lost until it works" }
+                               ?? "query log: writing again")
+                    }
+                }
             } else if !running() {
                 break
             } else {
                 usleep(20_000)
             }
         }
-        if handle !== FileHandle.standardOutput { try? handle?.close() }
-    }
-
-    private func openOutput() -> FileHandle? {
-        guard let path else { return nil }
-        if path == "-" { return FileHandle.standardOutput }
-        let directory = (path as NSString).deletingLastPathComponent
-        if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        if !FileManager.default.fileExists(atPath: path) {
-            _ = FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o640])
-        }
-        guard let handle = FileHandle(forWritingAtPath: path) else { return nil }
-        handle.seekToEndOfFile()
-        return handle
     }
 }

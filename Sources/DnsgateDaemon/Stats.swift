@@ -52,6 +52,11 @@ public struct StatsSnapshot: Codable, Sendable {
         public var verdictFailures: UInt64 = 0
         public var queryLogDropped: UInt64 = 0
     }
+    /// The query log's output: records written, records it did not take, and why.
+    public struct QueryLog: Codable, Sendable {
+        public var written: UInt64 = 0, lost: UInt64 = 0
+        public var lastError: String?
+    }
     public struct List: Codable, Sendable {
         public var name: String
         /// The list file, or for a remote list its cached copy.
@@ -96,6 +101,7 @@ public struct StatsSnapshot: Codable, Sendable {
     public var lists: [List] = []
     public var queues: [Queue] = []
     public var errors = Errors()
+    public var queryLog = QueryLog()
 
     public static func decode(_ json: String) throws -> StatsSnapshot {
         let decoder = JSONDecoder()
@@ -174,7 +180,11 @@ public struct StatsSnapshot: Codable, Sendable {
         family("errors_total", "counter", "Failures by kind.", [
             (label("kind", "inject"), errors.injectFailures), (label("kind", "reload"), errors.reloadFailures),
             (label("kind", "verdict"), errors.verdictFailures), (label("kind", "query_log_dropped"), errors.queryLogDropped),
+            (label("kind", "query_log_lost"), queryLog.lost),
         ])
+        family("query_log_records_total", "counter", "Query-log records written.", [("", queryLog.written)])
+        family("query_log_failing", "gauge", "1 while the query log cannot be written.",
+               [("", queryLog.lastError == nil ? 0 : 1)])
         return out
     }
 }

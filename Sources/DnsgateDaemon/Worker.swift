@@ -32,6 +32,8 @@ final class Worker: @unchecked Sendable {
 
     /// This worker's index in every `PolicyState.ruleHits`.
     let index: Int
+    /// An optional queue setting the kernel refused, for the daemon to warn about.
+    var queueSettingFailure: SystemError? { queue.optionalSettingFailure }
 
     init(index: Int, queueNumber: UInt16, policies: PolicyHolder, settings: WorkerSettings, recorder: DecisionRecorder,
          chaser: TargetChaser, running: RunState) throws {
@@ -83,6 +85,9 @@ final class Worker: @unchecked Sendable {
             }
         }
     }
+
+    /// Unbinds the queue, once `run` has returned.
+    func releaseQueue() { queue.release() }
 
     @inline(__always)
     func handle(_ packet: Span<UInt8>, wireLength: Int, mac: MACAddress?, state: PolicyState) -> Verdict {

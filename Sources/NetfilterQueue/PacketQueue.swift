@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 internal import CDnsgateShims
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum Verdict: Sendable { case accept, drop }
 
@@ -12,6 +15,8 @@ public final class PacketQueue {
     private let packets: UnsafeMutablePointer<dg_packet>
     private let verdicts: UnsafeMutablePointer<UInt8>
     private let batchCapacity = Int32(DG_RECEIVE_BATCH)
+    /// An optional setting the kernel refused (the queue works without it).
+    public let optionalSettingFailure: SystemError?
     /// Packets accepted by the C side because a single datagram held more than the batch.
     public private(set) var overflowAccepted: UInt64 = 0
 
@@ -26,11 +31,16 @@ public final class PacketQueue {
     ///     caller notices shutdown.
     public init(number: UInt16, copyRange: UInt32 = 0xffff, maximumBacklog: UInt32 = 4096,
                 failOpen: Bool, receiveTimeoutMilliseconds: Int32 = 250) throws(SystemError) {
-        var error: Int32 = 0
+        var error: Int32 = 0, optionalError: Int32 = 0
         guard let handle = dg_queue_open(number, copyRange, maximumBacklog, failOpen ? 1 : 0,
-                                         receiveTimeoutMilliseconds, &error) else {
-            throw SystemError("binding NFQUEUE \(number)", negativeErrno: error)
+                                         receiveTimeoutMilliseconds, &error, &optionalError) else {
+            // The kernel says EPERM for a queue another socket holds, EBUSY for a second bind.
+            let holder = error == -EPERM || error == -EBUSY
+                ? " (another process, perhaps a second dnsgate, holds it; or CAP_NET_ADMIN is missing)" : ""
+            throw SystemError("binding NFQUEUE \(number)\(holder)", negativeErrno: error)
         }
+        optionalSettingFailure = optionalError == 0 ? nil
+            : SystemError("setting the backlog or fail-open flag of NFQUEUE \(number)", negativeErrno: optionalError)
         self.number = number
         self.handle = handle
         self.packets = .allocate(capacity: Int(batchCapacity))
@@ -38,9 +48,20 @@ public final class PacketQueue {
     }
 
     deinit {
-        dg_queue_close(handle)
+        release()
         packets.deallocate()
         verdicts.deallocate()
+    }
+
+    private var released = false
+
+    /// Unbinds the queue: with the fail-open rules the kernel passes what it
+    /// would queue from now on, with the fail-closed ones it drops it. Called
+    /// by the owner once it no longer receives.
+    public func release() {
+        guard !released else { return }
+        released = true
+        dg_queue_close(handle)
     }
 
     /// Gives the calling thread (a helper: log, stats, feeds) a lower priority
@@ -61,6 +82,7 @@ public final class PacketQueue {
     /// batch's verdicts leave together. Returns how many packets were handled.
     @discardableResult
     public func receive(_ decide: (Span<UInt8>, Int, UInt64?) -> Verdict) throws(SystemError) -> Int {
+        guard !released else { return 0 }
         let count = Int(try check("receiving from NFQUEUE \(number)",
                                   dg_queue_receive(handle, packets, batchCapacity, &overflowAccepted)))
         for index in 0..<count {

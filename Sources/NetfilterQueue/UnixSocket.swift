@@ -96,12 +96,21 @@ public final class UnixConnection {
 public final class UnixListener: Sendable {
     public let path: String
     private let descriptor: Int32
+    private let inode: UInt64
 
     /// Binds `path` (replacing a stale socket file) with `mode`, e.g. 0o660,
     /// owned by `group` when given.
     public init(path: String, mode: UInt32, group: String? = nil) throws(SystemError) {
         self.path = path
-        descriptor = try check("listening on \(path)", dg_unix_listen(path, mode, 16))
+        let listening = dg_unix_listen(path, mode, 16)
+        switch -listening {
+        case EEXIST: throw SystemError("listening on \(path): it exists and is not a socket; not replacing it",
+                                       negativeErrno: listening)
+        case EADDRINUSE: throw SystemError("listening on \(path): another dnsgate answers there",
+                                           negativeErrno: listening)
+        default: descriptor = try check("listening on \(path)", listening)
+        }
+        inode = UInt64(max(dg_path_inode(path), 0))
         if let group {
             let result = dg_chown_group(path, group)
             if result < 0 {
@@ -115,7 +124,8 @@ public final class UnixListener: Sendable {
 
     deinit {
         close(descriptor)
-        unlink(path)
+        // Not a socket another instance has put there since.
+        _ = dg_unix_unlink_if_same(path, inode)
     }
 
     /// Waits for a connection; nil on timeout. The connection's whole exchange

@@ -31,9 +31,12 @@ enum {
 /// Binds queue `queue_num`; `copy_range` bytes of each packet are copied,
 /// `max_len` bounds the kernel-side backlog, `fail_open` lets the kernel accept
 /// when that backlog is full. GSO packets are taken whole (NFQA_CFG_F_GSO). `receive_timeout_ms` bounds each receive so the
-/// caller can notice shutdown. Returns NULL and sets *error to -errno.
+/// caller can notice shutdown. Every setting waits for the kernel's answer: a
+/// queue another process holds is an error. Returns NULL and sets *error to
+/// -errno; sets *optional_error to -errno of the first optional setting (backlog,
+/// flags) the kernel refused, or 0.
 dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_len,
-                        int fail_open, int receive_timeout_ms, int *error);
+                        int fail_open, int receive_timeout_ms, int *error, int *optional_error);
 void dg_queue_close(dg_queue *queue);
 
 /// Most datagrams one `dg_queue_receive` takes (one recvmmsg).
@@ -75,9 +78,17 @@ int dg_raw_open(int family, uint32_t mark);
 /// Returns 0 or -errno.
 int dg_raw_send(int fd, const uint8_t *packet, size_t length);
 
-/// A listening Unix stream socket at `path` (an old socket file is replaced)
-/// with the given mode. Returns the fd or -errno.
+/// A listening Unix stream socket at `path` with the given mode. A stale socket
+/// file is replaced; anything else there fails: -EEXIST for a file that is not
+/// a socket, -EADDRINUSE for a socket something still listens on. Returns the
+/// fd or -errno.
 int dg_unix_listen(const char *path, unsigned mode, int backlog);
+
+/// Removes `path` only if it is still the socket with inode `inode` (ours).
+int dg_unix_unlink_if_same(const char *path, uint64_t inode);
+
+/// The inode of `path` (not followed), or -errno.
+int64_t dg_path_inode(const char *path);
 
 /// Gives `path` to the group named `group` (owner unchanged). Returns 0,
 /// -ENOENT for an unknown group, or -errno.
