@@ -105,6 +105,12 @@ public final class CompiledPolicy: Sendable {
     public let entryOutcomes: [Outcome]
     public let answerSettings: ForgedAnswerSettings
     let table: NameTable
+    /// For each list, the rules that use it, in evaluation order: a query
+    /// looks only at the rules of the lists its name is in, so its cost does
+    /// not grow with the number of rules.
+    let rulesByList: [[Int32]]
+    /// The group of each rule.
+    let groupOfRule: [Int32]
 
     init(generation: Int, groups: [CompiledGroup], rules: [CompiledRule], lists: [ListInfo],
          entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable) {
@@ -115,6 +121,14 @@ public final class CompiledPolicy: Sendable {
         self.entryOutcomes = entryOutcomes
         self.answerSettings = answerSettings
         self.table = table
+        var rulesByList = [[Int32]](repeating: [], count: lists.count)
+        for (index, rule) in rules.enumerated() { rulesByList[rule.listIndex].append(Int32(index)) }
+        self.rulesByList = rulesByList
+        var groupOfRule = [Int32](repeating: 0, count: rules.count)
+        for (groupIndex, group) in groups.enumerated() {
+            for index in group.ruleIndices { groupOfRule[index] = Int32(groupIndex) }
+        }
+        self.groupOfRule = groupOfRule
     }
 
     /// The outcome a decision stands for.
@@ -171,13 +185,23 @@ public final class CompiledPolicy: Sendable {
     public func decide(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil) -> Decision? {
         if rules.isEmpty { return nil }
         let matches = matchingLists(name)
-        for group in groups where group.applies(to: client, mac: mac) {
-            for index in group.ruleIndices where matches.contains(rules[index].listIndex) && rules[index].applies(to: type) {
-                let outcome = rules[index].usesEntryActions ? entryOutcomeIndex(list: rules[index].listIndex, name: name) : -1
-                return Decision(ruleIndex: index, entryOutcome: outcome)
+        // Rules are numbered in evaluation order (group priority, then rule
+        // priority): the first rule that applies is the one with the lowest
+        // number among the rules of the matching lists.
+        var first = Int.max
+        matches.forEach { list in
+            for candidate in rulesByList[list] {
+                let index = Int(candidate)
+                if index >= first { break }
+                if rules[index].applies(to: type), groups[Int(groupOfRule[index])].applies(to: client, mac: mac) {
+                    first = index
+                    break
+                }
             }
         }
-        return nil
+        guard first != Int.max else { return nil }
+        let outcome = rules[first].usesEntryActions ? entryOutcomeIndex(list: rules[first].listIndex, name: name) : -1
+        return Decision(ruleIndex: first, entryOutcome: outcome)
     }
 
     /// The outcome of the most specific entry of `list` that matches `name`

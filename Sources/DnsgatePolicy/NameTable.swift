@@ -232,6 +232,23 @@ public struct ListMatches: Sendable, Equatable {
         words[list >> 6] & (1 << UInt64(list & 63)) != 0
     }
 
+    public var isEmpty: Bool {
+        for index in 0..<8 where words[index] != 0 { return false }
+        return true
+    }
+
+    /// Calls `body` with each list, in ascending order.
+    @inline(__always)
+    public func forEach(_ body: (Int) -> Void) {
+        for index in 0..<8 {
+            var word = words[index]
+            while word != 0 {  // one round per set bit
+                body(index << 6 | word.trailingZeroBitCount)
+                word &= word - 1
+            }
+        }
+    }
+
     /// Removes every list in `other`.
     @inline(__always)
     public mutating func subtract(_ other: ListMatches) {

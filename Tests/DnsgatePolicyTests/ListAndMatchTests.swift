@@ -130,6 +130,55 @@ struct PolicyTests {
         #expect(p.groups.map(\.name) == ["baseline", "guests"])
     }
 
+    @Test("the rule index finds the same rule as scanning every group and rule in order")
+    func ruleIndexAgreesWithScan() throws {
+        // 12 groups, each with its clients or none, 6 rules each over 5 lists
+        // (the same list in many groups), some limited to a query type.
+        var files: [String: String] = [:]
+        var config = "queues: 1\ndomain_lists:\n"
+        for list in 0..<5 {
+            files["/l\(list).txt"] = "*.l\(list).example\nshared.example\n"
+            config += "  - {name: l\(list), file: /l\(list).txt}\n"
+        }
+        config += "rule_groups:\n"
+        let actions = ["BLOCK", "ALLOW", "ALERT"]
+        for group in 0..<12 {
+            config += "  - name: g\(group)\n    priority: \(100 - group)\n"
+            if group % 3 == 1 { config += "    clients: [192.0.2.\(group)/32]\n" }
+            if group % 3 == 2 { config += "    clients: [2001:db8::/32]\n" }
+            config += "    rules:\n"
+            for rule in 0..<6 {
+                let qtypes = rule % 4 == 3 ? ", qtypes: [TXT]" : ""
+                config += "      - {name: r\(rule), priority: \(rule + 1), domain_list: l\((group + rule) % 5), "
+                    + "action: \(actions[(group * 6 + rule) % 3])\(qtypes)}\n"
+            }
+        }
+        let policy = try #require(Files(contents: files).compile(config).policy)
+        /// The definition (SPEC §2): groups in priority order, then their rules.
+        func scan(_ query: DomainName, _ type: QueryType, _ client: IPAddress) -> Int? {
+            let matches = policy.matchingLists(query)
+            for group in policy.groups where group.applies(to: client, mac: nil) {
+                for index in group.ruleIndices
+                    where matches.contains(policy.rules[index].listIndex) && policy.rules[index].applies(to: type) {
+                    return index
+                }
+            }
+            return nil
+        }
+        var checked = 0
+        for queryName in ["x.l0.example", "x.l3.example", "shared.example", "none.example", "a.b.l4.example"] {
+            for type in [QueryType.a, .txt] {
+                for client in ["192.0.2.1", "192.0.2.4", "192.0.2.99", "2001:db8::5", "2001:db9::5"] {
+                    let expected = scan(name(queryName), type, address(client))
+                    #expect(policy.decide(name: name(queryName), type: type, client: address(client))?.ruleIndex
+                            == expected, "\(queryName) \(type) \(client)")
+                    checked += expected == nil ? 0 : 1
+                }
+            }
+        }
+        #expect(checked > 20, "most queries are decided by some rule")
+    }
+
     @Test("a group naming a MAC address covers that host over IPv4 and IPv6")
     func macClients() throws {
         let result = Files(contents: [:]).compile("""

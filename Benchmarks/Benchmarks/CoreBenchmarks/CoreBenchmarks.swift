@@ -14,7 +14,8 @@ let benchmarks: @Sendable () -> Void = {
         maxDuration: .seconds(2),
         maxIterations: 100_000)
     // Build the fixtures before timing anything.
-    _ = (Fixtures.policy1M, Fixtures.packets, Fixtures.queries, Fixtures.longQueries, Fixtures.list100k)
+    _ = (Fixtures.policy1M, Fixtures.packets, Fixtures.queries, Fixtures.longQueries, Fixtures.list100k,
+         Fixtures.policy100Rules, Fixtures.policy10kRules)
     let perPacket = Benchmark.Configuration(
         metrics: [.throughput, .mallocCountTotal],
         timeUnits: .microseconds, scalingFactor: .kilo, maxDuration: .seconds(2), maxIterations: 100_000,
@@ -41,6 +42,23 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("DecideLongNames", configuration: perPacket) { benchmark in
         let policy = Fixtures.policy1M
         for query in Fixtures.longQueries {
+            blackHole(policy.decide(name: query.name, type: query.type, client: query.source))
+        }
+    }
+
+    // Decide100Rules / Decide10kRules: the same 1M names in 100 lists, under
+    // 100 rules in one group, then 10,000 rules in 100 groups (the same lists
+    // in every group). A query looks only at the rules of the lists its name
+    // is in, so the two should be within noise of each other.
+    Benchmark("Decide100Rules", configuration: perPacket) { benchmark in
+        let policy = Fixtures.policy100Rules
+        for query in Fixtures.queries {
+            blackHole(policy.decide(name: query.name, type: query.type, client: query.source))
+        }
+    }
+    Benchmark("Decide10kRules", configuration: perPacket) { benchmark in
+        let policy = Fixtures.policy10kRules
+        for query in Fixtures.queries {
             blackHole(policy.decide(name: query.name, type: query.type, client: query.source))
         }
     }

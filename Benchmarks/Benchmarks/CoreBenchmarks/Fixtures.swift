@@ -52,6 +52,32 @@ enum Fixtures {
         return compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1).1.policy!
     }
 
+    /// The 1M names in 100 lists; `groups` groups of 100 rules, rule r of
+    /// group g using list (g + r) % 100 (each list in every group), groups
+    /// after the first for clients the queries do not come from.
+    static func manyRules(groups: Int) -> CompiledPolicy {
+        var files: [String: [UInt8]] = [:]
+        var config = "domain_lists:\n"
+        for list in 0..<100 {
+            files["/l\(list).txt"] = Array(listed[(list * 10_000)..<((list + 1) * 10_000)].joined(separator: "\n").utf8)
+            config += "  - {name: l\(list), file: /l\(list).txt}\n"
+        }
+        config += "rule_groups:\n"
+        for group in 0..<groups {
+            config += "  - name: g\(group)\n    priority: \(group + 1)\n"
+            if group > 0 { config += "    clients: [203.0.113.\(group % 250)/32]\n" }
+            config += "    rules:\n"
+            for rule in 0..<100 {
+                config += "      - {name: r\(rule), priority: \(rule + 1), domain_list: l\((group + rule) % 100), action: BLOCK}\n"
+            }
+        }
+        files["/etc/dnsgate.yaml"] = Array(config.utf8)
+        let compiler = PolicyCompiler(keepLines: false) { path in files[path] ?? [] }
+        return compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1).1.policy!
+    }
+    static let policy100Rules = manyRules(groups: 1)
+    static let policy10kRules = manyRules(groups: 100)
+
     /// An IPv4 UDP DNS query with EDNS and a cookie, as a stub sends it.
     static func packet(name: String, id: UInt16) -> [UInt8] {
         var dns: [UInt8] = [UInt8(id >> 8), UInt8(id & 0xff), 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1]
