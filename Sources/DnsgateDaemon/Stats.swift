@@ -116,6 +116,80 @@ public struct StatsSnapshot: Codable, Sendable {
         return (try? String(decoding: encoder.encode(self), as: UTF8.self)) ?? "{}"
     }
 
+    /// One counter as every view shows it: its JSON section and key, its
+    /// Prometheus family and label. `counters` is the one table the
+    /// Prometheus output and the human table iterate, so they cannot drift.
+    public struct Counter: Sendable {
+        public var section: String
+        public var name: String
+        public var value: UInt64
+        /// Family without the `dnsgate_` prefix, and the label that tells its samples apart.
+        public var family: String
+        public var label: (name: String, value: String)?
+    }
+
+    /// Type and help of every family in `counters`, in output order.
+    static let counterFamilies: [(name: String, type: String, help: String)] = [
+        ("packets_total", "counter", "Queued packets by what happened to them."),
+        ("overflow_total", "counter", "Packets that found their queue full, by what the kernel did."),
+        ("verdicts_total", "counter", "Decisions by verdict."),
+        ("responses_total", "counter", "Blocked queries by block response."),
+        ("tcp_connections_total", "counter", "DNS-over-TCP connections by what happened to them."),
+        ("tcp_connections_open", "gauge", "DNS-over-TCP connections open now."),
+        ("tcp_messages_total", "counter", "DNS-over-TCP messages by direction."),
+        ("override_target_total", "counter", "OVERRIDE CNAME targets by how they were found."),
+        ("errors_total", "counter", "Failures by kind."),
+        ("query_log_records_total", "counter", "Query-log records written."),
+        ("query_log_failing", "gauge", "1 while the query log cannot be written."),
+    ]
+
+    public var counters: [Counter] {
+        func row(_ section: String, _ name: String, _ value: UInt64, _ family: String,
+                 _ label: (String, String)? = nil) -> Counter {
+            Counter(section: section, name: name, value: value, family: family, label: label)
+        }
+        return [
+            row("packets", "received", packets.received, "packets_total", ("outcome", "received")),
+            row("packets", "accepted", packets.accepted, "packets_total", ("outcome", "accepted")),
+            row("packets", "dropped", packets.dropped, "packets_total", ("outcome", "dropped")),
+            row("packets", "answered", packets.answered, "packets_total", ("outcome", "answered")),
+            row("packets", "overflow_passed", packets.overflowPassed, "overflow_total", ("outcome", "passed")),
+            row("packets", "overflow_dropped", packets.overflowDropped, "overflow_total", ("outcome", "dropped")),
+            row("verdicts", "allow", verdicts.allow, "verdicts_total", ("verdict", "allow")),
+            row("verdicts", "block", verdicts.block, "verdicts_total", ("verdict", "block")),
+            row("verdicts", "alert", verdicts.alert, "verdicts_total", ("verdict", "alert")),
+            row("verdicts", "no_match", verdicts.noMatch, "verdicts_total", ("verdict", "no_match")),
+            row("verdicts", "not_dns", verdicts.notDns, "verdicts_total", ("verdict", "not_dns")),
+            row("verdicts", "not_query", verdicts.notQuery, "verdicts_total", ("verdict", "not_query")),
+            row("responses", "nxdomain", responses.nxdomain, "responses_total", ("response", "nxdomain")),
+            row("responses", "nodata", responses.nodata, "responses_total", ("response", "nodata")),
+            row("responses", "refused", responses.refused, "responses_total", ("response", "refused")),
+            row("responses", "override", responses.override, "responses_total", ("response", "override")),
+            row("responses", "drop", responses.drop, "responses_total", ("response", "drop")),
+            row("tcp", "connections", tcp.connections, "tcp_connections_total", ("outcome", "accepted")),
+            row("tcp", "refused", tcp.refused, "tcp_connections_total", ("outcome", "refused")),
+            row("tcp", "idle_closed", tcp.idleClosed, "tcp_connections_total", ("outcome", "idle_closed")),
+            row("tcp", "upstream_failures", tcp.upstreamFailures, "tcp_connections_total", ("outcome", "upstream_failed")),
+            row("tcp", "open", tcp.open, "tcp_connections_open"),
+            row("tcp", "queries", tcp.queries, "tcp_messages_total", ("kind", "query")),
+            row("tcp", "relayed", tcp.relayed, "tcp_messages_total", ("kind", "relayed")),
+            row("tcp", "answers_relayed", tcp.answersRelayed, "tcp_messages_total", ("kind", "answer_relayed")),
+            row("override_targets", "queries", overrideTargets.queries, "override_target_total", ("outcome", "asked")),
+            row("override_targets", "failures", overrideTargets.failures, "override_target_total", ("outcome", "failed")),
+            row("override_targets", "cache_hits", overrideTargets.cacheHits, "override_target_total",
+                ("outcome", "kept_copy")),
+            row("override_targets", "overflows", overrideTargets.overflows, "override_target_total",
+                ("outcome", "overflow")),
+            row("errors", "inject_failures", errors.injectFailures, "errors_total", ("kind", "inject")),
+            row("errors", "reload_failures", errors.reloadFailures, "errors_total", ("kind", "reload")),
+            row("errors", "verdict_failures", errors.verdictFailures, "errors_total", ("kind", "verdict")),
+            row("errors", "query_log_dropped", errors.queryLogDropped, "errors_total", ("kind", "query_log_dropped")),
+            row("query_log", "lost", queryLog.lost, "errors_total", ("kind", "query_log_lost")),
+            row("query_log", "written", queryLog.written, "query_log_records_total"),
+            row("query_log", "failing", queryLog.lastError == nil ? 0 : 1, "query_log_failing"),
+        ]
+    }
+
     /// Prometheus text exposition format 0.0.4.
     public var prometheus: String {
         var out = ""
@@ -133,37 +207,12 @@ public struct StatsSnapshot: Codable, Sendable {
         family("policy_generation", "gauge", "Generation of the policy in force.", [("", UInt64(policy.generation))])
         family("policy_rules", "gauge", "Rules in the policy in force.", [("", UInt64(policy.rules))])
         family("policy_domains", "gauge", "Distinct names in the policy's lists.", [("", UInt64(policy.domains))])
-        family("packets_total", "counter", "Queued packets by what happened to them.", [
-            (label("outcome", "received"), packets.received), (label("outcome", "accepted"), packets.accepted),
-            (label("outcome", "dropped"), packets.dropped), (label("outcome", "answered"), packets.answered),
-        ])
-        family("overflow_total", "counter", "Packets that found their queue full, by what the kernel did.", [
-            (label("outcome", "passed"), packets.overflowPassed), (label("outcome", "dropped"), packets.overflowDropped),
-        ])
-        family("verdicts_total", "counter", "Decisions by verdict.", [
-            (label("verdict", "allow"), verdicts.allow), (label("verdict", "block"), verdicts.block),
-            (label("verdict", "alert"), verdicts.alert), (label("verdict", "no_match"), verdicts.noMatch),
-            (label("verdict", "not_dns"), verdicts.notDns), (label("verdict", "not_query"), verdicts.notQuery),
-        ])
-        family("responses_total", "counter", "Blocked queries by block response.", [
-            (label("response", "nxdomain"), responses.nxdomain), (label("response", "nodata"), responses.nodata),
-            (label("response", "refused"), responses.refused), (label("response", "override"), responses.override),
-            (label("response", "drop"), responses.drop),
-        ])
-        family("tcp_connections_total", "counter", "DNS-over-TCP connections by what happened to them.", [
-            (label("outcome", "accepted"), tcp.connections), (label("outcome", "refused"), tcp.refused),
-            (label("outcome", "idle_closed"), tcp.idleClosed), (label("outcome", "upstream_failed"), tcp.upstreamFailures),
-        ])
-        family("tcp_connections_open", "gauge", "DNS-over-TCP connections open now.", [("", tcp.open)])
-        family("tcp_messages_total", "counter", "DNS-over-TCP messages by direction.", [
-            (label("kind", "query"), tcp.queries), (label("kind", "relayed"), tcp.relayed),
-            (label("kind", "answer_relayed"), tcp.answersRelayed),
-        ])
-        family("override_target_total", "counter", "OVERRIDE CNAME targets by how they were found.", [
-            (label("outcome", "asked"), overrideTargets.queries), (label("outcome", "failed"), overrideTargets.failures),
-            (label("outcome", "kept_copy"), overrideTargets.cacheHits),
-            (label("outcome", "overflow"), overrideTargets.overflows),
-        ])
+        let table = counters
+        for (name, type, help) in Self.counterFamilies {
+            family(name, type, help, table.filter { $0.family == name }.map { counter in
+                (counter.label.map { label($0.name, $0.value) } ?? "", counter.value)
+            })
+        }
         family("rule_hits_total", "counter", "Queries each rule decided.",
                rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })
         family("list_hits_total", "counter", "Queries decided by rules using each list.",
@@ -177,14 +226,6 @@ public struct StatsSnapshot: Codable, Sendable {
                queues.map { (label("queue", String($0.queue)), $0.kernelDropped) })
         family("queue_user_dropped_total", "counter", "Packets the kernel could not hand to dnsgate.",
                queues.map { (label("queue", String($0.queue)), $0.userDropped) })
-        family("errors_total", "counter", "Failures by kind.", [
-            (label("kind", "inject"), errors.injectFailures), (label("kind", "reload"), errors.reloadFailures),
-            (label("kind", "verdict"), errors.verdictFailures), (label("kind", "query_log_dropped"), errors.queryLogDropped),
-            (label("kind", "query_log_lost"), queryLog.lost),
-        ])
-        family("query_log_records_total", "counter", "Query-log records written.", [("", queryLog.written)])
-        family("query_log_failing", "gauge", "1 while the query log cannot be written.",
-               [("", queryLog.lastError == nil ? 0 : 1)])
         return out
     }
 }

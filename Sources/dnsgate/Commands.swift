@@ -228,30 +228,15 @@ struct StatsTable {
         }
         lines.append("dnsgate \(stats.version), up \(stats.uptimeSeconds)s, fail_mode \(stats.failMode), undecodable \(stats.undecodable), on_overload \(stats.onOverload)")
         lines.append("policy generation \(stats.policy.generation): \(stats.policy.rules) rules, \(stats.policy.domains) names")
-        lines.append("packets")
-        row("received", stats.packets.received)
-        row("accepted", stats.packets.accepted)
-        row("dropped", stats.packets.dropped)
-        row("answered", stats.packets.answered)
-        row("overflow_passed", stats.packets.overflowPassed)
-        row("overflow_dropped", stats.packets.overflowDropped)
-        lines.append("verdicts")
-        row("allow", stats.verdicts.allow)
-        row("block", stats.verdicts.block)
-        row("alert", stats.verdicts.alert)
-        row("no_match", stats.verdicts.noMatch)
-        row("not_dns", stats.verdicts.notDns)
-        row("not_query", stats.verdicts.notQuery)
-        lines.append("block responses")
-        row("nxdomain", stats.responses.nxdomain)
-        row("nodata", stats.responses.nodata)
-        row("refused", stats.responses.refused)
-        row("override", stats.responses.override)
-        row("drop", stats.responses.drop)
-        lines.append("dns over tcp")
-        row("connections", "\(stats.tcp.connections) accepted, \(stats.tcp.open) open, \(stats.tcp.refused) refused")
-        row("queries", "\(stats.tcp.queries) read, \(stats.tcp.relayed) relayed, \(stats.tcp.answersRelayed) answers relayed")
-        row("upstream_failures", stats.tcp.upstreamFailures)
+        var section = ""
+        for counter in stats.counters {
+            if counter.section != section {
+                section = counter.section
+                lines.append(section.replacingOccurrences(of: "_", with: " "))
+            }
+            row(counter.name, counter.value)
+        }
+        if let error = stats.queryLog.lastError { row("query_log_error", error) }
         lines.append("rules")
         for rule in stats.rules { row("\(rule.group)/\(rule.rule)", "\(rule.hits)  \(rule.action)") }
         lines.append("lists")
@@ -267,10 +252,6 @@ struct StatsTable {
         for queue in stats.queues {
             row("queue \(queue.queue)", "received \(queue.received), kernel_dropped \(queue.kernelDropped), user_dropped \(queue.userDropped)")
         }
-        lines.append("errors")
-        row("inject_failures", stats.errors.injectFailures)
-        row("reload_failures", stats.errors.reloadFailures)
-        row("query_log_dropped", stats.errors.queryLogDropped)
         return lines.joined(separator: "\n")
     }
 }

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import DnsgatePolicy
+import Foundation
+import Testing
+@testable import DnsgateDaemon
+
+/// The daemon's pure parts: the counter table behind every stats view, the
+/// Prometheus text, the query-log line, top talkers and the log writer's
+/// handling of outputs that fail.
+@Suite("Daemon parts")
+struct DaemonPartsTests {
+    /// A snapshot whose every counter holds a different value.
+    static func numberedSnapshot() -> StatsSnapshot {
+        var snapshot = StatsSnapshot(version: "t", uptimeSeconds: 1, failMode: "open", undecodable: "drop",
+                                     onOverload: "drop", policy: .init(generation: 1, rules: 0, domains: 0, loadedAt: ""))
+        var next: UInt64 = 100
+        func number() -> UInt64 { next += 1; return next }
+        snapshot.packets = .init(received: number(), accepted: number(), dropped: number(), answered: number(),
+                                 overflowPassed: number(), overflowDropped: number())
+        snapshot.verdicts = .init(allow: number(), block: number(), alert: number(), noMatch: number(),
+                                  notDns: number(), notQuery: number())
+        snapshot.responses = .init(nxdomain: number(), nodata: number(), refused: number(), override: number(),
+                                   drop: number())
+        snapshot.tcp = .init(connections: number(), open: number(), refused: number(), queries: number(),
+                             relayed: number(), answersRelayed: number(), upstreamFailures: number(),
+                             idleClosed: number())
+        snapshot.overrideTargets = .init(queries: number(), failures: number(), cacheHits: number(),
+                                         overflows: number())
+        snapshot.errors = .init(injectFailures: number(), reloadFailures: number(), verdictFailures: number(),
+                                queryLogDropped: number())
+        snapshot.queryLog = .init(written: number(), lost: number(), lastError: "disk full")
+        return snapshot
+    }
+
+    @Test("every counter of the JSON is in the one table, with its value, and in the Prometheus text")
+    func counterTableCoversTheJSON() throws {
+        let snapshot = Self.numberedSnapshot()
+        let json = try #require(JSONSerialization.jsonObject(with: Data(snapshot.json().utf8)) as? [String: Any])
+        let table = Dictionary(uniqueKeysWithValues: snapshot.counters.map { ("\($0.section).\($0.name)", $0.value) })
+        var seen = 0
+        for section in ["packets", "verdicts", "responses", "tcp", "override_targets", "errors", "query_log"] {
+            let fields = try #require(json[section] as? [String: Any], "section \(section)")
+            for (key, value) in fields {
+                guard let number = value as? NSNumber, !(value is String) else { continue }
+                #expect(table["\(section).\(key)"] == number.uint64Value, "\(section).\(key) is not in the table")
+                seen += 1
+            }
+        }
+        #expect(seen >= 35)
+        let prometheus = snapshot.prometheus
+        for counter in snapshot.counters {
+            let labels = counter.label.map { "{\($0.name)=\"\($0.value)\"}" } ?? ""
+            #expect(prometheus.contains("dnsgate_\(counter.family)\(labels) \(counter.value)\n"),
+                    "\(counter.section).\(counter.name) missing from Prometheus")
+        }
+    }
+
+    @Test("Prometheus: one HELP and TYPE per family, before its samples; every line well formed")
+    func prometheusIsWellFormed() {
+        var snapshot = Self.numberedSnapshot()
+        snapshot.rules = [.init(group: "g\"x", rule: "r\\y", action: "BLOCK", hits: 3)]
+        var declared = Set<String>()
+        for line in snapshot.prometheus.split(separator: "\n") {
+            if line.hasPrefix("# HELP ") {
+                let name = String(line.split(separator: " ")[2])
+                #expect(declared.insert(name).inserted, "\(name) declared twice")
+            } else if line.hasPrefix("# TYPE ") {
+                #expect(["counter", "gauge"].contains(String(line.split(separator: " ")[3])))
+            } else {
+                let name = String(line.prefix { $0 != "{" && $0 != " " })
+                #expect(declared.contains(name), "sample of undeclared \(name)")
+                #expect(UInt64(line.split(separator: " ").last ?? "") != nil, "\(line)")
+            }
+        }
+        #expect(snapshot.prometheus.contains(#"group="g\"x",rule="r\\y""#), "label values escaped")
+    }
+
+    static func policy() throws -> CompiledPolicy {
+        let files: [String: [UInt8]] = [
+            "/l.txt": Array("*.bad.example\n".utf8),
+            "/c.yaml": Array("""
+                domain_lists: [{name: bad, file: /l.txt}]
+                rule_groups: [{name: base, priority: 1, rules: [{name: block-bad, priority: 1, domain_list: bad, action: BLOCK}]}]
+                """.utf8),
+        ]
+        let compiler = PolicyCompiler(keepLines: false) { files[$0] ?? [] }
+        return try #require(compiler.load(configPath: "/c.yaml", generation: 3).1.policy)
+    }
+
+    @Test("a query-log line is one JSON object with Route 53's fields")
+    func queryLogLine() throws {
+        let policy = try Self.policy()
+        let name = try #require(DomainName(text: "X.bad.example"))
+        let decision = try #require(policy.decide(name: name, type: .aaaa, client: IPAddress("2001:db8::7")!))
+        let record = DecisionRecord(
+            seconds: 1_700_000_000, microseconds: 42, source: IPAddress("2001:db8::7")!, sourcePort: 5353,
+            destination: IPAddress("198.51.100.53")!, destinationPort: 53, name: name, type: .aaaa,
+            queryClass: .internet, transport: .tcp, decision: decision, policy: policy)
+        var formatter = QueryLogFormatter()
+        var out: [UInt8] = []
+        formatter.append(record, outcome: policy.outcome(of: decision), to: &out)
+        #expect(out.last == UInt8(ascii: "\n"))
+        let line = try #require(JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
+        #expect(line["query_timestamp"] as? String == "2023-11-14T22:13:20.000042Z")
+        #expect(line["srcaddr"] as? String == "2001:db8::7")
+        #expect(line["query_type"] as? String == "AAAA")
+        #expect(line["firewall_rule_action"] as? String == "BLOCK")
+        #expect(line["block_response"] as? String == "NXDOMAIN")
+    }
+
+    @Test("top talkers rank the most blocked names and clients of the window")
+    func topTalkers() throws {
+        let top = TopTalkers()
+        let noisy = try #require(DomainName(text: "noisy.bad.example"))
+        let quiet = try #require(DomainName(text: "quiet.bad.example"))
+        for second in 0..<5 { top.add(name: noisy, client: IPAddress("192.0.2.10")!, at: 1000 + second) }
+        top.add(name: quiet, client: IPAddress("192.0.2.20")!, at: 1004)
+        let ranking = top.ranking(limit: 1, now: 1005)
+        #expect(ranking.names.map(\.0) == ["noisy.bad.example"])
+        #expect(ranking.names.first?.1 == 5)
+        #expect(ranking.clients.map(\.0) == ["192.0.2.10"])
+    }
+
+    @Test("the log writer counts what a full disk or a FIFO with no reader does not take, and recovers")
+    func logWriterFailures() throws {
+        let full = QueryLogWriter(path: "/dev/full")
+        let lines = Array("{\"a\":1}\n{\"b\":2}\n".utf8)
+        #expect(full.write(lines, recordEnds: [8, 16]) == 0)
+        #expect(full.lastError?.contains("No space") == true, "\(full.lastError ?? "nil")")
+
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dnsgate-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let fifo = directory.appendingPathComponent("log.fifo").path
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let unread = QueryLogWriter(path: fifo)
+        #expect(unread.write(lines, recordEnds: [8, 16]) == 0, "no reader: not written, and no wait for one")
+        #expect(unread.lastError != nil)
+
+        let file = directory.appendingPathComponent("queries.log").path
+        let writer = QueryLogWriter(path: file)
+        #expect(writer.write(lines, recordEnds: [8, 16]) == 2)
+        #expect(writer.write(lines, recordEnds: [8, 16]) == 2)
+        #expect(writer.lastError == nil)
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == String(decoding: lines + lines, as: UTF8.self))
+    }
+}
