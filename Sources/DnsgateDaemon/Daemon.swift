@@ -70,7 +70,9 @@ public final class Daemon: Sendable {
         self.config = config
         // One set of rule-hit counters per queue worker, and one for the TCP relay.
         policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count + 1))
-        recorder = DecisionRecorder(log: config.queryLog)
+        // One ring per queue worker and one for the TCP relay.
+        recorder = DecisionRecorder(log: config.queryLog, deciders: config.queues.count + 1)
+        recorder.policyInForce(policy)
         let settings = WorkerSettings(undecodable: config.undecodable, overload: config.onOverload,
                                       queueLength: config.queueLength, mark: Self.answerMark)
         chaser = try TargetChaser(mark: Self.answerMark)
@@ -265,6 +267,7 @@ public final class Daemon: Sendable {
                 logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port and stats_socket take effect only after a restart")
             }
             generation += 1
+            recorder.policyInForce(policy)
             policies.replace(with: PolicyState(policy: policy, workers: workers.count + 1))
             let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
             logger.info("reloaded: \(message)")

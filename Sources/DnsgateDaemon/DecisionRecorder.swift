@@ -4,10 +4,12 @@ import DnsgatePolicy
 import Foundation
 import Synchronization
 
-/// One decision, copied by value into a preallocated ring: the packet path
-/// never formats, allocates or writes.
 enum Transport: Sendable { case udp, tcp }
 
+/// One decision, copied by value into its decider's preallocated ring: the
+/// packet path never formats, allocates or writes, and holds no reference
+/// (the policy is named by its generation, so a record keeps no replaced
+/// policy alive and costs no reference counting).
 struct DecisionRecord: Sendable {
     var seconds: Int
     var microseconds: Int
@@ -19,20 +21,38 @@ struct DecisionRecord: Sendable {
     var type: QueryType
     var queryClass: QueryClass
     var transport: Transport
-    var decision: Decision
-    var policy: CompiledPolicy
+    var generation: Int
+    var ruleIndex: Int
+    var action: RuleAction
+    var blockResponse: BlockResponse
+}
+
+/// What the query log says about each rule of one policy generation: a few
+/// strings per rule, kept for recent generations instead of the policy.
+struct RuleLabels: Sendable {
+    var group: [String]
+    var rule: [String]
+    var list: [String]
+
+    init(_ policy: CompiledPolicy) {
+        group = policy.rules.map(\.group)
+        rule = policy.rules.map(\.name)
+        list = policy.rules.map(\.listName)
+    }
 }
 
 /// Takes BLOCK decisions (for the top-talkers window) and the decisions the
 /// query log wants, and handles them on a thread of its own: Route 53
-/// Resolver–style JSON lines, and `TopTalkers`. When the ring is full, records
+/// Resolver–style JSON lines, and `TopTalkers`.
+///
+/// Each decider (queue worker, TCP relay) has a ring of its own, so deciders
+/// never wait for each other; the log thread takes a ring's records by
+/// swapping its buffer for an empty one, so it holds a ring's lock only for
+/// that swap, never while formatting or writing. When a ring is full, records
 /// are dropped and counted, never waited for.
 final class DecisionRecorder: Sendable {
-    private struct Ring {
-        var records: [DecisionRecord?]
-        var head = 0
-        var count = 0
-    }
+    /// Labels of this many recent generations are kept for records still in a ring.
+    static let keptGenerations = 4
 
     let capacity: Int
     /// The query log's file ("-" = stdout); nil when there is no log.
@@ -40,9 +60,19 @@ final class DecisionRecorder: Sendable {
     /// Actions the query log records.
     let logActions: Set<RuleAction>
     let top = TopTalkers()
-    private let ring: Mutex<Ring>
+    /// One decider's records, in an object of its own (a `Mutex` cannot sit in an array).
+    private final class Ring: Sendable {
+        let records: Mutex<[DecisionRecord]>
+        init(capacity: Int) {
+            var records: [DecisionRecord] = []
+            records.reserveCapacity(capacity)
+            self.records = Mutex(records)
+        }
+    }
+    private let rings: [Ring]
+    private let labels = Mutex<[Int: RuleLabels]>([:])
     private let reopenRequested = Atomic<Bool>(false)
-    /// Records the ring had no room for.
+    /// Records a ring had no room for.
     let droppedRecords = Atomic<UInt64>(0)
     let writtenRecords = Atomic<UInt64>(0)
     /// Records the output did not take (full disk, read-only file system, no reader).
@@ -50,23 +80,33 @@ final class DecisionRecorder: Sendable {
     /// The query log's current error, for the stats socket.
     let lastError = Mutex<String?>(nil)
 
-    init(log: QueryLogConfig?, capacity: Int = 8192) {
+    /// - Parameter deciders: rings to make, one per decider index.
+    init(log: QueryLogConfig?, deciders: Int, capacity: Int = 8192) {
         path = log?.path
         logActions = log?.actions ?? []
         self.capacity = capacity
-        ring = Mutex(Ring(records: Array(repeating: nil, count: capacity)))
+        rings = (0..<deciders).map { _ in Ring(capacity: capacity) }
+    }
+
+    /// Called for every policy that goes into force, before any record names it.
+    func policyInForce(_ policy: CompiledPolicy) {
+        let generationLabels = RuleLabels(policy)
+        labels.withLock { kept in
+            kept[policy.generation] = generationLabels
+            for old in kept.keys where old <= policy.generation - Self.keptGenerations { kept[old] = nil }
+        }
     }
 
     /// Whether a decision with this outcome is recorded at all.
     @inline(__always)
     func wants(_ action: RuleAction) -> Bool { action == .block || logActions.contains(action) }
 
-    /// Called on the packet path.
-    func append(_ record: DecisionRecord) {
-        let stored = ring.withLock { ring -> Bool in
-            guard ring.count < capacity else { return false }
-            ring.records[(ring.head + ring.count) % capacity] = record
-            ring.count += 1
+    /// Called on the packet path by decider `decider` only.
+    @inline(__always)
+    func append(_ record: DecisionRecord, from decider: Int) {
+        let stored = rings[decider].records.withLock { records -> Bool in
+            guard records.count < capacity else { return false }
+            records.append(record)  // within the reserved capacity: no allocation
             return true
         }
         if !stored { droppedRecords.wrappingAdd(1, ordering: .relaxed) }
@@ -80,31 +120,31 @@ final class DecisionRecorder: Sendable {
     func run(while running: @escaping @Sendable () -> Bool, report: (String) -> Void) {
         let writer = path.map(QueryLogWriter.init(path:))
         var batch: [DecisionRecord] = []
+        batch.reserveCapacity(capacity)
         var output: [UInt8] = []
         var recordEnds: [Int] = []
         var formatter = QueryLogFormatter()
         var reportedError: String?
+        var ringIndex = 0
+        var idleRounds = 0
         while true {
+            // One ring a round, in turn: its records swap out with the empty batch.
             batch.removeAll(keepingCapacity: true)
-            ring.withLock { ring in
-                while ring.count > 0, batch.count < 1024 {
-                    if let record = ring.records[ring.head] { batch.append(record) }
-                    ring.records[ring.head] = nil
-                    ring.head = (ring.head + 1) % capacity
-                    ring.count -= 1
-                }
-            }
+            rings[ringIndex].records.withLock { records in swap(&records, &batch) }
+            ringIndex = (ringIndex + 1) % rings.count
             if reopenRequested.exchange(false, ordering: .relaxed) { writer?.reopen() }
             if !batch.isEmpty {
                 output.removeAll(keepingCapacity: true)
                 recordEnds.removeAll(keepingCapacity: true)
                 for record in batch {
-                    let outcome = record.policy.outcome(of: record.decision)
-                    if outcome.action == .block {
+                    if record.action == .block {
                         top.add(name: record.name, client: record.source, at: record.seconds)
                     }
-                    if logActions.contains(outcome.action) {
-                        formatter.append(record, outcome: outcome, to: &output)
+                    if logActions.contains(record.action) {
+                        if formatter.generation != record.generation {
+                            formatter.use(labels.withLock { $0[record.generation] }, generation: record.generation)
+                        }
+                        formatter.append(record, to: &output)
                         recordEnds.append(output.count)
                     }
                 }
@@ -119,9 +159,13 @@ final class DecisionRecorder: Sendable {
                                ?? "query log: writing again")
                     }
                 }
+                idleRounds = 0
+            } else if idleRounds < rings.count {
+                idleRounds += 1  // every ring looked at once more before sleeping or stopping
             } else if !running() {
                 break
             } else {
+                idleRounds = 0
                 usleep(20_000)
             }
         }

@@ -143,7 +143,9 @@ struct QueryJudge {
                 seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source,
                 sourcePort: query.sourcePort, destination: query.destination,
                 destinationPort: query.destinationPort, name: query.name, type: query.type,
-                queryClass: query.queryClass, transport: transport, decision: decision, policy: policy))
+                queryClass: query.queryClass, transport: transport, generation: policy.generation,
+                ruleIndex: decision.ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse),
+                from: index)
         }
         switch outcome.action {
         case .allow: counters.allow.increment()

@@ -7,20 +7,26 @@ import DnsgatePolicy
 /// fields encoded once per policy generation, so that logging costs the
 /// gateway little.
 struct QueryLogFormatter {
-    /// `"firewall_rule_group":…,"block_response":…}` per (generation, rule, outcome).
+    /// `"firewall_rule_group":…,"block_response":…}` per (rule, outcome) of the generation in use.
     private var ruleFields: [RuleKey: [UInt8]] = [:]
-    private var generation = -1
+    private(set) var generation = -1
+    private var labels: RuleLabels?
 
     private struct RuleKey: Hashable {
         var rule: Int
-        var entryOutcome: Int
+        var action: RuleAction
+        var blockResponse: BlockResponse
     }
 
-    mutating func append(_ record: DecisionRecord, outcome: Outcome, to out: inout [UInt8]) {
-        if record.policy.generation != generation {
-            generation = record.policy.generation
-            ruleFields.removeAll()
-        }
+    /// Formats records of `generation` from now on, with its rule labels
+    /// (nil when that generation is too old to be kept: rules go by number).
+    mutating func use(_ labels: RuleLabels?, generation: Int) {
+        self.generation = generation
+        self.labels = labels
+        ruleFields.removeAll()
+    }
+
+    mutating func append(_ record: DecisionRecord, to out: inout [UInt8]) {
         out.append(contentsOf: #"{"query_timestamp":""#.utf8)
         Self.timestamp(seconds: record.seconds, microseconds: record.microseconds, to: &out)
         out.append(contentsOf: #"","srcaddr":""#.utf8)
@@ -38,23 +44,24 @@ struct QueryLogFormatter {
         Self.string(record.type.description, to: &out)
         out.append(contentsOf: #","query_class":"#.utf8)
         Self.string(record.queryClass.description, to: &out)
-        let key = RuleKey(rule: record.decision.ruleIndex, entryOutcome: record.decision.entryOutcome)
+        let key = RuleKey(rule: record.ruleIndex, action: record.action, blockResponse: record.blockResponse)
         if let fields = ruleFields[key] {
             out.append(contentsOf: fields)
         } else {
-            let rule = record.policy.rules[record.decision.ruleIndex]
+            let index = record.ruleIndex
+            let known = labels.map { index < $0.rule.count } ?? false
             var fields: [UInt8] = []
             fields.append(contentsOf: #","firewall_rule_group":"#.utf8)
-            Self.string(rule.group, to: &fields)
+            Self.string(known ? labels!.group[index] : "?", to: &fields)
             fields.append(contentsOf: #","firewall_rule":"#.utf8)
-            Self.string(rule.name, to: &fields)
+            Self.string(known ? labels!.rule[index] : "#\(index) of generation \(record.generation)", to: &fields)
             fields.append(contentsOf: #","firewall_domain_list":"#.utf8)
-            Self.string(rule.listName, to: &fields)
+            Self.string(known ? labels!.list[index] : "?", to: &fields)
             fields.append(contentsOf: #","firewall_rule_action":"#.utf8)
-            Self.string(outcome.action.rawValue, to: &fields)
-            if outcome.action == .block {
+            Self.string(record.action.rawValue, to: &fields)
+            if record.action == .block {
                 fields.append(contentsOf: #","block_response":"#.utf8)
-                Self.string(outcome.blockResponse.rawValue, to: &fields)
+                Self.string(record.blockResponse.rawValue, to: &fields)
             }
             fields.append(contentsOf: "}\n".utf8)
             ruleFields[key] = fields

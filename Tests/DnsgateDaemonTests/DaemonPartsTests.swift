@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
-import DnsgatePolicy
+@testable import DnsgatePolicy
 import Foundation
 import Testing
 @testable import DnsgateDaemon
@@ -93,13 +93,16 @@ struct DaemonPartsTests {
         let policy = try Self.policy()
         let name = try #require(DomainName(text: "X.bad.example"))
         let decision = try #require(policy.decide(name: name, type: .aaaa, client: IPAddress("2001:db8::7")!))
+        let outcome = policy.outcome(of: decision)
         let record = DecisionRecord(
             seconds: 1_700_000_000, microseconds: 42, source: IPAddress("2001:db8::7")!, sourcePort: 5353,
             destination: IPAddress("198.51.100.53")!, destinationPort: 53, name: name, type: .aaaa,
-            queryClass: .internet, transport: .tcp, decision: decision, policy: policy)
+            queryClass: .internet, transport: .tcp, generation: policy.generation, ruleIndex: decision.ruleIndex,
+            action: outcome.action, blockResponse: outcome.blockResponse)
         var formatter = QueryLogFormatter()
+        formatter.use(RuleLabels(policy), generation: policy.generation)
         var out: [UInt8] = []
-        formatter.append(record, outcome: policy.outcome(of: decision), to: &out)
+        formatter.append(record, to: &out)
         #expect(out.last == UInt8(ascii: "\n"))
         let line = try #require(JSONSerialization.jsonObject(with: Data(out)) as? [String: Any])
         #expect(line["query_timestamp"] as? String == "2023-11-14T22:13:20.000042Z")
@@ -107,6 +110,33 @@ struct DaemonPartsTests {
         #expect(line["query_type"] as? String == "AAAA")
         #expect(line["firewall_rule_action"] as? String == "BLOCK")
         #expect(line["block_response"] as? String == "NXDOMAIN")
+        #expect(line["firewall_rule"] as? String == "block-bad" && line["firewall_domain_list"] as? String == "bad")
+    }
+
+    @Test("each decider's ring reaches the log; a full ring drops and counts, never waits")
+    func recorderRings() throws {
+        let policy = try Self.policy()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dnsgate-rings-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("q.log").path
+        let recorder = DecisionRecorder(log: QueryLogConfig(path: file, actions: [.block]), deciders: 2, capacity: 8)
+        recorder.policyInForce(policy)
+        let name = try #require(DomainName(text: "a.bad.example"))
+        func record(_ second: Int) -> DecisionRecord {
+            DecisionRecord(seconds: second, microseconds: 0, source: IPAddress("192.0.2.10")!, sourcePort: 1,
+                           destination: IPAddress("198.51.100.53")!, destinationPort: 53, name: name, type: .a,
+                           queryClass: .internet, transport: .udp, generation: policy.generation, ruleIndex: 0,
+                           action: .block, blockResponse: .nxdomain)
+        }
+        for second in 0..<10 { recorder.append(record(second), from: 0) }
+        for second in 0..<5 { recorder.append(record(second), from: 1) }
+        #expect(recorder.droppedRecords.value == 2)
+        recorder.run(while: { false }, report: { _ in })
+        #expect(recorder.writtenRecords.value == 13)
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        #expect(text.split(separator: "\n").count == 13)
+        #expect(text.contains(#""firewall_rule":"block-bad""#))
     }
 
     @Test("top talkers rank the most blocked names and clients of the window")

@@ -178,7 +178,8 @@ def test_block_responses(firewall, client, server, name, qtype, rcode, answer, e
     if answer:
         rtype, ttl, data = answer
         assert [(r["type"], r["ttl"], r["data"]) for r in response["answer"]] == [(rtype, ttl, [data])]
-        assert response["authority"] == []
+        # A CNAME to a type dnsgate does not chase ends in NODATA: an SOA says so.
+        assert bool(response["authority"]) == (rtype == "CNAME")
     else:
         assert response["answer"] == []
         has_soa = rcode != "REFUSED"
