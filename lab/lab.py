@@ -38,12 +38,14 @@ def dnsgate_binary() -> Path:
 
 
 def unbound_forwarder_config(listen: str, directory: Path, upstream: str, extra: str = "") -> str:
-    """An Unbound that listens on `listen` (IPv4), forwards every name to
-    `upstream` and stays in the foreground; `extra` goes into `server:`."""
+    """An Unbound that listens on `listen` (IPv4 or IPv6), forwards every name
+    to `upstream` and stays in the foreground; `extra` goes into `server:`."""
+    ipv6 = ":" in listen or ":" in upstream
     return f"""server:
   interface: {listen}
   port: 53
   access-control: 0.0.0.0/0 allow
+  access-control: ::/0 allow
   num-threads: 1
   do-daemonize: no
   use-syslog: no
@@ -51,7 +53,7 @@ def unbound_forwarder_config(listen: str, directory: Path, upstream: str, extra:
   username: ""
   directory: "{directory}"
   pidfile: ""
-  do-ip6: no
+  do-ip6: {"yes" if ipv6 else "no"}
   module-config: "iterator"
   verbosity: 0
 {extra}forward-zone:

@@ -5,7 +5,9 @@ receives (one line: name type) so tests can prove what did or did not get past
 the gateway.
 
 Answers: A 203.0.113.7, AAAA 2001:db8:ff::7, TXT "upstream", other types NOERROR
-with no data. Runs until killed.
+with no data; except `sinkhole.lab.example`, the target of the lab's OVERRIDE
+CNAME rules, which has A 203.0.113.53 and AAAA 2001:db8:ff::53 so that a test
+can tell the target's address from any other name's. Runs until killed.
 """
 import socket
 import sys
@@ -13,6 +15,7 @@ import threading
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -21,6 +24,12 @@ ANSWERS = {
     dns.rdatatype.A: "203.0.113.7",
     dns.rdatatype.AAAA: "2001:db8:ff::7",
     dns.rdatatype.TXT: '"upstream"',
+}
+# The CNAME target of OVERRIDE CNAME tests: addresses no other name has.
+SINKHOLE_NAME = dns.name.from_text("sinkhole.lab.example")
+SINKHOLE_ANSWERS = {
+    dns.rdatatype.A: "203.0.113.53",
+    dns.rdatatype.AAAA: "2001:db8:ff::53",
 }
 
 
@@ -33,8 +42,9 @@ def answer(wire: bytes) -> bytes | None:
     response.flags |= dns.flags.RA
     question = query.question[0] if query.question else None
     if question is not None and question.rdtype in ANSWERS:
+        answers = SINKHOLE_ANSWERS if question.name == SINKHOLE_NAME and question.rdtype in SINKHOLE_ANSWERS else ANSWERS
         response.answer.append(
-            dns.rrset.from_text(question.name, 60, dns.rdataclass.IN, question.rdtype, ANSWERS[question.rdtype]))
+            dns.rrset.from_text(question.name, 60, dns.rdataclass.IN, question.rdtype, answers[question.rdtype]))
     return response.to_wire()
 
 
