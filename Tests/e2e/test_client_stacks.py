@@ -107,3 +107,83 @@ def test_unbound_forwarder_with_tcp_upstream_keeps_answering_after_blocks(blocki
     finally:
         forwarder.terminate()
         forwarder.wait(timeout=10)
+
+
+FORWARDER_V4 = "192.0.2.41"  # the cookie test's forwarder, on the client link
+
+
+def named_forwarder_config(directory: Path, upstream: str) -> str:
+    return f"""options {{
+  directory "{directory}";
+  pid-file none;
+  session-keyfile none;
+  listen-on port 53 {{ {FORWARDER_V4}; }};
+  listen-on-v6 {{ none; }};
+  recursion yes;
+  allow-query {{ any; }};
+  forward only;
+  forwarders {{ {upstream}; }};
+  dnssec-validation no;
+}};
+controls {{ }};
+logging {{ category default {{ default_stderr; }}; category lame-servers {{ default_stderr; }}; }};
+"""
+
+
+@pytest.mark.parametrize("upstream_kind", ["cookieless", "cookies"])
+@pytest.mark.parametrize("forwarder", ["named", "unbound"])
+def test_a_forwarder_keeps_using_udp_and_trusting_its_upstream_after_blocks(blocking, forwarder, upstream_kind):
+    """A LAN-side BIND or Unbound forwarding to a resolver without cookies (the
+    lab's) or with them (BIND): after forged answers, the forwarder neither
+    complains of a missing cookie nor moves to TCP, and answers at once. With a
+    made-up server cookie BIND logged "missing expected cookie" and sent every
+    later query over TCP."""
+    from resolvers import ALLOWED_NAME, ALLOWED_V4, RealResolvers
+    lab = blocking
+    resolvers = None
+    if upstream_kind == "cookies":
+        resolvers = RealResolvers(lab, names=("named",)).start()
+        if "named" not in resolvers.running:
+            resolvers.stop()
+            pytest.fail(f"BIND upstream did not start: {resolvers.missing or resolvers.failed}")
+        upstream, allowed, address = resolvers.running["named"].v4, ALLOWED_NAME, ALLOWED_V4
+    else:
+        upstream, allowed, address = UPSTREAM_V4, "ok.cookie.stack.example", "203.0.113.7"
+    directory = lab.dir / f"cookie-{forwarder}-{upstream_kind}"
+    directory.mkdir(exist_ok=True)
+    lab.ns(lab.client, "ip", "addr", "add", f"{FORWARDER_V4}/24", "dev", "c0")
+    if forwarder == "named":
+        (directory / "named.conf").write_text(named_forwarder_config(directory, upstream))
+        argv = ["named", "-g", "-n", "1", "-c", str(directory / "named.conf")]
+    else:
+        (directory / "unbound.conf").write_text(unbound_forwarder_config(FORWARDER_V4, directory, upstream))
+        argv = ["unbound", "-d", "-c", str(directory / "unbound.conf")]
+    log = directory / "output.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(["ip", "netns", "exec", lab.client, *argv], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        def ask(name: str) -> tuple[str, str, float]:
+            started = time.monotonic()
+            out = lab.ns(lab.client, "dig", f"@{FORWARDER_V4}", "+tries=1", "+time=3", "+cookie", name,
+                         check=False).stdout
+            status = out.split("status: ")[1].split(",")[0] if "status: " in out else "TIMEOUT"
+            return status, out, time.monotonic() - started
+        deadline = time.monotonic() + 15
+        while ask(allowed)[0] != "NOERROR" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        tcp_before = lab.stats()["tcp"]["queries"]
+        for index in range(4):
+            assert ask(f"k{index}-{forwarder}-{upstream_kind}.nx.example")[0] == "NXDOMAIN"
+            # Each a fresh name, so the forwarder asks its upstream again.
+            name = allowed if upstream_kind == "cookies" else f"ok{index}-{forwarder}.cookie.stack.example"
+            status, out, seconds = ask(name)
+            assert status == "NOERROR" and address in out and seconds < 1.0, (status, seconds, out)
+        text = log.read_text()
+        assert "missing expected cookie" not in text, text[-2000:]
+        assert lab.stats()["tcp"]["queries"] == tcp_before, "the forwarder moved to TCP after forged answers"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        lab.ns(lab.client, "ip", "addr", "del", f"{FORWARDER_V4}/24", "dev", "c0", check=False)
+        if resolvers is not None:
+            resolvers.stop()
