@@ -217,10 +217,42 @@ _Static_assert(DG_VERDICT_MESSAGE_SIZE >= NLMSG_ALIGN(sizeof(struct nlmsghdr)) +
                "a verdict message fits its slot");
 
 int dg_pin_current_thread(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (cpu < 0 || cpu >= DG_MAXIMUM_CPUS) return -EINVAL;
+    cpu_set_t *set = CPU_ALLOC(DG_MAXIMUM_CPUS);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(DG_MAXIMUM_CPUS);
+    CPU_ZERO_S(size, set);
+    CPU_SET_S((size_t)cpu, size, set);
+    int rc = pthread_setaffinity_np(pthread_self(), size, set);
+    CPU_FREE(set);
+    return rc == 0 ? 0 : -rc;
+}
+
+int dg_allowed_cpus(int *cpus, int capacity) {
+    cpu_set_t *set = CPU_ALLOC(DG_MAXIMUM_CPUS);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(DG_MAXIMUM_CPUS);
+    CPU_ZERO_S(size, set);
+    // 0 names the calling thread.
+    if (sched_getaffinity(0, size, set) < 0) {
+        int e = errno;
+        CPU_FREE(set);
+        return -e;
+    }
+    int count = 0;
+    for (int cpu = 0; cpu < DG_MAXIMUM_CPUS && count < capacity; cpu++) {
+        if (CPU_ISSET_S((size_t)cpu, size, set)) cpus[count++] = cpu;
+    }
+    CPU_FREE(set);
+    return count;
+}
+
+int dg_name_current_thread(const char *name) {
+    // The kernel keeps 15 bytes and a NUL; a longer name would be refused whole.
+    char shortened[16];
+    strncpy(shortened, name, sizeof(shortened) - 1);
+    shortened[sizeof(shortened) - 1] = 0;
+    int rc = pthread_setname_np(pthread_self(), shortened);
     return rc == 0 ? 0 : -rc;
 }
 

@@ -103,6 +103,9 @@ public final class Daemon: Sendable {
 
     /// Runs until SIGTERM or SIGINT.
     public func run() throws {
+        // Read on this thread, before any worker is pinned: the affinity the process was started with.
+        let workerCPUs = try Deployment.workerCPUs(config, workers: workers.count)
+        for problem in Deployment.diagnostics(config) { logger.warning("\(problem)") }
         // The TCP port first: a second instance fails here, before it touches the stats socket.
         do {
             try relay.start(port: config.tcpPort)
@@ -133,15 +136,10 @@ public final class Daemon: Sendable {
         onSignal(SIGUSR1) { [self] in recorder.requestReopen() }
 
         let finished = DispatchGroup()
-        let processors = ProcessInfo.processInfo.activeProcessorCount
         for worker in workers {
-            // One core per queue, in order (or as `worker_cpus` says); with more
-            // queues than cores they share.
-            let cpu: Int? = if let cpus = config.workerCPUs {
-                cpus.isEmpty ? nil : cpus[worker.index % cpus.count]
-            } else {
-                worker.index % max(processors, 1)
-            }
+            // One allowed core per queue, in order (or as `worker_cpus` says); with
+            // more queues than cores they share.
+            let cpu = workerCPUs[worker.index]
             startThread(name: "dnsgate-q\(worker.counters.queue)", group: finished) { [logger] in
                 worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }

@@ -93,8 +93,10 @@ extension Dnsgate {
                 }
                 print(line + " [\(source)]")
             }
-            for diagnostic in result.diagnostics { print(diagnostic) }
-            let errors = result.diagnostics.filter { $0.severity == .error }.count
+            // The config against this machine: installed rules' queues, allowed CPUs.
+            let diagnostics = result.diagnostics + (config.map(Deployment.diagnostics) ?? [])
+            for diagnostic in diagnostics { print(diagnostic) }
+            let errors = diagnostics.filter { $0.severity == .error }.count
             guard let config, let policy = result.policy, errors == 0 else {
                 throw CommandFailure(message: "\(options.config): invalid, \(errors) error(s)")
             }
