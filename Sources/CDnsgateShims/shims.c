@@ -328,16 +328,22 @@ int dg_unix_listen(const char *path, unsigned mode, int backlog) {
     return fd;
 }
 
-int dg_unix_connect(const char *path) {
+int dg_unix_connect(const char *path, int timeout_ms) {
     struct sockaddr_un address;
     int rc = dg_unix_address(path, &address);
     if (rc < 0) return rc;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
+    // A Unix stream connect waits for room in the listener's backlog for as long
+    // as the send timeout: a daemon that stopped accepting cannot hold it longer.
+    if ((rc = dg_socket_timeouts(fd, timeout_ms)) < 0) {
+        close(fd);
+        return rc;
+    }
     if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
         int e = errno;
         close(fd);
-        return -e;
+        return e == EAGAIN ? -ETIMEDOUT : -e;
     }
     return fd;
 }

@@ -169,6 +169,8 @@ public final class Daemon: Sendable {
     private func startThread(name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
         group.enter()
         let thread = Thread {
+            // Foundation's Thread.name does not reach the kernel on Linux.
+            PacketQueue.nameCurrentThread(name)
             body()
             group.leave()
         }
@@ -213,7 +215,10 @@ public final class Daemon: Sendable {
     private func answer(_ connection: UnixConnection) {
         do {
             let command = try connection.readLine().trimmingCharacters(in: .whitespaces)
-            try connection.write(reply(to: command, peer: connection.peerUserID))
+            let text = reply(to: command, peer: connection.peerUserID)
+            // A long reload must not use up the time left to write its outcome.
+            connection.renewDeadline(milliseconds: 3000)
+            try connection.write(text)
         } catch {
             logger.debug("stats socket client: \(error)")
         }

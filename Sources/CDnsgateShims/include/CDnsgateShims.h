@@ -99,8 +99,10 @@ int dg_chown_group(const char *path, const char *group);
 /// primary group). Returns 0, -ENOENT for an unknown user, or -errno.
 int dg_drop_privileges(const char *user);
 
-/// Connects to a Unix stream socket. Returns the fd or -errno.
-int dg_unix_connect(const char *path);
+/// Connects to a Unix stream socket, waiting at most `timeout_ms` for the
+/// listener to take the connection; the socket keeps that timeout for every
+/// read and write. Returns the fd or -errno (-ETIMEDOUT when it did not).
+int dg_unix_connect(const char *path, int timeout_ms);
 
 /// Accepts one connection (close-on-exec). Returns the fd, 0-or-more, or -errno
 /// (-EAGAIN when the listener's timeout passed).
