@@ -255,10 +255,42 @@ _Static_assert(DG_VERDICT_MESSAGE_SIZE >= NLMSG_ALIGN(sizeof(struct nlmsghdr)) +
                "a verdict message fits its slot");
 
 int dg_pin_current_thread(int cpu) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    int rc = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    if (cpu < 0 || cpu >= DG_MAXIMUM_CPUS) return -EINVAL;
+    cpu_set_t *set = CPU_ALLOC(DG_MAXIMUM_CPUS);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(DG_MAXIMUM_CPUS);
+    CPU_ZERO_S(size, set);
+    CPU_SET_S((size_t)cpu, size, set);
+    int rc = pthread_setaffinity_np(pthread_self(), size, set);
+    CPU_FREE(set);
+    return rc == 0 ? 0 : -rc;
+}
+
+int dg_allowed_cpus(int *cpus, int capacity) {
+    cpu_set_t *set = CPU_ALLOC(DG_MAXIMUM_CPUS);
+    if (set == NULL) return -ENOMEM;
+    size_t size = CPU_ALLOC_SIZE(DG_MAXIMUM_CPUS);
+    CPU_ZERO_S(size, set);
+    // 0 names the calling thread.
+    if (sched_getaffinity(0, size, set) < 0) {
+        int e = errno;
+        CPU_FREE(set);
+        return -e;
+    }
+    int count = 0;
+    for (int cpu = 0; cpu < DG_MAXIMUM_CPUS && count < capacity; cpu++) {
+        if (CPU_ISSET_S((size_t)cpu, size, set)) cpus[count++] = cpu;
+    }
+    CPU_FREE(set);
+    return count;
+}
+
+int dg_name_current_thread(const char *name) {
+    // The kernel keeps 15 bytes and a NUL; a longer name would be refused whole.
+    char shortened[16];
+    strncpy(shortened, name, sizeof(shortened) - 1);
+    shortened[sizeof(shortened) - 1] = 0;
+    int rc = pthread_setname_np(pthread_self(), shortened);
     return rc == 0 ? 0 : -rc;
 }
 
@@ -318,7 +350,6 @@ static int dg_unix_address(const char *path, struct sockaddr_un *address) {
     return 0;
 }
 
-int dg_unix_connect(const char *path);
 
 int dg_unix_listen(const char *path, unsigned mode, int backlog) {
     struct sockaddr_un address;
@@ -329,7 +360,7 @@ int dg_unix_listen(const char *path, unsigned mode, int backlog) {
     struct stat existing;
     if (lstat(path, &existing) == 0) {
         if (!S_ISSOCK(existing.st_mode)) return -EEXIST;
-        int probe = dg_unix_connect(path);
+        int probe = dg_unix_connect(path, 1000);
         if (probe >= 0) {
             close(probe);
             return -EADDRINUSE;
@@ -359,16 +390,22 @@ int64_t dg_path_inode(const char *path) {
     return lstat(path, &current) < 0 ? -errno : (int64_t)current.st_ino;
 }
 
-int dg_unix_connect(const char *path) {
+int dg_unix_connect(const char *path, int timeout_ms) {
     struct sockaddr_un address;
     int rc = dg_unix_address(path, &address);
     if (rc < 0) return rc;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
+    // A Unix stream connect waits for room in the listener's backlog for as long
+    // as the send timeout: a daemon that stopped accepting cannot hold it longer.
+    if ((rc = dg_socket_timeouts(fd, timeout_ms)) < 0) {
+        close(fd);
+        return rc;
+    }
     if (connect(fd, (struct sockaddr *)&address, sizeof(address)) < 0) {
         int e = errno;
         close(fd);
-        return -e;
+        return e == EAGAIN ? -ETIMEDOUT : -e;
     }
     return fd;
 }

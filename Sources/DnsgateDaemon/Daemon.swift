@@ -106,6 +106,9 @@ public final class Daemon: Sendable {
 
     /// Runs until SIGTERM or SIGINT.
     public func run() throws {
+        // Read on this thread, before any worker is pinned: the affinity the process was started with.
+        let workerCPUs = try Deployment.workerCPUs(config, workers: workers.count)
+        for problem in Deployment.diagnostics(config) { logger.warning("\(problem)") }
         // The TCP port first: a second instance fails here, before it touches the stats socket.
         do {
             try relay.start(port: config.tcpPort)
@@ -137,15 +140,10 @@ public final class Daemon: Sendable {
 
         let workersFinished = DispatchGroup()
         let finished = DispatchGroup()
-        let processors = ProcessInfo.processInfo.activeProcessorCount
         for worker in workers {
-            // One core per queue, in order (or as `worker_cpus` says); with more
-            // queues than cores they share.
-            let cpu: Int? = if let cpus = config.workerCPUs {
-                cpus.isEmpty ? nil : cpus[worker.index % cpus.count]
-            } else {
-                worker.index % max(processors, 1)
-            }
+            // One allowed core per queue, in order (or as `worker_cpus` says); with
+            // more queues than cores they share.
+            let cpu = workerCPUs[worker.index]
             startThread(name: "dnsgate-q\(worker.counters.queue)", group: workersFinished) { [logger] in
                 worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }
@@ -180,6 +178,8 @@ public final class Daemon: Sendable {
     private func startThread(name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
         group.enter()
         let thread = Thread {
+            // Foundation's Thread.name does not reach the kernel on Linux.
+            PacketQueue.nameCurrentThread(name)
             body()
             group.leave()
         }
@@ -224,7 +224,10 @@ public final class Daemon: Sendable {
     private func answer(_ connection: UnixConnection) {
         do {
             let command = try connection.readLine().trimmingCharacters(in: .whitespaces)
-            try connection.write(reply(to: command, peer: connection.peerUserID))
+            let text = reply(to: command, peer: connection.peerUserID)
+            // A long reload must not use up the time left to write its outcome.
+            connection.renewDeadline(milliseconds: 3000)
+            try connection.write(text)
         } catch {
             logger.debug("stats socket client: \(error)")
         }

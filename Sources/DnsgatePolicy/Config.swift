@@ -34,6 +34,10 @@ public struct DnsgateConfig: Sendable {
     /// CPUs the workers are pinned to, in queue order; nil = queue i on CPU i,
     /// empty = not pinned.
     public var workerCPUs: [Int]? = nil
+    /// Lines of `queues` and `worker_cpus` in the config file (0 when absent),
+    /// for what `check` finds against the machine (`DeploymentCheck`).
+    public var queuesLine = 0
+    public var workerCPUsLine = 0
     public var statsSocket = "/run/dnsgate/dnsgate.sock"
     /// Group owning the stats socket (mode 0660): its members may read stats;
     /// only root and the daemon's own user may reload.

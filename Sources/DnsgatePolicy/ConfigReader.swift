@@ -23,7 +23,10 @@ public enum ConfigReader {
         var config = DnsgateConfig(path: path)
         context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
                                              "block_defaults", "domain_lists", "rule_groups"], in: "the config")
-        if let node = mapping["queues"] { config.queues = context.queues(node) }
+        if let node = mapping["queues"] {
+            config.queues = context.queues(node)
+            config.queuesLine = node.mark?.line ?? 0
+        }
         if let node = mapping["fail_mode"], let mode: FailMode = context.enumeration(node, "fail_mode") {
             config.failMode = mode
         }
@@ -38,6 +41,7 @@ public enum ConfigReader {
         }
         if let node = mapping["worker_cpus"] {
             config.workerCPUs = context.sequence(node, "worker_cpus").compactMap { context.integer($0, "a CPU number", 0...4095) }
+            config.workerCPUsLine = node.mark?.line ?? 0
         }
         if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
             config.statsSocket = path

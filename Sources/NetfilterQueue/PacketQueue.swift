@@ -70,9 +70,31 @@ public final class PacketQueue {
         _ = dg_lower_current_thread_priority()
     }
 
-    /// Pins the calling thread (the worker) to `cpu`.
+    /// The CPUs the calling thread may run on, ascending: what it inherited
+    /// (`taskset`, systemd's `CPUAffinity=`, a cpuset), since threads start
+    /// with their creator's affinity.
+    public static func allowedCPUs() throws(SystemError) -> [Int] {
+        var cpus = [Int32](repeating: 0, count: Int(DG_MAXIMUM_CPUS))
+        let count = try check("reading the CPU affinity", cpus.withUnsafeMutableBufferPointer {
+            dg_allowed_cpus($0.baseAddress, Int32($0.count))
+        })
+        return cpus[0..<Int(count)].map(Int.init)
+    }
+
+    /// Pins the calling thread (the worker) to `cpu`, which must be one it may
+    /// already run on: the kernel would let a thread move to any CPU of its
+    /// cpuset, outside the affinity the operator gave the process.
     public static func pinCurrentThread(to cpu: Int) throws(SystemError) {
+        guard try allowedCPUs().contains(cpu) else {
+            throw SystemError("pinning to CPU \(cpu), outside the CPUs this process may run on", negativeErrno: -EINVAL)
+        }
         _ = try check("pinning to CPU \(cpu)", dg_pin_current_thread(Int32(cpu)))
+    }
+
+    /// Names the calling thread as `ps -L`, `top -H` and /proc/PID/task/*/comm
+    /// show it (at most 15 bytes are kept).
+    public static func nameCurrentThread(_ name: String) {
+        _ = dg_name_current_thread(name)
     }
 
     /// Waits for the next batch (or the timeout) and asks `decide` for each

@@ -9,7 +9,7 @@ import Glibc
 public final class UnixConnection {
     private let descriptor: Int32
     /// CLOCK_MONOTONIC nanoseconds by which the whole exchange must be over, if any.
-    private let deadline: UInt64?
+    private var deadline: UInt64?
 
     init(descriptor: Int32, totalMilliseconds: Int32? = nil) {
         self.descriptor = descriptor
@@ -32,11 +32,20 @@ public final class UnixConnection {
         _ = dg_socket_timeouts(descriptor, Int32(clamping: max((deadline - now) / 1_000_000, 1)))
     }
 
-    /// Connects to the socket at `path` with a timeout on every read and write.
+    /// Connects to the socket at `path`; connecting and the whole exchange that
+    /// follows must be over within `timeoutMilliseconds`, so a daemon that
+    /// accepts and never answers, or trickles its reply, cannot hold the caller.
     public convenience init(connectingTo path: String, timeoutMilliseconds: Int32 = 5000) throws(SystemError) {
-        let descriptor = try check("connecting to \(path)", dg_unix_connect(path))
-        _ = dg_socket_timeouts(descriptor, timeoutMilliseconds)
-        self.init(descriptor: descriptor)
+        let descriptor = try check("connecting to \(path)", dg_unix_connect(path, timeoutMilliseconds))
+        self.init(descriptor: descriptor, totalMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Gives the exchange `milliseconds` more from now: the server calls it
+    /// once the command's work is done, so that a long reload does not use up
+    /// the time the client has to take the reply.
+    public func renewDeadline(milliseconds: Int32) {
+        guard deadline != nil else { return }
+        deadline = Self.now() + UInt64(milliseconds) * 1_000_000
     }
 
     /// Reads up to the first newline (or `limit` bytes, or end of stream).
@@ -61,10 +70,13 @@ public final class UnixConnection {
         var result: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16384)
         while result.count < limit {
+            try armTimeout("reading the reply")
             let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw SystemError("reading the reply", negativeErrno: -errno)
+                // SO_RCVTIMEO ran out: the deadline armed above passed.
+                let code = errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno
+                throw SystemError("reading the reply", negativeErrno: -code)
             }
             if count == 0 { break }
             result.append(contentsOf: chunk[0..<count])

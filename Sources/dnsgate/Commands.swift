@@ -16,8 +16,25 @@ struct Dnsgate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dnsgate",
         abstract: "Egress DNS firewall for Linux gateways (NFQUEUE).",
+        discussion: """
+            iptables or nftables rules divert the DNS queries that cross the gateway to NFQUEUE \
+            queues and TCP/53 to a local listener; `dnsgate run` decides each query against the \
+            policy in the config and lets it through, drops it, or answers it with a forged answer.
+
+            Files: /etc/dnsgate/dnsgate.yaml (config; `dnsgate check` validates it), \
+            /run/dnsgate/dnsgate.sock (stats socket: stats, metrics, top, reload, version), \
+            /var/log/dnsgate/ (query log), /var/cache/dnsgate/ (last good copies of remote lists), \
+            systemd units dnsgate.service (the daemon) and dnsgate-firewall.service (the rules, \
+            kept through crashes and restarts, removed by a stop on request).
+
+            Signals to `dnsgate run`: SIGHUP reloads the config and lists, SIGUSR1 reopens the \
+            query log (logrotate), SIGTERM and SIGINT stop.
+
+            Exit status: 0 success, 1 runtime failure (for `check`, an invalid config; for \
+            `health`, a problem found), 2 usage error.
+            """,
         version: Daemon.version,
-        subcommands: [Run.self, Check.self, Explain.self, Stats.self, Reload.self]
+        subcommands: [Run.self, Check.self, Explain.self, Stats.self, Reload.self, Health.self]
     )
 }
 
@@ -30,6 +47,14 @@ struct SocketOption: ParsableArguments {
     @Option(name: .long, help: "Stats socket (default: stats_socket of /etc/dnsgate/dnsgate.yaml, else /run/dnsgate/dnsgate.sock).")
     var socket: String?
 
+    @Option(name: .long, help: ArgumentHelp("Seconds to wait for the daemon's whole reply (default: 300 for reload, else 5).",
+                                            valueName: "seconds"))
+    var timeout: Int?
+
+    func validate() throws {
+        if let timeout, !(1...3600).contains(timeout) { throw ValidationError("--timeout must be from 1 to 3600 seconds") }
+    }
+
     var path: String {
         if let socket { return socket }
         if let bytes = try? readFileBytes("/etc/dnsgate/dnsgate.yaml"),
@@ -40,14 +65,25 @@ struct SocketOption: ParsableArguments {
         return "/run/dnsgate/dnsgate.sock"
     }
 
-    func request(_ command: String) throws -> String {
+    /// Sends one command and reads the whole reply, connecting included, within
+    /// `--timeout` (else `defaultSeconds`): a daemon that accepts and never
+    /// answers cannot hang the CLI. An empty reply is a failure.
+    func request(_ command: String, defaultSeconds: Int = 5) throws -> String {
+        let seconds = timeout ?? defaultSeconds
+        let reply: String
         do {
-            let connection = try UnixConnection(connectingTo: path)
+            let connection = try UnixConnection(connectingTo: path, timeoutMilliseconds: Int32(seconds * 1000))
             try connection.write(command + "\n")
-            return try connection.readAll()
+            reply = try connection.readAll()
+        } catch where error.errno == ETIMEDOUT {
+            throw CommandFailure(message: "dnsgate: no reply from the daemon at \(path) within \(seconds) s (\(error.operation))")
         } catch {
             throw CommandFailure(message: "dnsgate: cannot talk to the daemon at \(path): \(error)")
         }
+        guard !reply.isEmpty else {
+            throw CommandFailure(message: "dnsgate: the daemon at \(path) closed the connection without a reply")
+        }
+        return reply
     }
 }
 
@@ -93,8 +129,10 @@ extension Dnsgate {
                 }
                 print(line + " [\(source)]")
             }
-            for diagnostic in result.diagnostics { print(diagnostic) }
-            let errors = result.diagnostics.filter { $0.severity == .error }.count
+            // The config against this machine: installed rules' queues, allowed CPUs.
+            let diagnostics = result.diagnostics + (config.map(Deployment.diagnostics) ?? [])
+            for diagnostic in diagnostics { print(diagnostic) }
+            let errors = diagnostics.filter { $0.severity == .error }.count
             guard let config, let policy = result.policy, errors == 0 else {
                 throw CommandFailure(message: "\(options.config): invalid, \(errors) error(s)")
             }
@@ -206,10 +244,80 @@ extension Dnsgate {
         @OptionGroup var socket: SocketOption
 
         func run() throws {
-            let reply = try socket.request("reload")
-            print(reply, terminator: "")
+            // A reload of millions of names takes seconds: wait for its outcome.
+            let reply = try socket.request("reload", defaultSeconds: 300)
+            print(reply, terminator: reply.hasSuffix("\n") ? "" : "\n")
             guard reply.hasPrefix("ok") else { throw CommandFailure(message: "dnsgate: reload failed") }
         }
+    }
+
+    struct Health: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Exit 0 when the firewall is healthy; otherwise print why and exit 1 (for monitoring).",
+            discussion: """
+                Healthy: the daemon answers on its stats socket, a policy is loaded, every queue it \
+                serves is bound in this network namespace, every queue the installed rules feed is \
+                one it serves (checked when the rules can be read, as root), and no remote list's \
+                last successful fetch is older than --max-feed-age.
+                """)
+        @OptionGroup var socket: SocketOption
+        @Option(help: ArgumentHelp("A remote list not fetched successfully for this long is stale.", valueName: "seconds"))
+        var maxFeedAge = 2 * 86400
+
+        func validate() throws {
+            guard maxFeedAge > 0 else { throw ValidationError("--max-feed-age must be positive") }
+        }
+
+        func run() throws {
+            let text = try socket.request("stats")
+            guard let stats = try? StatsSnapshot.decode(text) else {
+                throw CommandFailure(message: "unhealthy: unexpected reply from the daemon: \(text.prefix(200))")
+            }
+            let kernel = (try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8))
+                .map(KernelQueueStats.parse) ?? [:]
+            let problems = HealthReport.problems(stats, boundQueues: Set(kernel.keys), fedQueues: Deployment.fedQueues(),
+                                                 maxFeedAge: TimeInterval(maxFeedAge), now: Date())
+            guard problems.isEmpty else {
+                for problem in problems { print("unhealthy: \(problem)") }
+                throw CommandFailure(message: "dnsgate health: \(problems.count) problem(s)")
+            }
+            let feeds = stats.lists.filter { $0.url != nil }.count
+            print("healthy: policy generation \(stats.policy.generation) (\(stats.policy.rules) rules, "
+                + "\(stats.policy.domains) names), queues \(stats.queues.map { String($0.queue) }.joined(separator: ",")) bound"
+                + (feeds > 0 ? ", \(feeds) remote list(s) fresh" : ""))
+        }
+    }
+}
+
+/// What `dnsgate health` finds wrong in the daemon's stats and the machine.
+enum HealthReport {
+    static func problems(_ stats: StatsSnapshot, boundQueues: Set<UInt16>, fedQueues: (queues: Set<UInt16>, source: String)?,
+                         maxFeedAge: TimeInterval, now: Date) -> [String] {
+        var problems: [String] = []
+        if stats.policy.generation < 1 { problems.append("no policy is loaded") }
+        let served = stats.queues.map(\.queue)
+        if served.isEmpty { problems.append("the daemon serves no queue") }
+        for queue in served where !boundQueues.contains(queue) {
+            problems.append("NFQUEUE \(queue) is not bound in this network namespace")
+        }
+        if let (fed, source) = fedQueues {
+            for queue in fed.subtracting(served).sorted() {
+                problems.append("the installed rules (\(source)) send packets to NFQUEUE \(queue), which the daemon does not serve")
+            }
+        }
+        let dates = ISO8601DateFormatter()
+        for list in stats.lists where list.url != nil {
+            guard let text = list.lastSuccess, let fetched = dates.date(from: text) else {
+                problems.append("remote list \(list.name) was never fetched" + (list.lastError.map { ": \($0)" } ?? ""))
+                continue
+            }
+            let age = now.timeIntervalSince(fetched)
+            if age > maxFeedAge {
+                problems.append("remote list \(list.name) is stale: last fetched \(Int(age)) s ago (at \(text))"
+                    + (list.lastError.map { "; last error: \($0)" } ?? ""))
+            }
+        }
+        return problems
     }
 }
 

@@ -175,20 +175,29 @@ def test_shipped_iptables_variants_differ_only_in_bypass():
         assert [l.replace(" --queue-bypass", "") for l in strip(open_rules)] == strip(closed_rules)
 
 
-def test_systemd_unit_verifies_and_keeps_two_capabilities(lab):
+def test_systemd_units_verify_and_keep_two_capabilities(lab):
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     unit = (ROOT / "systemd" / "dnsgate.service").read_text()
     assert re.search(r"^CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW$", unit, re.M)
     assert re.search(r"^AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW$", unit, re.M)
-    assert "ExecStartPre=+/usr/local/share/dnsgate/iptables/dnsgate-firewall apply" in unit
-    assert "ExecStopPost=+/usr/local/share/dnsgate/iptables/dnsgate-firewall remove" in unit
-    staged = lab.dir / "dnsgate.service"
-    staged.write_text(unit.replace("/usr/local/bin/dnsgate", str(lab.binary))
-                      .replace("/usr/local/share/dnsgate/iptables", str(ROOT / "iptables")))
-    verify = subprocess.run(["systemd-analyze", "verify", str(staged)], capture_output=True, text=True)
+    # The rules are the other unit's (Tests/e2e/test_unit_transitions.py replays both).
+    assert "Requires=dnsgate-firewall.service" in unit and "dnsgate-firewall" not in unit.split("[Service]")[1]
+    staged = lab.dir / "units"
+    staged.mkdir(exist_ok=True)
+    for name in ("dnsgate.service", "dnsgate-firewall.service"):
+        text = (ROOT / "systemd" / name).read_text()
+        (staged / name).write_text(text.replace("/usr/local/bin/dnsgate", str(lab.binary))
+                                   .replace("/usr/local/share/dnsgate/iptables", str(ROOT / "iptables")))
+    # verify also opens each Documentation= man page: dnsgate(1) from docs/.
+    manual = lab.dir / "man" / "man1"
+    manual.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "docs" / "dnsgate.1", manual / "dnsgate.1")
+    environment = dict(os.environ, MANPATH=f"{lab.dir / 'man'}:")
+    verify = subprocess.run(["systemd-analyze", "verify", str(staged / "dnsgate.service"),
+                             str(staged / "dnsgate-firewall.service")], capture_output=True, text=True, env=environment)
     assert verify.returncode == 0, verify.stderr
-    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(staged)],
+    security = subprocess.run(["systemd-analyze", "security", "--offline=true", str(staged / "dnsgate.service")],
                               capture_output=True, text=True)
     score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout).group(1))
     assert score <= 2.0, security.stdout

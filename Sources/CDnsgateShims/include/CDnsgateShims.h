@@ -67,8 +67,19 @@ void dg_return_large_blocks(size_t threshold);
 /// queue worker always runs first. Returns 0 or -errno.
 int dg_lower_current_thread_priority(void);
 
+/// CPU numbers the shims handle (the config allows 0-4095).
+#define DG_MAXIMUM_CPUS 4096
+
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int dg_pin_current_thread(int cpu);
+
+/// Writes the CPUs the calling thread may run on (sched_getaffinity), in
+/// ascending order, to `cpus`. Returns how many, or -errno.
+int dg_allowed_cpus(int *cpus, int capacity);
+
+/// Names the calling thread (/proc/PID/task/TID/comm), cut to 15 bytes.
+/// Returns 0 or -errno.
+int dg_name_current_thread(const char *name);
 
 /// A raw socket for sending whole IPv4 (family AF_INET) or IPv6 packets with the
 /// given firewall mark. Returns the fd or -errno.
@@ -99,8 +110,10 @@ int dg_chown_group(const char *path, const char *group);
 /// primary group). Returns 0, -ENOENT for an unknown user, or -errno.
 int dg_drop_privileges(const char *user);
 
-/// Connects to a Unix stream socket. Returns the fd or -errno.
-int dg_unix_connect(const char *path);
+/// Connects to a Unix stream socket, waiting at most `timeout_ms` for the
+/// listener to take the connection; the socket keeps that timeout for every
+/// read and write. Returns the fd or -errno (-ETIMEDOUT when it did not).
+int dg_unix_connect(const char *path, int timeout_ms);
 
 /// Accepts one connection (close-on-exec). Returns the fd, 0-or-more, or -errno
 /// (-EAGAIN when the listener's timeout passed).
