@@ -149,7 +149,17 @@ public enum ForgedAnswerBuilder {
         // The size of every part, so that the answer is made to fit before a byte is written.
         let questionLength = query.questionCompressed ? query.name.wireLength + 4 : query.questionEnd - 12
         let recordLength = (answerRecord.map { 12 + $0.data.count } ?? 0) + chain.reduce(0) { $0 + $1.answerLength }
-        let soaLength = (query.name.labelCount == 0 ? 1 : 2) + 10 + soaPrimary.count + soaMailboxLabel.count + 2 + 20
+        // The SOA's owner, never a zone further up than the name's parent, whose
+        // real SOA a forwarder may hold and then serve in place of ours. For
+        // NODATA the name itself. For NXDOMAIN the name's parent: an SOA at a
+        // name said not to exist makes dnsmasq cache the block as NODATA;
+        // but the name itself when the query sets DO (a validating resolver
+        // asks), since a validator keeps a validated parent SOA over our
+        // unsigned one and serves the block with the real SOA and its TTL.
+        let validatorAsks = query.edns?.dnssecOK ?? false
+        let soaOwnerLabel = rcode == .nameError && !validatorAsks ? 1 : 0
+        let soaOwnerIsRoot = query.name.labelCount <= soaOwnerLabel
+        let soaLength = (soaOwnerIsRoot ? 1 : 2) + 10 + soaPrimary.count + soaMailboxLabel.count + 2 + 20
         // Never a server cookie of our own making (clients remember which servers do
         // cookies): a client and server cookie are echoed unchanged, a client cookie
         // alone gets none.
@@ -212,13 +222,10 @@ public enum ForgedAnswerBuilder {
             }
         }
         if withSOA {
-            // Owner: the query name itself, by pointer. A validating or caching
-            // forwarder then holds the made-up SOA for the blocked name only,
-            // never for a zone above it that it validates or serves.
-            if query.name.labelCount == 0 {
+            if soaOwnerIsRoot {
                 writer.u8(0, &output)
             } else {
-                writer.u16(0xc000 | questionNameOffset, &output)
+                writer.u16(0xc000 | (questionNameOffset + UInt16(query.name.labelStart(soaOwnerLabel))), &output)
             }
             writer.u16(QueryType.soa.rawValue, &output)
             writer.u16(QueryClass.internet.rawValue, &output)

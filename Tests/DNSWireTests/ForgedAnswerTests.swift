@@ -49,8 +49,8 @@ struct ForgedAnswerTests {
         #expect(answer.authority.count == 1)
         #expect(soa.type == 6)
         #expect(soa.ttl == ttl)
-        // The owner is the question name itself: a forwarder never holds a
-        // made-up SOA for a zone above it (issue #9, DNSSEC).
+        // The owner is the question name for NODATA, its parent for NXDOMAIN:
+        // never a zone further up, whose real SOA a forwarder may hold (issue #9).
         #expect(soa.owner == QueryFixture.wireName(owner))
         let minimum = soa.data.suffix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         #expect(minimum == ttl)
@@ -69,8 +69,13 @@ struct ForgedAnswerTests {
         fixture.dnssecOK = true
         let (answer, bytes, query) = try forge(fixture, .nxdomain)
         checkCommon(answer, fixture, rcode: 3)
+        // DO set, a validator asks: the SOA is the name's own (a validated parent SOA would win over it).
         try checkSOA(answer, ttl: 77)
         #expect(answer.counts == [1, 0, 1, 1])
+        // Without DO the parent owns it (an SOA at a name that does not exist is NODATA to dnsmasq).
+        fixture.dnssecOK = false
+        let (plain, _, _) = try forge(fixture, .nxdomain)
+        try checkSOA(plain, ttl: 77, owner: "Example.com")
         let options = try #require(answer.ednsOptions)
         #expect(options[15] == be16(15) + Self.text)
         #expect(options[10] == nil, "a client cookie alone gets no COOKIE: clients remember which servers do cookies")
@@ -295,7 +300,7 @@ struct ForgedAnswerTests {
         let (nx, _, _) = try forge(nxFixture, Self.cnameToSinkhole, chase: missing)
         checkCommon(nx, nxFixture, rcode: 3)
         #expect(nx.answers.map(\.type) == [5])
-        try checkSOA(nx, ttl: 77)
+        try checkSOA(nx, ttl: 77, owner: "Example.com")
 
         // The resolver did not answer: SERVFAIL, nothing made up.
         let (failed, _, _) = try forge(QueryFixture(), Self.cnameToSinkhole, chase: .failed)
