@@ -92,7 +92,7 @@ public final class Daemon: Sendable {
                      feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
         // The daemon never explains, so it keeps no line numbers.
         let compiler = PolicyCompiler(keepLines: false, readFile: readFileBytes)
-        let (config, diagnostics) = compiler.readConfig(path)
+        let (config, diagnostics) = compiler.readConfig(absoluteConfigPath(path))
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         if !diagnostics.contains(where: { $0.severity == .error }) {
             feeds.configure(config)

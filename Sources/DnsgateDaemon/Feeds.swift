@@ -36,8 +36,8 @@ final class Feeds: Sendable {
     /// Takes the remote lists of a (re)loaded config; statuses of lists that
     /// stay are kept, others are read from disk.
     func configure(_ config: DnsgateConfig) {
-        let directory = config.cacheDirectory.hasPrefix("/") ? config.cacheDirectory
-            : (config.path as NSString).deletingLastPathComponent + "/" + config.cacheDirectory
+        // Absolute: the config reader resolved it, as the compiler sees it.
+        let directory = config.cacheDirectory
         let feeds: [Feed] = config.domainLists.compactMap { list in
             guard case .url(let remote) = list.source else { return nil }
             return Feed(name: list.name, remote: remote, cachePath: list.cachePath(in: directory), format: list.format,

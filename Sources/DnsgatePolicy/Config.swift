@@ -41,7 +41,8 @@ public struct DnsgateConfig: Sendable {
     /// Started as root, the daemon becomes this user once its queues and
     /// sockets are open, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
     public var user: String? = nil
-    /// Where the last good copy of every remote list is kept.
+    /// Where the last good copy of every remote list is kept. Like every path
+    /// of the config, absolute once read (see `ConfigPaths`).
     public var cacheDirectory = "/var/cache/dnsgate"
     public var queryLog: QueryLogConfig? = nil
     public var blockTTL: UInt32 = 60

@@ -39,8 +39,8 @@ public enum ConfigReader {
         if let node = mapping["worker_cpus"] {
             config.workerCPUs = context.sequence(node, "worker_cpus").compactMap { context.integer($0, "a CPU number", 0...4095) }
         }
-        if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
-            config.statsSocket = path
+        if let node = mapping["stats_socket"], let socket = context.string(node, "stats_socket") {
+            config.statsSocket = ConfigPaths.resolve(socket, relativeTo: path)
         }
         if let node = mapping["queue_length"], let length = context.integer(node, "queue_length", 1...1_000_000) {
             config.queueLength = UInt32(length)
@@ -49,7 +49,9 @@ public enum ConfigReader {
         if let node = mapping["stats_socket_group"], let group = context.string(node, "stats_socket_group") {
             config.statsSocketGroup = group
         }
-        if let node = mapping["cache_dir"], let path = context.string(node, "cache_dir") { config.cacheDirectory = path }
+        if let node = mapping["cache_dir"], let directory = context.string(node, "cache_dir") {
+            config.cacheDirectory = ConfigPaths.resolve(directory, relativeTo: path)
+        }
         if let node = mapping["query_log"] { config.queryLog = context.queryLog(node) }
         if let node = mapping["block_defaults"], let defaults = context.mapping(node, "block_defaults") {
             context.checkKeys(defaults, allowed: ["ttl", "extended_error"], in: "block_defaults")
@@ -174,7 +176,8 @@ public enum ConfigReader {
                 error(node, "query_log: 'path' is required (\"-\" for stdout)")
                 return nil
             }
-            guard let path = string(pathNode, "query_log.path") else { return nil }
+            guard var path = string(pathNode, "query_log.path") else { return nil }
+            if path != "-" { path = ConfigPaths.resolve(path, relativeTo: file) }
             var actions: Set<RuleAction> = [.block, .alert]
             if let actionsNode = mapping["actions"] {
                 actions = []
@@ -220,9 +223,9 @@ public enum ConfigReader {
                 return DomainListConfig(name: name, source: .inline(names), format: .domains,
                                         matchSubdomains: matchSubdomains, line: domains.mark?.line ?? line)
             case "file":
-                guard let file = string(mapping["file"]!, "file") else { return nil }
-                return DomainListConfig(name: name, source: .file(file), format: format,
-                                        matchSubdomains: matchSubdomains, line: line)
+                guard let listFile = string(mapping["file"]!, "file") else { return nil }
+                return DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
+                                        format: format, matchSubdomains: matchSubdomains, line: line)
             default:
                 let urlNode = mapping["url"]!
                 guard let url = string(urlNode, "url") else { return nil }

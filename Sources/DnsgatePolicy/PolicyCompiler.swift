@@ -76,8 +76,7 @@ public struct PolicyCompiler {
             switch list.source {
             case .inline:
                 sources.append((config.path, nil))
-            case .file(let listPath):
-                let file = resolve(listPath, relativeTo: config.path)
+            case .file(let file):
                 do {
                     sources.append((file, try readFile(file)))
                 } catch {
@@ -88,7 +87,7 @@ public struct PolicyCompiler {
             case .url(let remote):
                 // The last good copy; a list never fetched yet loads empty, so one
                 // feed outage cannot keep the rest of the policy from loading.
-                let file = list.cachePath(in: resolve(config.cacheDirectory, relativeTo: config.path))
+                let file = list.cachePath(in: config.cacheDirectory)
                 if let bytes = try? readFile(file) {
                     sources.append((file, bytes))
                 } else {
@@ -170,12 +169,5 @@ public struct PolicyCompiler {
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
                                     entryOutcomes: entryOutcomes, answerSettings: settings, table: table)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
-    }
-
-    /// A relative list path is relative to the config file's folder.
-    func resolve(_ path: String, relativeTo configPath: String) -> String {
-        if path.hasPrefix("/") { return path }
-        guard let slash = configPath.lastIndex(of: "/") else { return path }
-        return String(configPath[...slash]) + path
     }
 }

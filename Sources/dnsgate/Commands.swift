@@ -82,7 +82,7 @@ extension Dnsgate {
 
         func run() throws {
             let compiler = PolicyCompiler(readFile: readFileBytes)
-            let (config, result) = compiler.load(configPath: options.config, generation: 1)
+            let (config, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
             for summary in result.lists {
                 let info = summary.info
                 let source = info.inline ? "inline" : info.file
@@ -121,7 +121,7 @@ extension Dnsgate {
 
         func run() throws {
             let compiler = PolicyCompiler(readFile: readFileBytes)
-            let (_, result) = compiler.load(configPath: options.config, generation: 1)
+            let (_, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
             guard let policy = result.policy, !result.hasErrors else {
                 throw CommandFailure(message: result.diagnostics.filter { $0.severity == .error }.map(\.description)
                     .joined(separator: "\n"))
