@@ -70,6 +70,11 @@ let package = Package(
         ),
         .testTarget(name: "DNSWireTests", dependencies: ["DNSWire"], swiftSettings: swiftSettings),
         .testTarget(
+            name: "DnsgateDaemonTests",
+            dependencies: ["DnsgateDaemon", "DnsgatePolicy"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "DnsgatePolicyTests",
             dependencies: ["DnsgatePolicy", "DNSWire"],
             swiftSettings: swiftSettings

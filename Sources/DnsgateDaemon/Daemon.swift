@@ -91,7 +91,7 @@ public final class Daemon: Sendable {
     static func load(_ path: String, generation: Int,
                      feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
         // The daemon never explains, so it keeps no line numbers.
-        let compiler = PolicyCompiler(keepLines: false, readFile: readFileBytes)
+        let compiler = PolicyCompiler(keepLines: false, readBoundedFile: readFileBytes)
         let (config, diagnostics) = compiler.readConfig(absoluteConfigPath(path))
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         if !diagnostics.contains(where: { $0.severity == .error }) {

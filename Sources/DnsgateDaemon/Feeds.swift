@@ -150,8 +150,8 @@ final class Feeds: Sendable {
     }
 
     static func readStatus(_ feed: Feed) -> Status? {
-        guard let data = FileManager.default.contents(atPath: feed.cachePath + ".meta"),
-              let status = try? decoder.decode(Status.self, from: data), status.url == feed.remote.url else { return nil }
+        guard let bytes = try? readFileBytes(feed.cachePath + ".meta", maximumBytes: 64 << 10),
+              let status = try? decoder.decode(Status.self, from: Data(bytes)), status.url == feed.remote.url else { return nil }
         return status
     }
 

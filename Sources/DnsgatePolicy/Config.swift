@@ -70,6 +70,19 @@ public struct DomainListConfig: Sendable {
     public var matchSubdomains: Bool
     /// Line of the list's definition in the config file.
     public var line: Int
+    /// Largest list file read (`max_size` of a `file:` list); a remote list's
+    /// limit is its `RemoteSource.maximumBytes`.
+    public var maximumFileBytes = DomainListConfig.defaultMaximumFileBytes
+
+    /// Room for about ten million names; a file beyond it is refused before a
+    /// byte of it is read, so that a runaway file cannot exhaust memory.
+    public static let defaultMaximumFileBytes = 256 << 20
+
+    /// The most bytes the list's file, download or cached copy may hold.
+    public var maximumBytes: Int {
+        if case .url(let remote) = source { return remote.maximumBytes }
+        return maximumFileBytes
+    }
 }
 
 /// A list fetched over HTTP(S) and refreshed in the background.

@@ -211,9 +211,12 @@ public enum ConfigReader {
                     : "domain list '\(name)': give one of 'domains', 'file' or 'url', not \(sources.joined(separator: " and "))")
                 return nil
             }
-            if sources[0] != "url" {
-                for key in ["refresh", "max_size"] where mapping[key] != nil {
-                    error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'url' list")
+            if sources[0] != "url", mapping["refresh"] != nil {
+                error(mapping["refresh"], "domain list '\(name)': 'refresh' only applies to a 'url' list")
+            }
+            if sources[0] == "domains" {
+                for key in ["max_size"] where mapping[key] != nil {
+                    error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'file' or 'url' list")
                 }
             }
             switch sources[0] {
@@ -224,8 +227,16 @@ public enum ConfigReader {
                                         matchSubdomains: matchSubdomains, line: domains.mark?.line ?? line)
             case "file":
                 guard let listFile = string(mapping["file"]!, "file") else { return nil }
-                return DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
-                                        format: format, matchSubdomains: matchSubdomains, line: line)
+                var list = DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
+                                            format: format, matchSubdomains: matchSubdomains, line: line)
+                if let sizeNode = mapping["max_size"] {
+                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
+                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
+                        return nil
+                    }
+                    list.maximumFileBytes = bytes
+                }
+                return list
             default:
                 let urlNode = mapping["url"]!
                 guard let url = string(urlNode, "url") else { return nil }

@@ -81,7 +81,7 @@ extension Dnsgate {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let compiler = PolicyCompiler(readFile: readFileBytes)
+            let compiler = PolicyCompiler(readBoundedFile: readFileBytes)
             let (config, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
             for summary in result.lists {
                 let info = summary.info
@@ -120,7 +120,7 @@ extension Dnsgate {
         }
 
         func run() throws {
-            let compiler = PolicyCompiler(readFile: readFileBytes)
+            let compiler = PolicyCompiler(readBoundedFile: readFileBytes)
             let (_, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
             guard let policy = result.policy, !result.hasErrors else {
                 throw CommandFailure(message: result.diagnostics.filter { $0.severity == .error }.map(\.description)

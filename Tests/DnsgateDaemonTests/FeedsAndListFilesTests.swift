@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+@testable import DnsgatePolicy
+import Foundation
+import Testing
+@testable import DnsgateDaemon
+
+/// Issue #10: list files are read within their limit.
+@Suite("Feeds and list files")
+struct FeedsAndListFilesTests {
+    /// A folder of its own, removed afterwards.
+    func withFolder(_ body: (String) throws -> Void) throws {
+        let folder = NSTemporaryDirectory() + "dnsgate-test-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        try body(folder)
+    }
+
+    @Test("a file within the limit is read whole, in chunks")
+    func readsWithinTheLimit() throws {
+        try withFolder { folder in
+            let bytes = (0..<(3 << 20) + 17).map { UInt8(truncatingIfNeeded: $0) }
+            #expect(FileManager.default.createFile(atPath: folder + "/l.txt", contents: Data(bytes)))
+            let read = try readFileBytes(folder + "/l.txt", maximumBytes: bytes.count)
+            #expect(read == bytes)
+        }
+    }
+
+    @Test("a file over the limit is refused before it is read: a sparse 1 GiB file costs nothing")
+    func refusesLargeFiles() throws {
+        try withFolder { folder in
+            let path = folder + "/huge.txt"
+            #expect(FileManager.default.createFile(atPath: path, contents: nil))
+            let handle = try #require(FileHandle(forWritingAtPath: path))
+            try handle.truncate(atOffset: 1 << 30)
+            try handle.close()
+            let error = #expect(throws: DaemonError.self) { try readFileBytes(path, maximumBytes: 1 << 20) }
+            #expect(error?.description == "1073741824 bytes, more than max_size (1048576 bytes)")
+        }
+    }
+
+    @Test("a FIFO, a folder or a missing file is refused at once, never waited on")
+    func refusesWhatIsNotAFile() throws {
+        try withFolder { folder in
+            #expect(mkfifo(folder + "/fifo", 0o600) == 0)
+            for (path, reason) in [(folder + "/fifo", "not a regular file"), (folder, "not a regular file"),
+                                   (folder + "/missing", "No such file or directory")] {
+                let error = #expect(throws: DaemonError.self) { try readFileBytes(path, maximumBytes: 1 << 20) }
+                #expect(error?.description == reason)
+            }
+        }
+    }
+}
