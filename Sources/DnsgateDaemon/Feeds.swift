@@ -15,6 +15,7 @@ final class Feeds: Sendable {
         var cachePath: String
         var format: ListFormat
         var matchSubdomains: Bool
+        var allowEmpty: Bool
     }
 
     /// What `stats` reports per remote list; persisted next to the cached copy.
@@ -41,7 +42,7 @@ final class Feeds: Sendable {
         let feeds: [Feed] = config.domainLists.compactMap { list in
             guard case .url(let remote) = list.source else { return nil }
             return Feed(name: list.name, remote: remote, cachePath: list.cachePath(in: directory), format: list.format,
-                        matchSubdomains: list.matchSubdomains)
+                        matchSubdomains: list.matchSubdomains, allowEmpty: list.allowEmpty)
         }
         if !feeds.isEmpty {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
@@ -118,12 +119,9 @@ final class Feeds: Sendable {
             status.lastError = message
             logger.warning("list \(feed.name): \(feed.remote.url): \(message); keeping the previous copy")
         case .content(let data, let etag, let lastModified):
-            let text = String(decoding: data, as: UTF8.self)
-            let parsed = ListParser.parse(text: text, format: feed.format, file: feed.remote.url,
-                                          matchSubdomains: feed.matchSubdomains)
-            if parsed.entries.isEmpty, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-                status.lastError = "the download has no usable entries (\(parsed.skippedLines) lines skipped)"
-                logger.warning("list \(feed.name): \(status.lastError!); keeping the previous copy")
+            if let refusal = Self.refusal(of: [UInt8](data), for: feed) {
+                status.lastError = "download refused: " + refusal
+                logger.warning("list \(feed.name): \(feed.remote.url): download refused: \(refusal); keeping the previous copy")
             } else {
                 do {
                     try Self.writeAtomically(data, to: feed.cachePath)
@@ -132,7 +130,7 @@ final class Feeds: Sendable {
                     status.lastSuccess = status.lastAttempt
                     status.lastError = nil
                     changed = true
-                    logger.info("list \(feed.name): fetched \(data.count) bytes, \(parsed.entries.count) entries")
+                    logger.info("list \(feed.name): fetched \(data.count) bytes")
                 } catch {
                     status.lastError = "cannot write \(feed.cachePath): \(error)"
                 }
@@ -140,6 +138,25 @@ final class Feeds: Sendable {
         }
         store(status, for: feed)
         return changed
+    }
+
+    /// Why a download must not replace the cached copy (binary content, no
+    /// entry, mostly unreadable: an error page, a truncated or garbled file),
+    /// or nil. The same checks the compiler makes of every list.
+    static func refusal(of body: [UInt8], for feed: Feed) -> String? {
+        if let binary = ListHealth.binaryContent(body.span, list: feed.name, file: feed.remote.url) {
+            return describe(binary)
+        }
+        let report = ListParser.read(body.span, format: feed.format, file: feed.remote.url,
+                                     matchSubdomains: feed.matchSubdomains) { _, _ in }
+        if let collapse = ListHealth.collapse(report, list: feed.name, file: feed.remote.url, allowEmpty: feed.allowEmpty) {
+            return describe(collapse)
+        }
+        return nil
+    }
+
+    private static func describe(_ diagnostic: Diagnostic) -> String {
+        diagnostic.message + (diagnostic.line > 0 ? " (line \(diagnostic.line))" : "")
     }
 
     private func store(_ status: Status, for feed: Feed) {

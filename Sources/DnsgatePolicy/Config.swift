@@ -70,6 +70,10 @@ public struct DomainListConfig: Sendable {
     public var matchSubdomains: Bool
     /// Line of the list's definition in the config file.
     public var line: Int
+    /// `allow_empty: true`: the list may load with no entries, or with most of
+    /// its lines unreadable. Otherwise either is an error (the file or feed
+    /// has collapsed: truncated, replaced by an error page, garbage).
+    public var allowEmpty = false
     /// Largest list file read (`max_size` of a `file:` list); a remote list's
     /// limit is its `RemoteSource.maximumBytes`.
     public var maximumFileBytes = DomainListConfig.defaultMaximumFileBytes

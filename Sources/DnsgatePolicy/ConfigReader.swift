@@ -191,7 +191,7 @@ public enum ConfigReader {
         mutating func domainList(_ node: Node) -> DomainListConfig? {
             guard let mapping = mapping(node, "a domain list") else { return nil }
             checkKeys(mapping, allowed: ["name", "domains", "file", "url", "refresh", "max_size", "format",
-                                        "match_subdomains"], in: "domain list")
+                                        "match_subdomains", "allow_empty"], in: "domain list")
             guard let nameNode = mapping["name"], let name = string(nameNode, "domain list name") else {
                 if mapping["name"] == nil { error(node, "a domain list needs a 'name'") }
                 return nil
@@ -205,6 +205,10 @@ public enum ConfigReader {
             if let flag = mapping["match_subdomains"], let value = bool(flag, "match_subdomains") {
                 matchSubdomains = value
             }
+            var allowEmpty = false
+            if let flag = mapping["allow_empty"], let value = bool(flag, "allow_empty") {
+                allowEmpty = value
+            }
             let sources = ["domains", "file", "url"].filter { mapping[$0] != nil }
             guard sources.count == 1 else {
                 error(node, sources.isEmpty ? "domain list '\(name)': needs 'domains', 'file' or 'url'"
@@ -215,7 +219,7 @@ public enum ConfigReader {
                 error(mapping["refresh"], "domain list '\(name)': 'refresh' only applies to a 'url' list")
             }
             if sources[0] == "domains" {
-                for key in ["max_size"] where mapping[key] != nil {
+                for key in ["max_size", "allow_empty"] where mapping[key] != nil {
                     error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'file' or 'url' list")
                 }
             }
@@ -228,7 +232,8 @@ public enum ConfigReader {
             case "file":
                 guard let listFile = string(mapping["file"]!, "file") else { return nil }
                 var list = DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
-                                            format: format, matchSubdomains: matchSubdomains, line: line)
+                                            format: format, matchSubdomains: matchSubdomains, line: line,
+                                            allowEmpty: allowEmpty)
                 if let sizeNode = mapping["max_size"] {
                     guard let bytes = byteSize(sizeNode), bytes > 0 else {
                         error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
@@ -261,7 +266,7 @@ public enum ConfigReader {
                     remote.maximumBytes = bytes
                 }
                 return DomainListConfig(name: name, source: .url(remote), format: format,
-                                        matchSubdomains: matchSubdomains, line: line)
+                                        matchSubdomains: matchSubdomains, line: line, allowEmpty: allowEmpty)
             }
         }
 

@@ -121,7 +121,7 @@ public struct PolicyCompiler {
                                               outcome: outcome, line: info.line)
                 if table.insert(key, member) { loaded += 1 }
             }
-            let report: ListReport
+            var report: ListReport
             let source = sources[listIndex]
             let file = source.file
             if case .inline(let names) = list.source {
@@ -130,6 +130,9 @@ public struct PolicyCompiler {
             } else if let bytes = source.bytes {
                 report = ListParser.read(bytes.span, format: list.format, file: file, matchSubdomains: list.matchSubdomains,
                                          add: add)
+                if let collapse = ListHealth.collapse(report, list: list.name, file: file, allowEmpty: list.allowEmpty) {
+                    report.diagnostics.append(collapse)
+                }
             } else {
                 // Unreadable, refused, or a remote list with no copy yet: nothing to parse.
                 report = ListReport(format: list.format)
@@ -182,7 +185,8 @@ public struct PolicyCompiler {
         var diagnostics: [Diagnostic] = []
     }
 
-    /// Reads a list's file or cached copy, within its size limit.
+    /// Reads a list's file or cached copy, within its size limit, and refuses
+    /// binary content.
     func read(_ list: DomainListConfig, of config: DnsgateConfig) -> ListSource {
         let limit = list.maximumBytes
         switch list.source {
@@ -223,12 +227,16 @@ public struct PolicyCompiler {
     }
 
     /// `bytes`, or nil with an error when they exceed `limit` (an in-memory
-    /// reader does not check).
+    /// reader does not check) or are not text.
     func checked(_ bytes: [UInt8], limit: Int, list: DomainListConfig, file: String,
                  diagnostics: inout [Diagnostic]) -> [UInt8]? {
         if bytes.count > limit {
             diagnostics.append(Diagnostic(.error, file: file, line: 0,
                                           "domain list '\(list.name)': \(Self.tooLarge(bytes.count, limit: limit))"))
+            return nil
+        }
+        if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: file) {
+            diagnostics.append(binary)
             return nil
         }
         return bytes

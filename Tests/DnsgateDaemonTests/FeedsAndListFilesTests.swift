@@ -4,7 +4,8 @@ import Foundation
 import Testing
 @testable import DnsgateDaemon
 
-/// Issue #10: list files are read within their limit.
+/// Issue #10: list files are read within their limit, and downloads that
+/// collapse are refused.
 @Suite("Feeds and list files")
 struct FeedsAndListFilesTests {
     /// A folder of its own, removed afterwards.
@@ -48,5 +49,22 @@ struct FeedsAndListFilesTests {
                 #expect(error?.description == reason)
             }
         }
+    }
+
+    static let feed = Feeds.Feed(
+        name: "remote", remote: RemoteSource(url: "https://feeds.example/l.txt", refreshSeconds: 3600, maximumBytes: 1 << 20),
+        cachePath: "/nonexistent/remote.list", format: .auto, matchSubdomains: false, allowEmpty: false)
+
+    @Test("downloads that collapsed are refused; a list is not")
+    func refusal() {
+        #expect(Feeds.refusal(of: Array("a.example\nb.example\n".utf8), for: Self.feed) == nil)
+        let binary = Feeds.refusal(of: Array("a.example\n".utf8) + [0, 0xff], for: Self.feed)
+        #expect(binary?.contains("binary content (a NUL byte)") == true && binary?.hasSuffix("(line 2)") == true)
+        let portal = Feeds.refusal(of: Array("<html><body>Please log in</body></html>\n".utf8), for: Self.feed)
+        #expect(portal?.contains("no usable entries") == true)
+        #expect(Feeds.refusal(of: [], for: Self.feed)?.contains("no entries") == true)
+        var meant = Self.feed
+        meant.allowEmpty = true
+        #expect(Feeds.refusal(of: [], for: meant) == nil)
     }
 }

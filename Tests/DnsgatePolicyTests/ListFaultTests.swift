@@ -3,7 +3,8 @@ import DNSWire
 import Testing
 @testable import DnsgatePolicy
 
-/// Issue #10: lists are read within a size limit.
+/// Issue #10: a list that collapses is refused, and lists are read within a
+/// size limit.
 @Suite("List faults")
 struct ListFaultTests {
     static let rules = """
@@ -26,6 +27,94 @@ struct ListFaultTests {
 
     func errors(_ result: PolicyCompiler.Result) -> [Diagnostic] { result.diagnostics.filter { $0.severity == .error } }
 
+    // MARK: binary content
+
+    @Test("a NUL byte or bytes that are not UTF-8 make a list binary, with the line", arguments: [
+        (Array("a.example\nb.example\nc\u{0}d\n".utf8), 3, "a NUL byte"),
+        (Array("a.example\n".utf8) + [0x62, 0xE9, 0x0A], 2, "bytes that are not UTF-8"),   // Latin-1 é
+        (Array("a.example\n".utf8) + [0xC0, 0xAF, 0x0A], 2, "bytes that are not UTF-8"),   // overlong '/'
+        (Array("a.example\n".utf8) + [0xED, 0xA0, 0x80], 2, "bytes that are not UTF-8"),   // a surrogate, at the end
+        (Array("a.example\n".utf8) + [0xE2, 0x82], 2, "bytes that are not UTF-8"),         // cut short at the end
+    ])
+    func binary(bytes: [UInt8], line: Int, found: String) {
+        let binary = ListHealth.firstBinaryLine(bytes.span)
+        #expect(binary?.line == line)
+        #expect(binary?.found == found)
+    }
+
+    @Test("UTF-8 text is not binary, however it is split into lines")
+    func text() {
+        for text in ["", "\n\n", "# café, naïve, 日本\nexample.com\n", "no newline at the end", "x\r\n€\r\n"] {
+            #expect(ListHealth.firstBinaryLine(Array(text.utf8).span) == nil, "\(text)")
+        }
+    }
+
+    @Test("binary content fails the compile, naming the file and line, and is not parsed")
+    func binaryCompile() {
+        let result = compileList(Array("blocked.example\n".utf8) + [0, 1, 2, 0x0A] + Array("more.example\n".utf8))
+        #expect(result.policy == nil)
+        let error = errors(result)
+        #expect(error.count == 1)
+        #expect(error.first?.file == "/l.txt" && error.first?.line == 2)
+        #expect(error.first?.message.contains("binary content") == true)
+        #expect(result.lists.first?.info.entries == 0)
+    }
+
+    // MARK: collapse
+
+    func report(_ text: String, format: ListFormat = .auto) -> ListReport {
+        ListParser.read(Array(text.utf8).span, format: format, file: "f", matchSubdomains: false) { _, _ in }
+    }
+
+    @Test("no entries at all is a collapse: an empty file, only comments, only unreadable lines")
+    func noEntries() {
+        for (text, line) in [("", 0), ("# only\n\n# comments\n", 0), ("x y\n<p>\n", 1), ("# head\n\nnot a name!\n", 3)] {
+            let collapse = ListHealth.collapse(report(text), list: "l", file: "f", allowEmpty: false)
+            #expect(collapse?.severity == .error, "\(text)")
+            #expect(collapse?.line == line, "\(text)")
+            #expect(collapse?.message.contains("allow_empty: true") == true)
+            #expect(ListHealth.collapse(report(text), list: "l", file: "f", allowEmpty: true) == nil)
+        }
+    }
+
+    @Test("more than half of the lines unreadable is a collapse; half is not")
+    func mostlyUnreadable() {
+        let half = report("a.example\nb.example\nnot a name\n<td>x</td>\n")
+        #expect(half.lines == 4 && half.unreadableLines == 2 && half.entries == 2)
+        #expect(ListHealth.collapse(half, list: "l", file: "f", allowEmpty: false) == nil)
+        let most = report("a.example\nb.example\n# c\nnot a name\n<td>x</td>\nbad!name\n")
+        #expect(most.lines == 5 && most.unreadableLines == 3 && most.firstUnreadableLine == 4)
+        let collapse = ListHealth.collapse(most, list: "l", file: "f", allowEmpty: false)
+        #expect(collapse?.line == 4)
+        #expect(collapse?.message.contains("3 of its 5 lines are not domains syntax") == true)
+        #expect(ListHealth.collapse(most, list: "l", file: "f", allowEmpty: true) == nil)
+    }
+
+    @Test("rules a DNS firewall cannot honour are not unreadable: an adblock list of cosmetic rules loads")
+    func unsupportedIsNotUnreadable() {
+        let adblock = report("! list\n||ads.example^\nexample.com##.banner\n/ads[0-9]+/\n||x.example^$third-party\n||a*b.example^\n")
+        #expect(adblock.format == .adblock && adblock.entries == 1 && adblock.skippedLines == 4)
+        #expect(adblock.unreadableLines == 0)
+        #expect(ListHealth.collapse(adblock, list: "l", file: "f", allowEmpty: false) == nil)
+        let rpz = report("$ORIGIN rpz.\n@ SOA a. b. 1 2 3 4 5\nx.example CNAME .\n32.1.2.0.192.rpz-ip CNAME .\n24.0.2.0.198.rpz-client-ip CNAME .\n")
+        #expect(rpz.format == .rpz && rpz.entries == 1 && rpz.unreadableLines == 0)
+        #expect(ListHealth.collapse(rpz, list: "l", file: "f", allowEmpty: false) == nil)
+    }
+
+    @Test("a collapsed list fails the compile; allow_empty: true loads it")
+    func collapseCompile() throws {
+        let empty = compileList([])
+        #expect(empty.policy == nil)
+        #expect(errors(empty).first?.file == "/l.txt")
+        let meant = compileList([], listKeys: ", allow_empty: true")
+        #expect(!meant.hasErrors, "\(meant.diagnostics)")
+        #expect(try #require(meant.policy).domainCount == 0)
+        let garbage = compileList(Array(("ok.example\n" + String(repeating: "<div>not a list</div>\n", count: 1000)).utf8))
+        #expect(garbage.policy == nil)
+        #expect(errors(garbage).first?.file == "/l.txt")
+        #expect(errors(garbage).first?.line == 2)
+    }
+
     // MARK: size limits
 
     @Test("a list over its max_size is refused; the limit is 256M unless max_size says otherwise")
@@ -40,11 +129,30 @@ struct ListFaultTests {
         #expect(lists[0].maximumBytes == 256 << 20 && lists[1].maximumBytes == 1 << 30)
     }
 
-    @Test("max_size applies to file and url lists only")
+    @Test("max_size and allow_empty apply to file and url lists only")
     func keysOnInlineLists() {
-        for key in ["max_size: 1M"] {
+        for key in ["max_size: 1M", "allow_empty: true"] {
             let (_, diagnostics) = ConfigReader.read(yaml: "domain_lists:\n  - name: l\n    domains: [a.example]\n    \(key)\n", path: "/c.yaml")
             #expect(diagnostics.contains { $0.line == 4 && $0.message.contains("only applies to a 'file' or 'url' list") }, "\(key)")
         }
+        let (config, diagnostics) = ConfigReader.read(yaml: "domain_lists:\n  - {name: u, url: \"https://x.example/l\", allow_empty: true}\n", path: "/c.yaml")
+        #expect(diagnostics.isEmpty && config?.domainLists.first?.allowEmpty == true)
+    }
+
+    static func feedConfig(failMode: String) -> String {
+        """
+        fail_mode: \(failMode)
+        cache_dir: cache
+        domain_lists:
+          - {name: l, url: "https://feeds.example/l.txt"}
+        """ + "\n" + rules
+    }
+
+    @Test("a cached copy that collapsed is an error, like a list file")
+    func collapsedCache() {
+        let result = Files(contents: ["/srv/dg/cache/l.list": "\u{0}\u{1}"])
+            .compile(Self.feedConfig(failMode: "open"), at: "/srv/dg/dnsgate.yaml")
+        #expect(result.policy == nil)
+        #expect(errors(result).first?.file == "/srv/dg/cache/l.list")
     }
 }
