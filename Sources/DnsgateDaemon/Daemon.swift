@@ -162,6 +162,7 @@ public final class Daemon: Sendable {
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
+        feeds.stop()
         relay.stop()
         finished.wait()
         chaser.stop()

@@ -29,10 +29,16 @@ final class Feeds: Sendable {
     }
 
     private let guarded = Mutex<(feeds: [Feed], statuses: [String: Status])>(([], [:]))
+    /// Set at shutdown: the fetch in progress is abandoned within a second and
+    /// no other starts.
+    private let stopping = Atomic<Bool>(false)
     let logger: Logger
-    let fetchTimeout: TimeInterval = 30
+    let deadlines: HTTPFetcher.Deadlines
 
-    init(logger: Logger) { self.logger = logger }
+    init(logger: Logger, deadlines: HTTPFetcher.Deadlines = .standard) {
+        self.logger = logger
+        self.deadlines = deadlines
+    }
 
     /// Takes the remote lists of a (re)loaded config; statuses of lists that
     /// stay are kept, others are read from disk.
@@ -70,16 +76,20 @@ final class Feeds: Sendable {
         for feed in missing { _ = refresh(feed) }
     }
 
-    /// Refreshes due lists until `running` turns false; calls `changed` after
-    /// any list got new content.
+    func stop() { stopping.store(true, ordering: .relaxed) }
+
+    var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    /// Refreshes due lists until `running` turns false or `stop`; calls
+    /// `changed` after any list got new content.
     func run(while running: @escaping @Sendable () -> Bool, changed: @escaping @Sendable () -> Void) {
-        while running() {
+        while running(), !isStopping {
             let now = Date()
             let due = guarded.withLock { guarded in
                 guarded.feeds.filter { feed in Self.isDue(feed, guarded.statuses[feed.name], now: now) }
             }
             var anyChanged = false
-            for feed in due where running() {
+            for feed in due where running() && !isStopping {
                 anyChanged = refresh(feed) || anyChanged
             }
             if anyChanged { changed() }
@@ -105,32 +115,32 @@ final class Feeds: Sendable {
         let hasCopy = FileManager.default.fileExists(atPath: feed.cachePath)
         status.lastAttempt = Date()
         var changed = false
-        guard let url = URL(string: feed.remote.url) else {
-            status.lastError = "not a valid URL"
-            store(status, for: feed)
-            return false
-        }
-        switch HTTPFetcher.fetch(url, etag: hasCopy ? status.etag : nil, lastModified: hasCopy ? status.lastModified : nil,
-                                 maximumBytes: feed.remote.maximumBytes, timeout: fetchTimeout) {
+        let result = HTTPFetcher.fetch(feed.remote.url, etag: hasCopy ? status.etag : nil,
+                                       lastModified: hasCopy ? status.lastModified : nil,
+                                       maximumBytes: feed.remote.maximumBytes, deadlines: deadlines,
+                                       isCancelled: { [self] in isStopping })
+        switch result {
         case .notModified:
             status.lastSuccess = status.lastAttempt
             status.lastError = nil
         case .failure(let message):
+            // Shutdown is not a feed problem worth remembering.
+            if isStopping { return false }
             status.lastError = message
             logger.warning("list \(feed.name): \(feed.remote.url): \(message); keeping the previous copy")
-        case .content(let data, let etag, let lastModified):
-            if let refusal = Self.refusal(of: [UInt8](data), for: feed) {
+        case .content(let body, let etag, let lastModified):
+            if let refusal = Self.refusal(of: body, for: feed) {
                 status.lastError = "download refused: " + refusal
                 logger.warning("list \(feed.name): \(feed.remote.url): download refused: \(refusal); keeping the previous copy")
             } else {
                 do {
-                    try Self.writeAtomically(data, to: feed.cachePath)
+                    try Self.writeAtomically(Data(body), to: feed.cachePath)
                     status.etag = etag
                     status.lastModified = lastModified
                     status.lastSuccess = status.lastAttempt
                     status.lastError = nil
                     changed = true
-                    logger.info("list \(feed.name): fetched \(data.count) bytes")
+                    logger.info("list \(feed.name): fetched \(body.count) bytes")
                 } catch {
                     status.lastError = "cannot write \(feed.cachePath): \(error)"
                 }
