@@ -86,8 +86,9 @@ public final class Daemon: Sendable {
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
     }
 
-    /// Reads the config, brings its remote lists up to date where they have no
-    /// copy, and compiles. Off the packet path.
+    /// Reads the config and compiles it from what is on disk (remote lists
+    /// from their cached copies: the feed thread fetches, never this path).
+    /// Off the packet path.
     static func load(_ path: String, generation: Int,
                      feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
         // The daemon never explains, so it keeps no line numbers.
@@ -96,7 +97,6 @@ public final class Daemon: Sendable {
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         if !diagnostics.contains(where: { $0.severity == .error }) {
             feeds.configure(config)
-            feeds.fetchMissing()
         }
         return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation))
     }
@@ -155,10 +155,8 @@ public final class Daemon: Sendable {
             PacketQueue.lowerCurrentThreadPriority()
             serveStats(listener)
         }
-        startThread(name: "dnsgate-feeds", group: finished) { [self] in
-            PacketQueue.lowerCurrentThreadPriority()
-            feeds.run(while: { runState.isRunning }, changed: { [self] in _ = reload() })
-        }
+        // Not in `finished`: shutdown never waits on a fetch (it is cancelled).
+        feeds.start(changed: { [self] in _ = reload() })
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")

@@ -19,6 +19,9 @@ public struct StatsSnapshot: Codable, Sendable {
         public var allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0, noMatch: UInt64 = 0, notDns: UInt64 = 0
         /// Responses (QR=1) sent to port 53: passed, since no server resolves them.
         public var notQuery: UInt64 = 0
+        /// Queries no rule matched that were dropped, not passed: fail_mode
+        /// closed while a remote list has no copy yet (also in `noMatch`).
+        public var noMatchDropped: UInt64 = 0
     }
     public struct Responses: Codable, Sendable {
         public var nxdomain: UInt64 = 0, nodata: UInt64 = 0, refused: UInt64 = 0, override: UInt64 = 0, drop: UInt64 = 0
@@ -139,6 +142,9 @@ public struct StatsSnapshot: Codable, Sendable {
             (label("verdict", "alert"), verdicts.alert), (label("verdict", "no_match"), verdicts.noMatch),
             (label("verdict", "not_dns"), verdicts.notDns), (label("verdict", "not_query"), verdicts.notQuery),
         ])
+        family("no_match_dropped_total", "counter",
+               "Queries no rule matched, dropped while a remote list had no copy yet (fail_mode closed).",
+               [("", verdicts.noMatchDropped)])
         family("responses_total", "counter", "Blocked queries by block response.", [
             (label("response", "nxdomain"), responses.nxdomain), (label("response", "nodata"), responses.nodata),
             (label("response", "refused"), responses.refused), (label("response", "override"), responses.override),

@@ -140,7 +140,8 @@ public struct PolicyCompiler {
             let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
                                 url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
                                 format: report.format, entries: loaded, skippedLines: report.skippedLines,
-                                skipReasons: report.skipReasons, hasEntryActions: hasEntryActions)
+                                skipReasons: report.skipReasons, hasEntryActions: hasEntryActions,
+                                awaitingFirstCopy: source.awaitingFirstCopy)
             infos.append(info)
             summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
             diagnostics += report.diagnostics
@@ -171,8 +172,12 @@ public struct PolicyCompiler {
                                         ruleIndices: first..<rules.count))
         }
         let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError, serialNumber: UInt32(truncatingIfNeeded: generation))
+        // Until every remote list has a copy, the policy is not whole: in
+        // fail_mode closed, what no rule matches might be in a missing list.
+        let awaiting = infos.contains(where: \.awaitingFirstCopy)
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
-                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: table)
+                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: table,
+                                    dropsUnmatched: awaiting && config.failMode == .closed)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
     }
 
@@ -182,6 +187,8 @@ public struct PolicyCompiler {
         var file: String
         /// nil: nothing to parse (an inline list, or a file that could not be used).
         var bytes: [UInt8]?
+        /// A remote list with no usable copy on disk yet.
+        var awaitingFirstCopy = false
         var diagnostics: [Diagnostic] = []
     }
 
@@ -209,6 +216,7 @@ public struct PolicyCompiler {
             // feed thread fetches it and reloads.
             var source = ListSource(file: list.cachePath(in: config.cacheDirectory))
             func awaitingCopy(_ why: String) -> ListSource {
+                source.awaitingFirstCopy = true
                 source.diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
                     "domain list '\(list.name)': no usable copy of \(remote.url) yet (\(source.file): \(why)); it is empty until a download succeeds"))
                 return source

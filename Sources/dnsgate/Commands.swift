@@ -135,7 +135,12 @@ extension Dnsgate {
             }
             print("lists containing the name: \(explanation.listsContainingName.isEmpty ? "none" : explanation.listsContainingName.joined(separator: ", "))")
             guard let decision = explanation.decision else {
-                print("decision: no rule matches; the query goes through (no_match)")
+                if policy.dropsUnmatched {
+                    print("decision: no rule matches; dropped while \(policy.listsAwaitingFirstCopy.joined(separator: ", ")) "
+                        + "has no copy yet (fail_mode closed: no_match_dropped)")
+                } else {
+                    print("decision: no rule matches; the query goes through (no_match)")
+                }
                 return
             }
             let rule = policy.rules[decision.ruleIndex]
@@ -240,6 +245,7 @@ struct StatsTable {
         row("block", stats.verdicts.block)
         row("alert", stats.verdicts.alert)
         row("no_match", stats.verdicts.noMatch)
+        row("no_match_dropped", stats.verdicts.noMatchDropped)
         row("not_dns", stats.verdicts.notDns)
         row("not_query", stats.verdicts.notQuery)
         lines.append("block responses")

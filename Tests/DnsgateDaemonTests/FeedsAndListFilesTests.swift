@@ -4,8 +4,8 @@ import Foundation
 import Testing
 @testable import DnsgateDaemon
 
-/// Issue #10: list files are read within their limit, and downloads that
-/// collapse are refused.
+/// Issue #10: list files are read within their limit, downloads that collapse
+/// are refused, and feed scheduling retries lists that have no copy yet.
 @Suite("Feeds and list files")
 struct FeedsAndListFilesTests {
     /// A folder of its own, removed afterwards.
@@ -66,5 +66,21 @@ struct FeedsAndListFilesTests {
         var meant = Self.feed
         meant.allowEmpty = true
         #expect(Feeds.refusal(of: [], for: meant) == nil)
+    }
+
+    @Test("scheduling: a list with no copy is retried every 10 s; one with a copy after a tenth of refresh or refresh")
+    func scheduling() {
+        let now = Date()
+        func status(attempt: TimeInterval, failed: Bool) -> Feeds.Status {
+            Feeds.Status(url: Self.feed.remote.url, lastSuccess: failed ? nil : now.addingTimeInterval(-attempt),
+                         lastAttempt: now.addingTimeInterval(-attempt), lastError: failed ? "HTTP 503" : nil)
+        }
+        #expect(Feeds.isDue(Self.feed, nil, hasCopy: false, now: now))
+        #expect(!Feeds.isDue(Self.feed, status(attempt: 5, failed: true), hasCopy: false, now: now))
+        #expect(Feeds.isDue(Self.feed, status(attempt: 11, failed: true), hasCopy: false, now: now))
+        #expect(!Feeds.isDue(Self.feed, status(attempt: 300, failed: true), hasCopy: true, now: now))
+        #expect(Feeds.isDue(Self.feed, status(attempt: 361, failed: true), hasCopy: true, now: now))
+        #expect(!Feeds.isDue(Self.feed, status(attempt: 3599, failed: false), hasCopy: true, now: now))
+        #expect(Feeds.isDue(Self.feed, status(attempt: 3600, failed: false), hasCopy: true, now: now))
     }
 }

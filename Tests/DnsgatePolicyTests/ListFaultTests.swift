@@ -3,8 +3,9 @@ import DNSWire
 import Testing
 @testable import DnsgatePolicy
 
-/// Issue #10: a list that collapses is refused, and lists are read within a
-/// size limit.
+/// Issue #10: a list that collapses is refused, lists are read within a size
+/// limit, and a remote list without a copy is reported (and in fail_mode
+/// closed the policy drops what it does not match).
 @Suite("List faults")
 struct ListFaultTests {
     static let rules = """
@@ -139,6 +140,8 @@ struct ListFaultTests {
         #expect(diagnostics.isEmpty && config?.domainLists.first?.allowEmpty == true)
     }
 
+    // MARK: remote lists without a copy
+
     static func feedConfig(failMode: String) -> String {
         """
         fail_mode: \(failMode)
@@ -146,6 +149,24 @@ struct ListFaultTests {
         domain_lists:
           - {name: l, url: "https://feeds.example/l.txt"}
         """ + "\n" + rules
+    }
+
+    @Test("a remote list with no copy yet is a warning; in fail_mode closed the policy drops what it does not match")
+    func awaitingCopy() throws {
+        for (failMode, drops) in [("open", false), ("closed", true)] {
+            let result = Files(contents: [:]).compile(Self.feedConfig(failMode: failMode), at: "/srv/dg/dnsgate.yaml")
+            #expect(!result.hasErrors, "\(result.diagnostics)")
+            #expect(result.diagnostics.contains { $0.severity == .warning && $0.message.contains("no usable copy") })
+            let policy = try #require(result.policy)
+            #expect(policy.listsAwaitingFirstCopy == ["l"])
+            #expect(policy.dropsUnmatched == drops)
+            #expect(policy.lists[0].file == "/srv/dg/cache/l.list")
+        }
+        let cached = Files(contents: ["/srv/dg/cache/l.list": "a.example\n"])
+            .compile(Self.feedConfig(failMode: "closed"), at: "/srv/dg/dnsgate.yaml")
+        let policy = try #require(cached.policy)
+        #expect(policy.listsAwaitingFirstCopy.isEmpty && !policy.dropsUnmatched)
+        #expect(policy.decision("a.example") == "g/r")
     }
 
     @Test("a cached copy that collapsed is an error, like a list file")
