@@ -34,6 +34,12 @@ let package = Package(
             dependencies: ["CNetfilterQueue"],
             linkerSettings: [.linkedLibrary("netfilter_queue"), .linkedLibrary("mnl")]
         ),
+        // One HTTP(S) GET through libcurl (the libcurl.so.4 FoundationNetworking
+        // already needs), driven directly: the body is refused the moment it
+        // passes max_size (URLSession queues every piece for its delegate with no
+        // backpressure: a fast feed piled up gigabytes before a cancel landed),
+        // and a stalled feed times out or is cancelled at shutdown.
+        .target(name: "CHTTPFetch", linkerSettings: [.linkedLibrary(":libcurl.so.4")]),
         // Pure core: IP/UDP/DNS wire format and forged answers. No I/O.
         .target(name: "DNSWire", swiftSettings: swiftSettings),
         // Pure core: config model, list parsers, compiled policy, decisions. No I/O.
@@ -53,7 +59,7 @@ let package = Package(
         .target(
             name: "DnsgateDaemon",
             dependencies: [
-                "DNSWire", "DnsgatePolicy", "NetfilterQueue",
+                "DNSWire", "DnsgatePolicy", "NetfilterQueue", "CHTTPFetch",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -3,7 +3,15 @@
 """A list feed for the lab: serves the files of a folder over HTTP (and HTTPS
 when given a certificate), with ETag / Last-Modified and 304 answers. Each
 request is logged as JSON (path, conditional headers, status). A file named
-FAIL in the folder makes every answer a 503, for outage tests.
+FAIL in the folder makes every answer a 503, for outage tests. Two faults of a
+feed, per file NAME:
+
+- NAME.stall (exists): the request is read and nothing is sent for as long as
+  that file exists (at most 5 minutes), then NAME is served as usual; logged
+  as "stalling" when the stall begins.
+- NAME.flood (holds a byte count N): a 200 without Content-Length, N bytes of
+  list lines sent as fast as the socket takes them, then the connection is
+  closed; logged with the bytes actually sent (less when the client gave up).
 
     feedserver.py FOLDER LOG ADDRESS HTTP_PORT [HTTPS_PORT CERT KEY]
 """
@@ -14,15 +22,49 @@ import os
 import ssl
 import sys
 import threading
+import time
 from email.utils import formatdate
 
 FOLDER, LOG = sys.argv[1], sys.argv[2]
 lock = threading.Lock()
+STALL_LIMIT_SECONDS = 300
+FLOOD_CHUNK = b"".join(b"flood%07d.example\n" % i for i in range(1 << 16))  # 1.4 MB of valid lines
+
+
+def log(record: dict) -> None:
+    with lock, open(LOG, "a") as out:
+        out.write(json.dumps(record) + "\n")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    def stall(self, marker: str) -> None:
+        log({"path": self.path, "status": "stalling"})
+        deadline = time.monotonic() + STALL_LIMIT_SECONDS
+        while os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def flood(self, total: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        sent = 0
+        try:
+            while sent < total:  # bounded by the byte count
+                piece = FLOOD_CHUNK[:total - sent]
+                self.wfile.write(piece)
+                sent += len(piece)
+        except OSError:
+            pass  # the client hung up: that is the point
+        self.close_connection = True
+        log({"path": self.path, "status": 200, "flood": total, "sent": sent})
+
     def do_GET(self):
         path = os.path.join(FOLDER, os.path.basename(self.path))
+        if os.path.exists(path + ".stall"):
+            self.stall(path + ".stall")
+        if os.path.exists(path + ".flood"):
+            self.flood(int(open(path + ".flood").read()))
+            return
         status, body, headers = 200, b"", {}
         if os.path.exists(os.path.join(FOLDER, "FAIL")):
             status = 503
@@ -39,10 +81,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
-        with lock, open(LOG, "a") as log:
-            log.write(json.dumps({"path": self.path, "if_none_match": self.headers.get("If-None-Match"),
-                                  "if_modified_since": self.headers.get("If-Modified-Since"), "status": status}) + "\n")
+        try:
+            self.wfile.write(body)
+        except OSError:
+            return  # the client gave up (a stall it timed out)
+        log({"path": self.path, "if_none_match": self.headers.get("If-None-Match"),
+             "if_modified_since": self.headers.get("If-Modified-Since"), "status": status})
 
     def log_message(self, *args):
         pass

@@ -184,11 +184,13 @@ class Lab:
     def socket_path(self) -> Path:
         return self.dir / "dnsgate.sock"
 
-    def start_dnsgate(self, config: Path, wait: float = 10) -> subprocess.Popen:
+    def start_dnsgate(self, config: Path, wait: float = 10, cwd: Path | None = None) -> subprocess.Popen:
+        """Runs dnsgate with `config` (relative to `cwd` when given) until its
+        stats socket answers."""
         self.stop_dnsgate()
         stderr = open(self.dir / "dnsgate.stderr", "a")
         self.dnsgate = subprocess.Popen(["ip", "netns", "exec", self.gateway, str(self.binary), "run", "--config", str(config)],
-                                        stdout=subprocess.DEVNULL, stderr=stderr)
+                                        stdout=subprocess.DEVNULL, stderr=stderr, cwd=cwd)
         self.processes.append(self.dnsgate)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -17,6 +17,9 @@ final class WorkerCounters: Sendable {
     let block = Atomic<UInt64>(0)
     let alert = Atomic<UInt64>(0)
     let noMatch = Atomic<UInt64>(0)
+    /// Queries no rule matched, dropped because a remote list has no copy yet
+    /// in fail_mode closed (also counted in `noMatch`).
+    let noMatchDropped = Atomic<UInt64>(0)
     let notDNS = Atomic<UInt64>(0)
     /// Responses (QR=1) sent to port 53: passed, since no server resolves them.
     let notQuery = Atomic<UInt64>(0)
@@ -56,6 +59,7 @@ extension StatsSnapshot {
         verdicts.block += c.block.value
         verdicts.alert += c.alert.value
         verdicts.noMatch += c.noMatch.value
+        verdicts.noMatchDropped += c.noMatchDropped.value
         verdicts.notDns += c.notDNS.value
         verdicts.notQuery += c.notQuery.value
         responses.nxdomain += c.nxdomain.value

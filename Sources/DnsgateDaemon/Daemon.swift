@@ -89,17 +89,17 @@ public final class Daemon: Sendable {
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
     }
 
-    /// Reads the config, brings its remote lists up to date where they have no
-    /// copy, and compiles. Off the packet path.
+    /// Reads the config and compiles it from what is on disk (remote lists
+    /// from their cached copies: the feed thread fetches, never this path).
+    /// Off the packet path.
     static func load(_ path: String, generation: Int,
                      feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
         // The daemon never explains, so it keeps no line numbers.
-        let compiler = PolicyCompiler(keepLines: false, readFile: readFileBytes)
-        let (config, diagnostics) = compiler.readConfig(path)
+        let compiler = PolicyCompiler(keepLines: false, readBoundedFile: readFileBytes)
+        let (config, diagnostics) = compiler.readConfig(absoluteConfigPath(path))
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         if !diagnostics.contains(where: { $0.severity == .error }) {
             feeds.configure(config)
-            feeds.fetchMissing()
         }
         return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation))
     }
@@ -157,10 +157,8 @@ public final class Daemon: Sendable {
             PacketQueue.lowerCurrentThreadPriority()
             serveStats(listener)
         }
-        startThread(name: "dnsgate-feeds", group: finished) { [self] in
-            PacketQueue.lowerCurrentThreadPriority()
-            feeds.run(while: { runState.isRunning }, changed: { [self] in _ = reload() })
-        }
+        // Not in `finished`: shutdown never waits on a fetch (it is cancelled).
+        feeds.start(changed: { [self] in _ = reload() })
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
@@ -168,6 +166,7 @@ public final class Daemon: Sendable {
         // then its queue is unbound, so the rules' fail mode applies at once.
         _ = workersFinished.wait(timeout: .now() + 2)
         for worker in workers { worker.releaseQueue() }
+        feeds.stop()
         relay.stop()
         chaser.stop()
         // Helpers finish their round (the log drains); none may hold up the exit.

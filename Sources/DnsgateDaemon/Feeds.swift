@@ -2,12 +2,15 @@
 import DnsgatePolicy
 import Foundation
 import Logging
+import NetfilterQueue
 import Synchronization
 
 /// Remote lists: fetched with conditional requests, checked, and kept as the
 /// last good copy on disk (`cache_dir/NAME.list`, metadata in `NAME.list.meta`),
-/// so that neither a restart nor a feed outage empties the policy. Runs on a
-/// thread of its own; a changed list triggers a reload.
+/// so that neither a restart nor a feed outage empties the policy. Fetching
+/// happens on the feed thread alone, never on a path a packet or an operator
+/// waits on: start-up, reload and shutdown use what is on disk, and a changed
+/// list triggers a reload once it is there.
 final class Feeds: Sendable {
     struct Feed: Sendable, Equatable {
         var name: String
@@ -15,6 +18,7 @@ final class Feeds: Sendable {
         var cachePath: String
         var format: ListFormat
         var matchSubdomains: Bool
+        var allowEmpty: Bool
     }
 
     /// What `stats` reports per remote list; persisted next to the cached copy.
@@ -27,34 +31,50 @@ final class Feeds: Sendable {
         var lastError: String?
     }
 
-    private let guarded = Mutex<(feeds: [Feed], statuses: [String: Status])>(([], [:]))
-    let logger: Logger
-    let fetchTimeout: TimeInterval = 30
+    /// Reported for a list until its first download succeeds.
+    static let noCopyYet = "no copy yet: the list is empty until a download succeeds"
 
-    init(logger: Logger) { self.logger = logger }
+    private let guarded = Mutex<(feeds: [Feed], statuses: [String: Status])>(([], [:]))
+    /// Set at shutdown: the fetch in progress is abandoned within a second and
+    /// no other starts.
+    private let stopping = Atomic<Bool>(false)
+    let logger: Logger
+    let deadlines: HTTPFetcher.Deadlines
+
+    init(logger: Logger, deadlines: HTTPFetcher.Deadlines = .standard) {
+        self.logger = logger
+        self.deadlines = deadlines
+    }
 
     /// Takes the remote lists of a (re)loaded config; statuses of lists that
     /// stay are kept, others are read from disk.
     func configure(_ config: DnsgateConfig) {
-        let directory = config.cacheDirectory.hasPrefix("/") ? config.cacheDirectory
-            : (config.path as NSString).deletingLastPathComponent + "/" + config.cacheDirectory
+        // Absolute: the config reader resolved it, as the compiler sees it.
+        let directory = config.cacheDirectory
         let feeds: [Feed] = config.domainLists.compactMap { list in
             guard case .url(let remote) = list.source else { return nil }
             return Feed(name: list.name, remote: remote, cachePath: list.cachePath(in: directory), format: list.format,
-                        matchSubdomains: list.matchSubdomains)
+                        matchSubdomains: list.matchSubdomains, allowEmpty: list.allowEmpty)
         }
         if !feeds.isEmpty {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                      attributes: [.posixPermissions: 0o750])
         }
+        let copies = Dictionary(feeds.map { ($0.name, Self.hasUsableCopy($0)) }, uniquingKeysWith: { first, _ in first })
         guarded.withLock { guarded in
             var statuses: [String: Status] = [:]
             for feed in feeds {
                 if let known = guarded.statuses[feed.name], known.url == feed.remote.url {
                     statuses[feed.name] = known
-                } else {
-                    statuses[feed.name] = Self.readStatus(feed) ?? Status(url: feed.remote.url)
+                    continue
                 }
+                var status = Self.readStatus(feed) ?? Status(url: feed.remote.url)
+                if copies[feed.name] != true {
+                    // Fetched at once, whenever it was last tried, and reported until it is there.
+                    status.lastAttempt = nil
+                    if status.lastError == nil { status.lastError = Self.noCopyYet }
+                }
+                statuses[feed.name] = status
             }
             guarded = (feeds, statuses)
         }
@@ -62,77 +82,93 @@ final class Feeds: Sendable {
 
     func status(of name: String) -> Status? { guarded.withLock { $0.statuses[name] } }
 
-    /// Downloads every list that has no copy on disk yet (at start or when a
-    /// reload adds one), so that the first policy has them.
-    func fetchMissing() {
-        let missing = guarded.withLock { $0.feeds }.filter { !FileManager.default.fileExists(atPath: $0.cachePath) }
-        for feed in missing { _ = refresh(feed) }
+    /// Starts the feed thread. It is never joined: `stop` abandons the fetch
+    /// in progress, and the process may exit while the thread still winds down.
+    func start(changed: @escaping @Sendable () -> Void) {
+        let thread = Thread { [self] in
+            // Foundation's Thread.name does not reach the kernel on Linux.
+            PacketQueue.nameCurrentThread("dnsgate-feeds")
+            PacketQueue.lowerCurrentThreadPriority()
+            run(changed: changed)
+        }
+        thread.name = "dnsgate-feeds"
+        thread.start()
     }
 
-    /// Refreshes due lists until `running` turns false; calls `changed` after
-    /// any list got new content.
-    func run(while running: @escaping @Sendable () -> Bool, changed: @escaping @Sendable () -> Void) {
-        while running() {
+    func stop() { stopping.store(true, ordering: .relaxed) }
+
+    var isStopping: Bool { stopping.load(ordering: .relaxed) }
+
+    /// Refreshes due lists until `stop`; calls `changed` after any list got
+    /// new content.
+    func run(changed: @Sendable () -> Void) {
+        while !isStopping {  // ends at shutdown
             let now = Date()
-            let due = guarded.withLock { guarded in
-                guarded.feeds.filter { feed in Self.isDue(feed, guarded.statuses[feed.name], now: now) }
-            }
+            let (feeds, statuses) = guarded.withLock { ($0.feeds, $0.statuses) }
+            let due = feeds.filter { Self.isDue($0, statuses[$0.name], hasCopy: Self.hasUsableCopy($0), now: now) }
             var anyChanged = false
-            for feed in due where running() {
+            for feed in due where !isStopping {
                 anyChanged = refresh(feed) || anyChanged
             }
-            if anyChanged { changed() }
-            for _ in 0..<10 where running() { usleep(100_000) }
+            if anyChanged, !isStopping { changed() }
+            for _ in 0..<10 where !isStopping { usleep(100_000) }
         }
     }
 
     /// Due after `refresh` since the last success; after a failure, again
-    /// after a tenth of that (at least 10 s, at most `refresh`).
-    static func isDue(_ feed: Feed, _ status: Status?, now: Date) -> Bool {
+    /// after a tenth of that (at least 10 s, at most `refresh`). A list with no
+    /// copy yet is tried every 10 s (at most `refresh`) until it has one.
+    static func isDue(_ feed: Feed, _ status: Status?, hasCopy: Bool, now: Date) -> Bool {
         guard let status, let attempt = status.lastAttempt else { return true }
         let interval = TimeInterval(feed.remote.refreshSeconds)
+        if !hasCopy { return now.timeIntervalSince(attempt) >= min(interval, 10) }
         if status.lastError != nil {
             return now.timeIntervalSince(attempt) >= min(interval, max(10, interval / 10))
         }
         return now.timeIntervalSince(status.lastSuccess ?? attempt) >= interval
     }
 
+    /// A cached copy within the list's size limit (one over a since lowered
+    /// `max_size` is fetched again in full, not confirmed by a 304).
+    static func hasUsableCopy(_ feed: Feed) -> Bool {
+        var info = stat()
+        return stat(feed.cachePath, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+            && Int(info.st_size) <= feed.remote.maximumBytes
+    }
+
     /// One download; returns true when the cached copy changed.
     @discardableResult
     func refresh(_ feed: Feed) -> Bool {
         var status = guarded.withLock { $0.statuses[feed.name] } ?? Status(url: feed.remote.url)
-        let hasCopy = FileManager.default.fileExists(atPath: feed.cachePath)
+        let hasCopy = Self.hasUsableCopy(feed)
         status.lastAttempt = Date()
         var changed = false
-        guard let url = URL(string: feed.remote.url) else {
-            status.lastError = "not a valid URL"
-            store(status, for: feed)
-            return false
-        }
-        switch HTTPFetcher.fetch(url, etag: hasCopy ? status.etag : nil, lastModified: hasCopy ? status.lastModified : nil,
-                                 maximumBytes: feed.remote.maximumBytes, timeout: fetchTimeout) {
+        let result = HTTPFetcher.fetch(feed.remote.url, etag: hasCopy ? status.etag : nil,
+                                       lastModified: hasCopy ? status.lastModified : nil,
+                                       maximumBytes: feed.remote.maximumBytes, deadlines: deadlines,
+                                       isCancelled: { [self] in isStopping })
+        switch result {
         case .notModified:
             status.lastSuccess = status.lastAttempt
             status.lastError = nil
         case .failure(let message):
-            status.lastError = message
-            logger.warning("list \(feed.name): \(feed.remote.url): \(message); keeping the previous copy")
-        case .content(let data, let etag, let lastModified):
-            let text = String(decoding: data, as: UTF8.self)
-            let parsed = ListParser.parse(text: text, format: feed.format, file: feed.remote.url,
-                                          matchSubdomains: feed.matchSubdomains)
-            if parsed.entries.isEmpty, !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
-                status.lastError = "the download has no usable entries (\(parsed.skippedLines) lines skipped)"
-                logger.warning("list \(feed.name): \(status.lastError!); keeping the previous copy")
+            // Shutdown is not a feed problem worth remembering.
+            if isStopping { return false }
+            status.lastError = hasCopy ? message : message + "; " + Self.noCopyYet
+            logger.warning("list \(feed.name): \(feed.remote.url): \(message); \(hasCopy ? "keeping the previous copy" : "no copy yet")")
+        case .content(let body, let etag, let lastModified):
+            if let refusal = Self.refusal(of: body, for: feed) {
+                status.lastError = "download refused: " + refusal + (hasCopy ? "" : "; " + Self.noCopyYet)
+                logger.warning("list \(feed.name): \(feed.remote.url): download refused: \(refusal); \(hasCopy ? "keeping the previous copy" : "no copy yet")")
             } else {
                 do {
-                    try Self.writeAtomically(data, to: feed.cachePath)
+                    try Self.writeAtomically(Data(body), to: feed.cachePath)
                     status.etag = etag
                     status.lastModified = lastModified
                     status.lastSuccess = status.lastAttempt
                     status.lastError = nil
                     changed = true
-                    logger.info("list \(feed.name): fetched \(data.count) bytes, \(parsed.entries.count) entries")
+                    logger.info("list \(feed.name): fetched \(body.count) bytes")
                 } catch {
                     status.lastError = "cannot write \(feed.cachePath): \(error)"
                 }
@@ -140,6 +176,25 @@ final class Feeds: Sendable {
         }
         store(status, for: feed)
         return changed
+    }
+
+    /// Why a download must not replace the cached copy (binary content, no
+    /// entry, mostly unreadable: an error page, a truncated or garbled file),
+    /// or nil. The same checks the compiler makes of every list.
+    static func refusal(of body: [UInt8], for feed: Feed) -> String? {
+        if let binary = ListHealth.binaryContent(body.span, list: feed.name, file: feed.remote.url) {
+            return describe(binary)
+        }
+        let report = ListParser.read(body.span, format: feed.format, file: feed.remote.url,
+                                     matchSubdomains: feed.matchSubdomains) { _, _ in }
+        if let collapse = ListHealth.collapse(report, list: feed.name, file: feed.remote.url, allowEmpty: feed.allowEmpty) {
+            return describe(collapse)
+        }
+        return nil
+    }
+
+    private static func describe(_ diagnostic: Diagnostic) -> String {
+        diagnostic.message + (diagnostic.line > 0 ? " (line \(diagnostic.line))" : "")
     }
 
     private func store(_ status: Status, for feed: Feed) {
@@ -150,8 +205,8 @@ final class Feeds: Sendable {
     }
 
     static func readStatus(_ feed: Feed) -> Status? {
-        guard let data = FileManager.default.contents(atPath: feed.cachePath + ".meta"),
-              let status = try? decoder.decode(Status.self, from: data), status.url == feed.remote.url else { return nil }
+        guard let bytes = try? readFileBytes(feed.cachePath + ".meta", maximumBytes: 64 << 10),
+              let status = try? decoder.decode(Status.self, from: Data(bytes)), status.url == feed.remote.url else { return nil }
         return status
     }
 

@@ -56,8 +56,12 @@ struct QueryJudge {
             counters.notQuery.increment()
             return blocksResponse(query, message: message, state: state, mac: mac) ? .drop : .pass
         }
-        guard case .block(let question, let decision, let outcome) = judge(
-            query, message: message, transport: transport, state: state, mac: mac) else { return .pass }
+        let judgement = judge(query, message: message, transport: transport, state: state, mac: mac)
+        if case .dropUnmatched = judgement {
+            counters.noMatchDropped.increment()
+            return .drop
+        }
+        guard case .block(let question, let decision, let outcome) = judgement else { return .pass }
         guard let kind = outcome.forgedAnswer else {
             counters.drop.increment()
             return .drop
@@ -72,6 +76,9 @@ struct QueryJudge {
         /// question of a message with several, `question` is that question
         /// (marked compressed, so a forged answer writes its name out).
         case block(question: DNSQuery, decision: Decision, outcome: Outcome)
+        /// No rule matched a question, and the policy is not whole (fail_mode
+        /// closed while a remote list has no copy yet): nothing passes undecided.
+        case dropUnmatched
     }
 
     /// Decides every question of `query` (decoded from `message`); the first
@@ -79,12 +86,17 @@ struct QueryJudge {
     private func judge(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, state: PolicyState,
                        mac: MACAddress?) -> Judgement {
         var judgement = Judgement.pass
+        var unmatched = false
         Self.forEachQuestion(of: query, in: message) { question in
-            guard let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac),
-                  outcome.action == .block else { return true }
+            guard let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac) else {
+                unmatched = true
+                return true
+            }
+            guard outcome.action == .block else { return true }
             judgement = .block(question: question, decision: decision, outcome: outcome)
             return false
         }
+        if case .pass = judgement, unmatched, state.policy.dropsUnmatched { return .dropUnmatched }
         return judgement
     }
 

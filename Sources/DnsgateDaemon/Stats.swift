@@ -19,6 +19,9 @@ public struct StatsSnapshot: Codable, Sendable {
         public var allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0, noMatch: UInt64 = 0, notDns: UInt64 = 0
         /// Responses (QR=1) sent to port 53: passed, since no server resolves them.
         public var notQuery: UInt64 = 0
+        /// Queries no rule matched that were dropped, not passed: fail_mode
+        /// closed while a remote list has no copy yet (also in `noMatch`).
+        public var noMatchDropped: UInt64 = 0
     }
     public struct Responses: Codable, Sendable {
         public var nxdomain: UInt64 = 0, nodata: UInt64 = 0, refused: UInt64 = 0, override: UInt64 = 0, drop: UInt64 = 0
@@ -133,6 +136,8 @@ public struct StatsSnapshot: Codable, Sendable {
         ("packets_total", "counter", "Queued packets by what happened to them."),
         ("overflow_total", "counter", "Packets that found their queue full, by what the kernel did."),
         ("verdicts_total", "counter", "Decisions by verdict."),
+        ("no_match_dropped_total", "counter",
+         "Queries no rule matched, dropped while a remote list had no copy yet (fail_mode closed)."),
         ("responses_total", "counter", "Blocked queries by block response."),
         ("tcp_connections_total", "counter", "DNS-over-TCP connections by what happened to them."),
         ("tcp_connections_open", "gauge", "DNS-over-TCP connections open now."),
@@ -159,6 +164,7 @@ public struct StatsSnapshot: Codable, Sendable {
             row("verdicts", "block", verdicts.block, "verdicts_total", ("verdict", "block")),
             row("verdicts", "alert", verdicts.alert, "verdicts_total", ("verdict", "alert")),
             row("verdicts", "no_match", verdicts.noMatch, "verdicts_total", ("verdict", "no_match")),
+            row("verdicts", "no_match_dropped", verdicts.noMatchDropped, "no_match_dropped_total"),
             row("verdicts", "not_dns", verdicts.notDns, "verdicts_total", ("verdict", "not_dns")),
             row("verdicts", "not_query", verdicts.notQuery, "verdicts_total", ("verdict", "not_query")),
             row("responses", "nxdomain", responses.nxdomain, "responses_total", ("response", "nxdomain")),

@@ -91,6 +91,9 @@ public struct ListInfo: Sendable {
     public var skipReasons: [String: Int]
     /// Entries carry their own actions (RPZ).
     public var hasEntryActions: Bool
+    /// A remote list with no usable copy on disk yet: empty until its first
+    /// download succeeds.
+    public var awaitingFirstCopy = false
 }
 
 /// An immutable, compiled policy (SPEC §2). Built off the packet path, read by
@@ -104,6 +107,10 @@ public final class CompiledPolicy: Sendable {
     /// Outcomes of RPZ entries, shared by every entry with the same action.
     public let entryOutcomes: [Outcome]
     public let answerSettings: ForgedAnswerSettings
+    /// Queries no rule matches are dropped, not passed: in fail_mode closed
+    /// while a remote list has no copy yet, since the missing list might hold
+    /// them (nothing passes undecided at start-up).
+    public let dropsUnmatched: Bool
     let table: NameTable
     /// For each list, the rules that use it, in evaluation order: a query
     /// looks only at the rules of the lists its name is in, so its cost does
@@ -113,7 +120,8 @@ public final class CompiledPolicy: Sendable {
     let groupOfRule: [Int32]
 
     init(generation: Int, groups: [CompiledGroup], rules: [CompiledRule], lists: [ListInfo],
-         entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable) {
+         entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable, dropsUnmatched: Bool = false) {
+        self.dropsUnmatched = dropsUnmatched
         self.generation = generation
         self.groups = groups
         self.rules = rules
@@ -139,6 +147,9 @@ public final class CompiledPolicy: Sendable {
 
     /// Distinct names in all lists.
     public var domainCount: Int { table.keyCount }
+
+    /// Remote lists with no copy yet, by name.
+    public var listsAwaitingFirstCopy: [String] { lists.filter(\.awaitingFirstCopy).map(\.name) }
 
     /// Whether some rule group names a MAC address (deciding then needs the client's MAC).
     public var namesMACAddresses: Bool { groups.contains { $0.clients.contains(where: \.isMAC) } }

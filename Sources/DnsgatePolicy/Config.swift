@@ -45,7 +45,8 @@ public struct DnsgateConfig: Sendable {
     /// Started as root, the daemon becomes this user once its queues and
     /// sockets are open, keeping only CAP_NET_ADMIN and CAP_NET_RAW.
     public var user: String? = nil
-    /// Where the last good copy of every remote list is kept.
+    /// Where the last good copy of every remote list is kept. Like every path
+    /// of the config, absolute once read (see `ConfigPaths`).
     public var cacheDirectory = "/var/cache/dnsgate"
     public var queryLog: QueryLogConfig? = nil
     public var blockTTL: UInt32 = 60
@@ -73,6 +74,23 @@ public struct DomainListConfig: Sendable {
     public var matchSubdomains: Bool
     /// Line of the list's definition in the config file.
     public var line: Int
+    /// `allow_empty: true`: the list may load with no entries, or with most of
+    /// its lines unreadable. Otherwise either is an error (the file or feed
+    /// has collapsed: truncated, replaced by an error page, garbage).
+    public var allowEmpty = false
+    /// Largest list file read (`max_size` of a `file:` list); a remote list's
+    /// limit is its `RemoteSource.maximumBytes`.
+    public var maximumFileBytes = DomainListConfig.defaultMaximumFileBytes
+
+    /// Room for about ten million names; a file beyond it is refused before a
+    /// byte of it is read, so that a runaway file cannot exhaust memory.
+    public static let defaultMaximumFileBytes = 256 << 20
+
+    /// The most bytes the list's file, download or cached copy may hold.
+    public var maximumBytes: Int {
+        if case .url(let remote) = source { return remote.maximumBytes }
+        return maximumFileBytes
+    }
 }
 
 /// A list fetched over HTTP(S) and refreshed in the background.

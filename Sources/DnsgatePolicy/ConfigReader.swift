@@ -43,8 +43,8 @@ public enum ConfigReader {
             config.workerCPUs = context.sequence(node, "worker_cpus").compactMap { context.integer($0, "a CPU number", 0...4095) }
             config.workerCPUsLine = node.mark?.line ?? 0
         }
-        if let node = mapping["stats_socket"], let path = context.string(node, "stats_socket") {
-            config.statsSocket = path
+        if let node = mapping["stats_socket"], let socket = context.string(node, "stats_socket") {
+            config.statsSocket = ConfigPaths.resolve(socket, relativeTo: path)
         }
         if let node = mapping["queue_length"], let length = context.integer(node, "queue_length", 1...1_000_000) {
             config.queueLength = UInt32(length)
@@ -53,7 +53,9 @@ public enum ConfigReader {
         if let node = mapping["stats_socket_group"], let group = context.string(node, "stats_socket_group") {
             config.statsSocketGroup = group
         }
-        if let node = mapping["cache_dir"], let path = context.string(node, "cache_dir") { config.cacheDirectory = path }
+        if let node = mapping["cache_dir"], let directory = context.string(node, "cache_dir") {
+            config.cacheDirectory = ConfigPaths.resolve(directory, relativeTo: path)
+        }
         if let node = mapping["query_log"] { config.queryLog = context.queryLog(node) }
         if let node = mapping["block_defaults"], let defaults = context.mapping(node, "block_defaults") {
             context.checkKeys(defaults, allowed: ["ttl", "extended_error"], in: "block_defaults")
@@ -178,7 +180,8 @@ public enum ConfigReader {
                 error(node, "query_log: 'path' is required (\"-\" for stdout)")
                 return nil
             }
-            guard let path = string(pathNode, "query_log.path") else { return nil }
+            guard var path = string(pathNode, "query_log.path") else { return nil }
+            if path != "-" { path = ConfigPaths.resolve(path, relativeTo: file) }
             var actions: Set<RuleAction> = [.block, .alert]
             if let actionsNode = mapping["actions"] {
                 actions = []
@@ -192,7 +195,7 @@ public enum ConfigReader {
         mutating func domainList(_ node: Node) -> DomainListConfig? {
             guard let mapping = mapping(node, "a domain list") else { return nil }
             checkKeys(mapping, allowed: ["name", "domains", "file", "url", "refresh", "max_size", "format",
-                                        "match_subdomains"], in: "domain list")
+                                        "match_subdomains", "allow_empty"], in: "domain list")
             guard let nameNode = mapping["name"], let name = string(nameNode, "domain list name") else {
                 if mapping["name"] == nil { error(node, "a domain list needs a 'name'") }
                 return nil
@@ -206,15 +209,22 @@ public enum ConfigReader {
             if let flag = mapping["match_subdomains"], let value = bool(flag, "match_subdomains") {
                 matchSubdomains = value
             }
+            var allowEmpty = false
+            if let flag = mapping["allow_empty"], let value = bool(flag, "allow_empty") {
+                allowEmpty = value
+            }
             let sources = ["domains", "file", "url"].filter { mapping[$0] != nil }
             guard sources.count == 1 else {
                 error(node, sources.isEmpty ? "domain list '\(name)': needs 'domains', 'file' or 'url'"
                     : "domain list '\(name)': give one of 'domains', 'file' or 'url', not \(sources.joined(separator: " and "))")
                 return nil
             }
-            if sources[0] != "url" {
-                for key in ["refresh", "max_size"] where mapping[key] != nil {
-                    error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'url' list")
+            if sources[0] != "url", mapping["refresh"] != nil {
+                error(mapping["refresh"], "domain list '\(name)': 'refresh' only applies to a 'url' list")
+            }
+            if sources[0] == "domains" {
+                for key in ["max_size", "allow_empty"] where mapping[key] != nil {
+                    error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'file' or 'url' list")
                 }
             }
             switch sources[0] {
@@ -224,9 +234,18 @@ public enum ConfigReader {
                 return DomainListConfig(name: name, source: .inline(names), format: .domains,
                                         matchSubdomains: matchSubdomains, line: domains.mark?.line ?? line)
             case "file":
-                guard let file = string(mapping["file"]!, "file") else { return nil }
-                return DomainListConfig(name: name, source: .file(file), format: format,
-                                        matchSubdomains: matchSubdomains, line: line)
+                guard let listFile = string(mapping["file"]!, "file") else { return nil }
+                var list = DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
+                                            format: format, matchSubdomains: matchSubdomains, line: line,
+                                            allowEmpty: allowEmpty)
+                if let sizeNode = mapping["max_size"] {
+                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
+                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
+                        return nil
+                    }
+                    list.maximumFileBytes = bytes
+                }
+                return list
             default:
                 let urlNode = mapping["url"]!
                 guard let url = string(urlNode, "url") else { return nil }
@@ -251,7 +270,7 @@ public enum ConfigReader {
                     remote.maximumBytes = bytes
                 }
                 return DomainListConfig(name: name, source: .url(remote), format: format,
-                                        matchSubdomains: matchSubdomains, line: line)
+                                        matchSubdomains: matchSubdomains, line: line, allowEmpty: allowEmpty)
             }
         }
 

@@ -49,6 +49,14 @@ public struct ListReport: Sendable {
     /// Skipped lines by reason, e.g. "modifiers": 12.
     public var skipReasons: [String: Int] = [:]
     public var diagnostics: [Diagnostic] = []
+    /// Lines (RPZ: records) that were neither blank nor comments.
+    public var lines = 0
+    /// Skipped lines that are not of the list's syntax at all (as opposed to
+    /// well-formed rules a DNS firewall cannot honour, such as adblock
+    /// cosmetic rules): many of them mean the file is not a list.
+    public var unreadableLines = 0
+    /// The first of them, 0 when there is none.
+    public var firstUnreadableLine = 0
 }
 
 /// A list read into memory entry by entry (for tests and small lists).
@@ -167,9 +175,13 @@ public enum ListParser {
     public struct SkipReason {
         var category: String
         var message: String
-        init(_ category: String, _ message: String) {
+        /// A well-formed rule of the format that a DNS firewall cannot honour;
+        /// otherwise the line is unreadable in this format.
+        var unsupported: Bool
+        init(_ category: String, _ message: String, unsupported: Bool = false) {
             self.category = category
             self.message = message
+            self.unsupported = unsupported
         }
     }
 
@@ -200,6 +212,7 @@ public enum ListParser {
             defer { start = next }
             if lineStart == lineEnd { continue }
             if !commentBytes.isEmpty, commentBytes.contains(bytes[lineStart]) { continue }
+            report.lines += 1
             if let reason = parseLine(bytes.extracting(lineStart..<lineEnd), lineNumber, &report) {
                 skip(&report, reason, file: file, line: lineNumber)
             }
@@ -212,6 +225,10 @@ public enum ListParser {
     static func skip(_ report: inout ListReport, _ reason: SkipReason, file: String, line: Int) {
         report.skippedLines += 1
         report.skipReasons[reason.category, default: 0] += 1
+        if !reason.unsupported {
+            report.unreadableLines += 1
+            if report.firstUnreadableLine == 0 { report.firstUnreadableLine = line }
+        }
         if report.diagnostics.count < maximumDiagnostics {
             report.diagnostics.append(Diagnostic(.warning, file: file, line: line, reason.message))
         }
@@ -312,13 +329,16 @@ public enum ListParser {
         }
         var rule = Substring(text(line.extracting(start...)))
         if rule.contains("##") || rule.contains("#@#") || rule.contains("#?#") || rule.contains("#$#") {
-            return SkipReason("cosmetic rule", "cosmetic (element hiding) rule: no meaning for DNS")
+            return SkipReason("cosmetic rule", "cosmetic (element hiding) rule: no meaning for DNS", unsupported: true)
         }
-        if rule.hasPrefix("/") { return SkipReason("regular expression", "regular-expression rule is not supported") }
+        if rule.hasPrefix("/") {
+            return SkipReason("regular expression", "regular-expression rule is not supported", unsupported: true)
+        }
         if let dollar = rule.firstIndex(of: "$") {
             let modifiers = rule[rule.index(after: dollar)...].split(separator: ",")
             guard modifiers.allSatisfy({ harmlessAdblockModifiers.contains($0) }) else {
-                return SkipReason("modifiers", "rule with modifiers a DNS firewall cannot honour: $\(modifiers.joined(separator: ","))")
+                return SkipReason("modifiers", "rule with modifiers a DNS firewall cannot honour: $\(modifiers.joined(separator: ","))",
+                                  unsupported: true)
             }
             rule = rule[..<dollar]
         }
@@ -326,8 +346,10 @@ public enum ListParser {
             return SkipReason("not a ||name^ rule", "only '||name^' and '@@||name^' rules are supported")
         }
         let name = rule.dropFirst(2).dropLast()
-        if name.contains("/") || name.contains(":") { return SkipReason("path", "rule with a path or port") }
-        if name.contains("*") { return SkipReason("wildcard inside a name", "a '*' inside a name cannot be matched by suffix") }
+        if name.contains("/") || name.contains(":") { return SkipReason("path", "rule with a path or port", unsupported: true) }
+        if name.contains("*") {
+            return SkipReason("wildcard inside a name", "a '*' inside a name cannot be matched by suffix", unsupported: true)
+        }
         guard let key = NameKey(text: name) else { return SkipReason("invalid name", "'\(name)' is not a valid domain name") }
         add(key, EntryInfo(kind: .subtree, line: number, exception: exception))
         report.entries += 1

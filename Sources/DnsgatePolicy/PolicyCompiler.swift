@@ -6,6 +6,13 @@ import DNSWire
 public struct PolicyCompiler {
     /// Reads a whole file; throws with a message on failure.
     public typealias ReadFile = (String) throws -> [UInt8]
+    /// Reads a whole file of at most `maximumBytes`, refusing a larger one
+    /// before reading it; throws with a message on failure.
+    public typealias ReadBoundedFile = (_ path: String, _ maximumBytes: Int) throws -> [UInt8]
+
+    /// The largest config file read. Inline lists of a few hundred thousand
+    /// names fit; beyond that, lists belong in files.
+    public static let maximumConfigBytes = 4 << 20
 
     public struct Result: Sendable {
         public var policy: CompiledPolicy?
@@ -25,13 +32,19 @@ public struct PolicyCompiler {
         public var diagnostics: [Diagnostic]
     }
 
-    let readFile: ReadFile
+    let readFile: ReadBoundedFile
     /// Keep each entry's source line, for `explain` (4 bytes a name the daemon does without).
     let keepLines: Bool
 
-    public init(keepLines: Bool = true, readFile: @escaping ReadFile) {
+    /// With a reader that checks sizes before reading (the daemon's and the CLI's).
+    public init(keepLines: Bool = true, readBoundedFile: @escaping ReadBoundedFile) {
         self.keepLines = keepLines
-        self.readFile = readFile
+        self.readFile = readBoundedFile
+    }
+
+    /// With an in-memory reader (tests, fuzzing): sizes are checked once read.
+    public init(keepLines: Bool = true, readFile: @escaping ReadFile) {
+        self.init(keepLines: keepLines, readBoundedFile: { path, _ in try readFile(path) })
     }
 
     /// Reads the config at `path` and everything it names.
@@ -44,7 +57,12 @@ public struct PolicyCompiler {
     /// Reads the config file alone (lists are read by `compile`).
     public func readConfig(_ path: String) -> (DnsgateConfig?, [Diagnostic]) {
         do {
-            return ConfigReader.read(yaml: String(decoding: try readFile(path), as: UTF8.self), path: path)
+            let bytes = try readFile(path, Self.maximumConfigBytes)
+            guard bytes.count <= Self.maximumConfigBytes else {
+                return (nil, [Diagnostic(.error, file: path, line: 0,
+                                         "the config is \(bytes.count) bytes, more than \(Self.maximumConfigBytes)")])
+            }
+            return ConfigReader.read(yaml: String(decoding: bytes, as: UTF8.self), path: path)
         } catch {
             return (nil, [Diagnostic(.error, file: path, line: 0, "cannot read the config: \(error)")])
         }
@@ -71,32 +89,12 @@ public struct PolicyCompiler {
             return Result(policy: nil, lists: [], diagnostics: diagnostics)
         }
         // Read every list first, so that the table is sized once from their lengths.
-        var sources: [(file: String, bytes: [UInt8]?)] = []
+        var sources: [ListSource] = []
         for list in config.domainLists {
-            switch list.source {
-            case .inline:
-                sources.append((config.path, nil))
-            case .file(let listPath):
-                let file = resolve(listPath, relativeTo: config.path)
-                do {
-                    sources.append((file, try readFile(file)))
-                } catch {
-                    diagnostics.append(Diagnostic(.error, file: config.path, line: list.line,
-                        "domain list '\(list.name)': cannot read \(file): \(error)"))
-                    sources.append((file, []))
-                }
-            case .url(let remote):
-                // The last good copy; a list never fetched yet loads empty, so one
-                // feed outage cannot keep the rest of the policy from loading.
-                let file = list.cachePath(in: resolve(config.cacheDirectory, relativeTo: config.path))
-                if let bytes = try? readFile(file) {
-                    sources.append((file, bytes))
-                } else {
-                    diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
-                        "domain list '\(list.name)': no copy of \(remote.url) yet; it is empty until a download succeeds"))
-                    sources.append((file, []))
-                }
-            }
+            var source = read(list, of: config)
+            diagnostics += source.diagnostics
+            source.diagnostics = []
+            sources.append(source)
         }
         let totalBytes = sources.reduce(0) { $0 + ($1.bytes?.count ?? 0) }
         let totalLines = sources.reduce(0) { total, source in
@@ -123,20 +121,27 @@ public struct PolicyCompiler {
                                               outcome: outcome, line: info.line)
                 if table.insert(key, member) { loaded += 1 }
             }
-            let report: ListReport
-            let file = sources[listIndex].file
+            var report: ListReport
+            let source = sources[listIndex]
+            let file = source.file
             if case .inline(let names) = list.source {
                 report = ListParser.readInline(names, file: file, line: list.line, matchSubdomains: list.matchSubdomains,
                                                add: add)
-            } else {
-                let bytes = sources[listIndex].bytes ?? []
+            } else if let bytes = source.bytes {
                 report = ListParser.read(bytes.span, format: list.format, file: file, matchSubdomains: list.matchSubdomains,
                                          add: add)
+                if let collapse = ListHealth.collapse(report, list: list.name, file: file, allowEmpty: list.allowEmpty) {
+                    report.diagnostics.append(collapse)
+                }
+            } else {
+                // Unreadable, refused, or a remote list with no copy yet: nothing to parse.
+                report = ListReport(format: list.format)
             }
             let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
                                 url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
                                 format: report.format, entries: loaded, skippedLines: report.skippedLines,
-                                skipReasons: report.skipReasons, hasEntryActions: hasEntryActions)
+                                skipReasons: report.skipReasons, hasEntryActions: hasEntryActions,
+                                awaitingFirstCopy: source.awaitingFirstCopy)
             infos.append(info)
             summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
             diagnostics += report.diagnostics
@@ -167,15 +172,86 @@ public struct PolicyCompiler {
                                         ruleIndices: first..<rules.count))
         }
         let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError, serialNumber: UInt32(truncatingIfNeeded: generation))
+        // Until every remote list has a copy, the policy is not whole: in
+        // fail_mode closed, what no rule matches might be in a missing list.
+        let awaiting = infos.contains(where: \.awaitingFirstCopy)
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
-                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: table)
+                                    entryOutcomes: entryOutcomes, answerSettings: settings, table: table,
+                                    dropsUnmatched: awaiting && config.failMode == .closed)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
     }
 
-    /// A relative list path is relative to the config file's folder.
-    func resolve(_ path: String, relativeTo configPath: String) -> String {
-        if path.hasPrefix("/") { return path }
-        guard let slash = configPath.lastIndex(of: "/") else { return path }
-        return String(configPath[...slash]) + path
+    /// One list's bytes as read, before parsing.
+    struct ListSource {
+        /// The list file, the remote list's cached copy, or the config (inline lists).
+        var file: String
+        /// nil: nothing to parse (an inline list, or a file that could not be used).
+        var bytes: [UInt8]?
+        /// A remote list with no usable copy on disk yet.
+        var awaitingFirstCopy = false
+        var diagnostics: [Diagnostic] = []
+    }
+
+    /// Reads a list's file or cached copy, within its size limit, and refuses
+    /// binary content.
+    func read(_ list: DomainListConfig, of config: DnsgateConfig) -> ListSource {
+        let limit = list.maximumBytes
+        switch list.source {
+        case .inline:
+            return ListSource(file: config.path)
+        case .file(let file):
+            var source = ListSource(file: file)
+            do {
+                source.bytes = try readFile(file, limit)
+            } catch {
+                source.diagnostics.append(Diagnostic(.error, file: config.path, line: list.line,
+                    "domain list '\(list.name)': cannot read \(file): \(error)"))
+                return source
+            }
+            source.bytes = checked(source.bytes!, limit: limit, list: list, file: file, diagnostics: &source.diagnostics)
+            return source
+        case .url(let remote):
+            // The last good copy. A list with none yet loads empty, so that one
+            // feed outage cannot keep the rest of the policy from loading; the
+            // feed thread fetches it and reloads.
+            var source = ListSource(file: list.cachePath(in: config.cacheDirectory))
+            func awaitingCopy(_ why: String) -> ListSource {
+                source.awaitingFirstCopy = true
+                source.diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
+                    "domain list '\(list.name)': no usable copy of \(remote.url) yet (\(source.file): \(why)); it is empty until a download succeeds"))
+                return source
+            }
+            let bytes: [UInt8]
+            do {
+                bytes = try readFile(source.file, limit)
+            } catch {
+                return awaitingCopy("\(error)")
+            }
+            // A copy over a since lowered max_size is fetched again, not used.
+            guard bytes.count <= limit else { return awaitingCopy(Self.tooLarge(bytes.count, limit: limit)) }
+            source.bytes = checked(bytes, limit: limit, list: list, file: source.file, diagnostics: &source.diagnostics)
+            return source
+        }
+    }
+
+    /// `bytes`, or nil with an error when they exceed `limit` (an in-memory
+    /// reader does not check) or are not text.
+    func checked(_ bytes: [UInt8], limit: Int, list: DomainListConfig, file: String,
+                 diagnostics: inout [Diagnostic]) -> [UInt8]? {
+        if bytes.count > limit {
+            diagnostics.append(Diagnostic(.error, file: file, line: 0,
+                                          "domain list '\(list.name)': \(Self.tooLarge(bytes.count, limit: limit))"))
+            return nil
+        }
+        if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: file) {
+            diagnostics.append(binary)
+            return nil
+        }
+        return bytes
+    }
+
+    /// Why a list larger than its `max_size` is refused.
+    static func tooLarge(_ bytes: Int, limit: Int) -> String {
+        "\(bytes) bytes, more than max_size (\(limit) bytes)"
     }
 }

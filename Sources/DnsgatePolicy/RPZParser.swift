@@ -10,6 +10,7 @@ enum RPZParser {
         var origin: [String] = []
         var previousOwner: [String]? = nil
         for (number, record) in records(text) {
+            list.lines += 1
             var fields = record.fields
             if fields.first == "$ORIGIN" {
                 guard fields.count >= 2 else { skip(&list, "bad directive", "$ORIGIN needs a name", file, number); continue }
@@ -42,7 +43,7 @@ enum RPZParser {
             var trigger = Array(owner.dropLast(origin.count))
             if let special = trigger.last(where: { ["rpz-client-ip", "rpz-ip", "rpz-nsdname", "rpz-nsip"].contains($0) }) {
                 skip(&list, "\(special) trigger (unsupported)",
-                     "\(special) trigger: only QNAME triggers can be decided on a query", file, number)
+                     "\(special) trigger: only QNAME triggers can be decided on a query", file, number, unsupported: true)
                 continue
             }
             if trigger.isEmpty { continue }  // other apex records
@@ -57,7 +58,7 @@ enum RPZParser {
             }
             guard let action = action(type: type, data: data) else {
                 let what = type == "CNAME" ? "CNAME \(data.first ?? "")" : type
-                skip(&list, "unsupported action", "RPZ action \(what) is not supported", file, number)
+                skip(&list, "unsupported action", "RPZ action \(what) is not supported", file, number, unsupported: true)
                 continue
             }
             add(key, EntryInfo(kind: kind, line: number, action: action))
@@ -103,8 +104,9 @@ enum RPZParser {
         return name.split(separator: ".").map { $0.lowercased() } + origin
     }
 
-    static func skip(_ list: inout ListReport, _ category: String, _ message: String, _ file: String, _ line: Int) {
-        ListParser.skip(&list, ListParser.SkipReason(category, message), file: file, line: line)
+    static func skip(_ list: inout ListReport, _ category: String, _ message: String, _ file: String, _ line: Int,
+                     unsupported: Bool = false) {
+        ListParser.skip(&list, ListParser.SkipReason(category, message, unsupported: unsupported), file: file, line: line)
     }
 
     struct Record {

@@ -117,8 +117,8 @@ extension Dnsgate {
         @OptionGroup var options: ConfigOption
 
         func run() throws {
-            let compiler = PolicyCompiler(readFile: readFileBytes)
-            let (config, result) = compiler.load(configPath: options.config, generation: 1)
+            let compiler = PolicyCompiler(readBoundedFile: readFileBytes)
+            let (config, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
             for summary in result.lists {
                 let info = summary.info
                 let source = info.inline ? "inline" : info.file
@@ -158,8 +158,8 @@ extension Dnsgate {
         }
 
         func run() throws {
-            let compiler = PolicyCompiler(readFile: readFileBytes)
-            let (_, result) = compiler.load(configPath: options.config, generation: 1)
+            let compiler = PolicyCompiler(readBoundedFile: readFileBytes)
+            let (_, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
             guard let policy = result.policy, !result.hasErrors else {
                 throw CommandFailure(message: result.diagnostics.filter { $0.severity == .error }.map(\.description)
                     .joined(separator: "\n"))
@@ -173,7 +173,12 @@ extension Dnsgate {
             }
             print("lists containing the name: \(explanation.listsContainingName.isEmpty ? "none" : explanation.listsContainingName.joined(separator: ", "))")
             guard let decision = explanation.decision else {
-                print("decision: no rule matches; the query goes through (no_match)")
+                if policy.dropsUnmatched {
+                    print("decision: no rule matches; dropped while \(policy.listsAwaitingFirstCopy.joined(separator: ", ")) "
+                        + "has no copy yet (fail_mode closed: no_match_dropped)")
+                } else {
+                    print("decision: no rule matches; the query goes through (no_match)")
+                }
                 return
             }
             let rule = policy.rules[decision.ruleIndex]

@@ -402,7 +402,8 @@ def test_stats_counters_equal_what_was_sent(lab, client):
     assert stats["packets"]["accepted"] == total - blocked - sent["junk"]
     assert stats["packets"]["answered"] == blocked - sent["drop"]
     assert stats["packets"]["overflow_passed"] == 0 and stats["packets"]["overflow_dropped"] == 0
-    assert stats["verdicts"] == {"allow": 1, "block": blocked, "alert": 2, "no_match": 3, "not_dns": 3, "not_query": 0}
+    assert stats["verdicts"] == {"allow": 1, "block": blocked, "alert": 2, "no_match": 3, "not_dns": 3, "not_query": 0,
+                                 "no_match_dropped": 0}
     assert stats["responses"] == {"nxdomain": 4, "nodata": 2, "refused": 1, "override": 2, "drop": 1}
     hits = {r["rule"]: r["hits"] for r in stats["rules"] if r["hits"]}
     assert hits == {"block-nx": 4, "nodata": 2, "refused": 1, "drop": 1, "sink-a": 2, "watch": 2, "allow-corp": 1}
