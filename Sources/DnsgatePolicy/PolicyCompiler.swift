@@ -20,6 +20,12 @@ public struct PolicyCompiler {
         public var diagnostics: [Diagnostic]
         public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
 
+        /// The policy, or every error that kept it from compiling.
+        public func requirePolicy() throws(PolicyError) -> CompiledPolicy {
+            guard let policy, !hasErrors else { throw PolicyError(diagnostics.filter { $0.severity == .error }) }
+            return policy
+        }
+
         public init(policy: CompiledPolicy?, lists: [ParsedListSummary], diagnostics: [Diagnostic]) {
             self.policy = policy
             self.lists = lists

@@ -176,3 +176,74 @@ struct DaemonPartsTests {
         #expect(try String(contentsOfFile: file, encoding: .utf8) == String(decoding: lines + lines, as: UTF8.self))
     }
 }
+
+/// The per-packet ruling and the policy swap, without a queue.
+@Suite("Judge and policy swap")
+struct JudgeAndSwapTests {
+    static func policy(generation: Int, rules: String) throws -> CompiledPolicy {
+        let files: [String: [UInt8]] = [
+            "/bad.txt": Array("*.bad.example\n".utf8),
+            "/c.yaml": Array("domain_lists: [{name: bad, file: /bad.txt}]\nrule_groups: [{name: base, priority: 1, rules: [\(rules)]}]\n".utf8),
+        ]
+        let compiler = PolicyCompiler(keepLines: false) { files[$0] ?? [] }
+        return try #require(compiler.load(configPath: "/c.yaml", generation: generation).1.policy)
+    }
+
+    /// An IPv4/UDP query for `name` from 192.0.2.10 to 198.51.100.53.
+    static func packet(_ name: String, qr: Bool = false) -> [UInt8] {
+        var dns: [UInt8] = [0x12, 0x34, qr ? 0x81 : 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]
+        for label in name.split(separator: ".") { dns += [UInt8(label.utf8.count)] + Array(label.utf8) }
+        dns += [0, 0, 1, 0, 1]
+        let udp: [UInt8] = [0x9c, 0x40, 0, 53, UInt8((8 + dns.count) >> 8), UInt8((8 + dns.count) & 0xff), 0, 0]
+        let total = 20 + udp.count + dns.count
+        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10,
+                198, 51, 100, 53] + udp + dns
+    }
+
+    static func rule(_ judge: QueryJudge, _ packet: [UInt8], state: PolicyState) -> String {
+        switch judge.rule(QueryDecoder.decode(packet: packet.span), packet: packet.span, transport: .udp,
+                          state: state, mac: nil) {
+        case .pass: return "pass"
+        case .drop: return "drop"
+        case .answer(let question, let kind, _): return "answer \(question.name) \(kind)"
+        }
+    }
+
+    @Test("a query is passed, dropped or answered, and counted once either way")
+    func ruling() throws {
+        let policy = try Self.policy(generation: 1, rules: "{name: nx, priority: 1, domain_list: bad, action: BLOCK}")
+        let counters = WorkerCounters(queue: 0)
+        let judge = QueryJudge(counters: counters, recorder: DecisionRecorder(log: nil, deciders: 1), index: 0,
+                               undecodable: .drop)
+        let state = PolicyState(policy: policy, workers: 1)
+        #expect(Self.rule(judge, Self.packet("www.good.example"), state: state) == "pass")
+        #expect(Self.rule(judge, Self.packet("x.bad.example"), state: state) == "answer x.bad.example nxdomain")
+        #expect(Self.rule(judge, [0x45, 0, 0], state: state) == "drop", "undecodable: drop")
+        #expect(Self.rule(judge, Self.packet("x.bad.example", qr: true), state: state) == "drop",
+                "a response naming a blocked name is not passed")
+        #expect(counters.received.value == 0, "the worker counts what it received, the judge its verdicts")
+        #expect(counters.accepted.value == 1 && counters.dropped.value == 3)
+        #expect(counters.block.value == 1 && counters.noMatch.value == 1 && counters.notDNS.value == 1)
+        #expect(state.hits(ofRule: 0) == 1)
+    }
+
+    @Test("rule hits survive reloads by group/rule name; a rule that goes away takes its hits with it")
+    func hitsCarryOver() throws {
+        let first = try Self.policy(generation: 1, rules: """
+            {name: nx, priority: 1, domain_list: bad, action: BLOCK}, {name: gone, priority: 2, domain_list: bad, action: ALERT}
+            """)
+        let holder = PolicyHolder(PolicyState(policy: first, workers: 2))
+        holder.state.ruleHits[0][0].hits.increment()
+        holder.state.ruleHits[1][0].hits.increment()
+        holder.state.ruleHits[1][1].hits.increment()
+        let second = try Self.policy(generation: 2, rules: "{name: nx, priority: 5, domain_list: bad, action: BLOCK}")
+        holder.replace(with: PolicyState(policy: second, workers: 2))
+        holder.state.ruleHits[0][0].hits.increment()
+        let third = try Self.policy(generation: 3, rules: "{name: nx, priority: 5, domain_list: bad, action: BLOCK}")
+        holder.replace(with: PolicyState(policy: third, workers: 2))
+        let (state, hits) = holder.ruleHits()
+        #expect(state.policy.generation == 3)
+        #expect(hits == [3], "2 from generation 1 and 1 from generation 2, by name")
+        #expect(holder.swapCount == 2)
+    }
+}

@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DnsgatePolicy
+import Foundation
+import NetfilterQueue
+
+/// What the stats socket's commands answer: the counters of every part of the
+/// daemon, gathered into one snapshot.
+extension Daemon {
+    func reply(to command: String, peer: UInt32?) -> String {
+        switch command {
+        case "stats": return snapshot().json() + "\n"
+        case "metrics": return snapshot().prometheus
+        case "version": return "dnsgate \(Self.version)\n"
+        case "top": return topJSON(limit: 10) + "\n"
+        case "reload":
+            // Only root or the daemon's own user may change state.
+            guard let peer, peer == 0 || peer == getuid() else { return "error: reload is not permitted for this user\n" }
+            let (ok, message) = reloader.reload()
+            return (ok ? "ok: " : "error: ") + message + "\n"
+        default:
+            if command.hasPrefix("top "), let limit = Int(command.dropFirst(4)), (1...1000).contains(limit) {
+                return topJSON(limit: limit) + "\n"
+            }
+            return "error: unknown command '\(command.prefix(64))' (stats, metrics, top [N], reload, version)\n"
+        }
+    }
+
+    func topJSON(limit: Int) -> String {
+        let ranking = recorder.top.ranking(limit: limit, now: Int(Date().timeIntervalSince1970))
+        let report = TopReport(windowSeconds: ranking.windowSeconds,
+                               names: ranking.names.map { .init(name: $0.0, blocked: $0.1) },
+                               clients: ranking.clients.map { .init(client: $0.0, blocked: $0.1) })
+        return report.json
+    }
+
+    func snapshot() -> StatsSnapshot {
+        let (state, hits) = policies.ruleHits()
+        let policy = state.policy
+        let iso = ISO8601DateFormatter()
+        let loadedAt = iso.string(from: state.loadedAt)
+        let kernel = KernelQueueStats.parse((try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
+        var snapshot = StatsSnapshot(
+            version: Self.version, uptimeSeconds: Int(Date().timeIntervalSince(started)),
+            failMode: config.failMode.rawValue, undecodable: config.undecodable.rawValue,
+            onOverload: config.onOverload.rawValue,
+            policy: .init(generation: policy.generation, rules: policy.rules.count, domains: policy.domainCount,
+                          loadedAt: loadedAt))
+        for counters in workers.map(\.counters) + [relay.counters, chaser.counters] {
+            snapshot.add(counters)
+        }
+        for worker in workers {
+            let c = worker.counters
+            let k = kernel[c.queue]
+            snapshot.queues.append(.init(queue: c.queue, received: c.received.value, waiting: k?.waiting ?? 0,
+                                         kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
+            // Without fail-open the kernel drops what finds the queue full and counts it.
+            if config.onOverload == .drop {
+                snapshot.packets.overflowDropped += (k?.kernelDropped ?? 0) + (k?.userDropped ?? 0)
+            }
+        }
+        // With fail-open, what finds a queue full passes uncounted by the kernel:
+        // it is what the rules queued since start, less what reached dnsgate.
+        if config.onOverload == .pass, let start = queuedAtStart.withLock({ $0 }),
+           let queued = RuleCounters.queuedPackets() {
+            let handled = snapshot.queues.reduce(UInt64(0)) { $0 + $1.received + $1.waiting + $1.kernelDropped + $1.userDropped }
+            snapshot.packets.overflowPassed = queued >= start + handled ? queued - start - handled : 0
+        }
+        let t = relay.tcp
+        snapshot.tcp = .init(connections: t.accepted.value, open: t.open.value, refused: t.refused.value,
+                             queries: relay.counters.received.value, relayed: relay.counters.accepted.value,
+                             answersRelayed: t.answersRelayed.value,
+                             upstreamFailures: t.upstreamFailures.value, idleClosed: t.idleClosed.value)
+        let c = chaser.chase
+        snapshot.overrideTargets = .init(queries: c.queries.value, failures: c.failures.value,
+                                         cacheHits: c.cacheHits.value, overflows: c.overflows.value)
+        snapshot.errors.reloadFailures = reloader.failures.load(ordering: .relaxed)
+        snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
+        snapshot.queryLog = .init(written: recorder.writtenRecords.value, lost: recorder.lostRecords.value,
+                                  lastError: recorder.lastError.withLock { $0 })
+        snapshot.rules = policy.rules.enumerated().map {
+            .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0])
+        }
+        var listHits = [UInt64](repeating: 0, count: policy.lists.count)
+        for (index, rule) in policy.rules.enumerated() { listHits[rule.listIndex] += hits[index] }
+        snapshot.lists = policy.lists.enumerated().map { index, list in
+            let feed = feeds.status(of: list.name)
+            return .init(name: list.name, file: list.file, url: list.url, format: list.format.rawValue,
+                         entries: list.entries, skippedLines: list.skippedLines, hits: listHits[index],
+                         lastSuccess: list.url == nil ? loadedAt : feed?.lastSuccess.map { iso.string(from: $0) },
+                         lastError: feed?.lastError)
+        }
+        return snapshot
+    }
+}

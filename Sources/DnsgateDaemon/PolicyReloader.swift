@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DnsgatePolicy
+import Foundation
+import Logging
+import Synchronization
+
+/// Owns the policy's sources — the config file and the remote lists' feeds —
+/// and puts new policies into force: reads and compiles off the packet path,
+/// then swaps the result in for every decider at once. A config or list that
+/// does not compile leaves the running policy in force.
+final class PolicyReloader: Sendable {
+    let configPath: String
+    let logger: Logger
+    let feeds: Feeds
+    let policies: PolicyHolder
+    let recorder: DecisionRecorder
+    /// Rule-hit counter sets per policy: the queue workers' and the TCP relay's.
+    let deciders: Int
+    /// The settings the daemon started with; changes to them wait for a restart.
+    let startedWith: DnsgateConfig
+    let failures = Atomic<UInt64>(0)
+    private let generation = Mutex<Int>(1)
+
+    init(configPath: String, logger: Logger, feeds: Feeds, policies: PolicyHolder, recorder: DecisionRecorder,
+         deciders: Int, startedWith: DnsgateConfig) {
+        self.configPath = configPath
+        self.logger = logger
+        self.feeds = feeds
+        self.policies = policies
+        self.recorder = recorder
+        self.deciders = deciders
+        self.startedWith = startedWith
+    }
+
+    /// Reads the config and compiles it from what is on disk (remote lists
+    /// from their cached copies: the feed thread fetches, never this path).
+    static func load(_ path: String, generation: Int, feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
+        // The daemon never explains, so it keeps no line numbers.
+        let compiler = PolicyCompiler(keepLines: false, readBoundedFile: readFileBytes)
+        let (config, diagnostics) = compiler.readConfig(absoluteConfigPath(path))
+        guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
+        if !diagnostics.contains(where: { $0.severity == .error }) {
+            feeds.configure(config)
+        }
+        return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation))
+    }
+
+    /// Re-reads the config and lists and swaps the new policy in; one reload
+    /// at a time. Returns whether it worked, and what to tell the operator.
+    func reload() -> (Bool, String) {
+        generation.withLock { generation in
+            let (config, result) = Self.load(configPath, generation: generation + 1, feeds: feeds)
+            let policy: CompiledPolicy
+            do {
+                guard let config else { throw PolicyError(result.diagnostics.filter { $0.severity == .error }) }
+                policy = try result.requirePolicy()
+                warnAboutRestartOnlySettings(config)
+            } catch {
+                failures.wrappingAdd(1, ordering: .relaxed)
+                logger.error("reload failed; the running policy stays in force:\n\(error)")
+                return (false, "reload failed; the running policy stays in force\n\(error)")
+            }
+            generation += 1
+            recorder.policyInForce(policy)
+            policies.replace(with: PolicyState(policy: policy, workers: deciders))
+            let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
+            logger.info("reloaded: \(message)")
+            return (true, message)
+        }
+    }
+
+    private func warnAboutRestartOnlySettings(_ config: DnsgateConfig) {
+        let running = startedWith
+        if config.queues != running.queues || config.failMode != running.failMode
+            || config.statsSocket != running.statsSocket || config.tcpPort != running.tcpPort
+            || config.undecodable != running.undecodable || config.onOverload != running.onOverload {
+            logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port and stats_socket take effect only after a restart")
+        }
+    }
+}
