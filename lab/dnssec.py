@@ -130,6 +130,30 @@ def _stop(process: subprocess.Popen | None) -> None:
             process.wait(timeout=10)
 
 
+
+def validating_unbound_server(v4: str, v6: str, directory: Path, trust_anchors: list[str], extra: str = "") -> str:
+    """The `server:` clause of a validating Unbound on `v4` and `v6` that stays
+    in the foreground and trusts `trust_anchors` (DS records); `extra` adds lines."""
+    anchors = "".join(f'  trust-anchor: "{line}"\n' for line in trust_anchors)
+    return f"""server:
+  interface: {v4}
+  interface: {v6}
+  port: 53
+  access-control: 0.0.0.0/0 allow
+  access-control: ::/0 allow
+  num-threads: 1
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  chroot: ""
+  username: ""
+  directory: "{directory}"
+  pidfile: ""
+  module-config: "validator iterator"
+  verbosity: 1
+  so-reuseport: no
+{extra}{anchors}"""
+
 class SignedAuthority:
     """An authoritative named for example., signed.example. and its children."""
 
@@ -277,26 +301,8 @@ class UpstreamResolver:
     def start(self) -> "UpstreamResolver":
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
-        anchors = "".join(f'  trust-anchor: "{line}"\n' for line in self.authority.ds)
         config = self.dir / "unbound.conf"
-        config.write_text(f"""server:
-  interface: {self.v4}
-  interface: {self.v6}
-  port: 53
-  access-control: 0.0.0.0/0 allow
-  access-control: ::/0 allow
-  num-threads: 1
-  do-daemonize: no
-  use-syslog: no
-  logfile: ""
-  chroot: ""
-  username: ""
-  directory: "{self.dir}"
-  pidfile: ""
-  module-config: "validator iterator"
-  verbosity: 1
-  so-reuseport: no
-{anchors}stub-zone:
+        config.write_text(f"""{validating_unbound_server(self.v4, self.v6, self.dir, self.authority.ds)}stub-zone:
   name: "{TLD}."
   stub-addr: {self.authority.v4}
 remote-control:
@@ -358,30 +364,10 @@ class Validator:
         return parts
 
     def _unbound(self) -> list[str]:
-        anchors = "".join(f'  trust-anchor: "{line}"\n' for line in self.authority.ds)
         config = self.dir / "unbound.conf"
-        config.write_text(f"""server:
-  interface: {self.v4}
-  interface: {self.v6}
-  outgoing-interface: {self.v4}
-  outgoing-interface: {self.v6}
-  port: 53
-  access-control: 0.0.0.0/0 allow
-  access-control: ::/0 allow
-  num-threads: 1
-  do-daemonize: no
-  use-syslog: no
-  logfile: ""
-  chroot: ""
-  username: ""
-  directory: "{self.dir}"
-  pidfile: ""
-  module-config: "validator iterator"
-  verbosity: 1
-  val-log-level: 2
-  so-reuseport: no
-  prefer-ip6: {"yes" if ":" in self.upstream else "no"}
-{anchors}{"forward" if self.mode == "forward" else "stub"}-zone:
+        extra = (f"  outgoing-interface: {self.v4}\n  outgoing-interface: {self.v6}\n  val-log-level: 2\n"
+                 f"  prefer-ip6: {'yes' if ':' in self.upstream else 'no'}\n")
+        config.write_text(f"""{validating_unbound_server(self.v4, self.v6, self.dir, self.authority.ds, extra)}{"forward" if self.mode == "forward" else "stub"}-zone:
   name: "example."
   {"forward" if self.mode == "forward" else "stub"}-addr: {self.upstream}
 remote-control:

@@ -62,6 +62,43 @@ def unbound_forwarder_config(listen: str, directory: Path, upstream: str, extra:
 """
 
 
+def named_forwarder_config(listen: str, directory: Path, upstream: str, tcp_only: bool = False,
+                           extra: str = "") -> str:
+    """A BIND that listens on `listen` (IPv4 or IPv6), forwards every name to
+    `upstream` without validating, and keeps no files outside `directory`;
+    `tcp_only` sends every query to the upstream over TCP; `extra` goes after
+    the options."""
+    v4, v6 = (listen, "none") if ":" not in listen else ("none", listen)
+    tcp = f"server {upstream} {{ tcp-only yes; }};\n" if tcp_only else ""
+    return f"""options {{
+  directory "{directory}";
+  pid-file none;
+  session-keyfile none;
+  listen-on port 53 {{ {v4}; }};
+  listen-on-v6 port 53 {{ {v6}; }};
+  recursion yes;
+  allow-query {{ any; }};
+  allow-recursion {{ any; }};
+  forward only;
+  forwarders {{ {upstream}; }};
+  dnssec-validation no;
+  max-cache-size 16m;
+}};
+{tcp}controls {{ }};
+{extra}"""
+
+
+def wait_until(predicate, timeout: float = 10.0, step: float = 0.1):
+    """The predicate's first true value, polled every `step` for at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
 class Lab:
     def __init__(self, name: str | None = None, upstream: bool = True):
         tag = name or f"dg{os.getpid() % 100000}"

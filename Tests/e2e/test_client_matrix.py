@@ -69,7 +69,8 @@ from typing import Callable
 
 import pytest
 
-from lab import CLIENT_V4, CLIENT_V6, PYTHON, ROOT, UPSTREAM_V4, UPSTREAM_V6, unbound_forwarder_config
+from lab import (CLIENT_V4, CLIENT_V6, PYTHON, ROOT, UPSTREAM_V4, UPSTREAM_V6, named_forwarder_config,
+                 unbound_forwarder_config)
 
 CLIENTS = ROOT / "lab" / "clients"
 FAST = 1.0                  # seconds: "at once", for a blocked and for an allowed lookup
@@ -470,28 +471,6 @@ FORWARDER_ADDRESSES = {   # (kind, family, transport of the forwarded leg) -> li
 }
 
 
-def named_config(directory: Path, listen: str, upstream: str, tcp: bool) -> str:
-    v4, v6 = (listen, "none") if ":" not in listen else ("none", listen)
-    # tcp-only: every query to the upstream over TCP, through the gateway's relay.
-    tcp_only = f"server {upstream} {{ tcp-only yes; }};\n" if tcp else ""
-    return f"""options {{
-  directory "{directory}";
-  pid-file none;
-  session-keyfile none;
-  listen-on port 53 {{ {v4}; }};
-  listen-on-v6 port 53 {{ {v6}; }};
-  recursion yes;
-  allow-query {{ any; }};
-  allow-recursion {{ any; }};
-  forward only;
-  forwarders {{ {upstream}; }};
-  dnssec-validation no;
-  max-cache-size 16m;
-}};
-{tcp_only}controls {{ }};
-"""
-
-
 class Forwarders:
     """Unbound, BIND and dnsmasq in the client namespace, each started on
     first use, stopped by PID at the end."""
@@ -524,7 +503,7 @@ class Forwarders:
             argv = ["unbound", "-d", "-c", str(config)]
         elif kind == "bind":
             config = directory / "named.conf"
-            config.write_text(named_config(directory, listen, upstream, transport == "tcp"))
+            config.write_text(named_forwarder_config(listen, directory, upstream, tcp_only=transport == "tcp"))
             argv = ["named", "-g", "-n", "1", "-c", str(config)]
         else:
             argv = ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, ROOT, UPSTREAM_V4, UPSTREAM_V6, unbound_forwarder_config
+from lab import (CLIENT2_V4, CLIENT_V4, CLIENT_V6, ROOT, UPSTREAM_V4, UPSTREAM_V6, named_forwarder_config,
+                 unbound_forwarder_config)
 
 try:
     import pycares
@@ -112,24 +113,6 @@ def test_unbound_forwarder_with_tcp_upstream_keeps_answering_after_blocks(blocki
 FORWARDER_V4 = "192.0.2.41"  # the cookie test's forwarder, on the client link
 
 
-def named_forwarder_config(directory: Path, upstream: str) -> str:
-    return f"""options {{
-  directory "{directory}";
-  pid-file none;
-  session-keyfile none;
-  listen-on port 53 {{ {FORWARDER_V4}; }};
-  listen-on-v6 {{ none; }};
-  recursion yes;
-  allow-query {{ any; }};
-  forward only;
-  forwarders {{ {upstream}; }};
-  dnssec-validation no;
-}};
-controls {{ }};
-logging {{ category default {{ default_stderr; }}; category lame-servers {{ default_stderr; }}; }};
-"""
-
-
 @pytest.mark.parametrize("upstream_kind", ["cookieless", "cookies"])
 @pytest.mark.parametrize("forwarder", ["named", "unbound"])
 def test_a_forwarder_keeps_using_udp_and_trusting_its_upstream_after_blocks(blocking, forwarder, upstream_kind):
@@ -153,7 +136,9 @@ def test_a_forwarder_keeps_using_udp_and_trusting_its_upstream_after_blocks(bloc
     directory.mkdir(exist_ok=True)
     lab.ns(lab.client, "ip", "addr", "add", f"{FORWARDER_V4}/24", "dev", "c0")
     if forwarder == "named":
-        (directory / "named.conf").write_text(named_forwarder_config(directory, upstream))
+        (directory / "named.conf").write_text(named_forwarder_config(
+            FORWARDER_V4, directory, upstream,
+            extra="logging { category default { default_stderr; }; category lame-servers { default_stderr; }; };\n"))
         argv = ["named", "-g", "-n", "1", "-c", str(directory / "named.conf")]
     else:
         (directory / "unbound.conf").write_text(unbound_forwarder_config(FORWARDER_V4, directory, upstream))

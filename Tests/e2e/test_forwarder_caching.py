@@ -16,27 +16,10 @@ import time
 
 import pytest
 
-from lab import UPSTREAM_V4, unbound_forwarder_config
+from lab import UPSTREAM_V4, named_forwarder_config, unbound_forwarder_config
 
 BLOCK_TTL = 30
 FORWARDERS = {"dnsmasq": "192.0.2.51", "unbound": "192.0.2.52", "named": "192.0.2.53"}
-
-
-def named_config(directory, listen):
-    return f"""options {{
-  directory "{directory}";
-  pid-file none;
-  session-keyfile none;
-  listen-on port 53 {{ {listen}; }};
-  listen-on-v6 {{ none; }};
-  recursion yes;
-  allow-query {{ any; }};
-  forward only;
-  forwarders {{ {UPSTREAM_V4}; }};
-  dnssec-validation no;
-}};
-controls {{ }};
-"""
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +49,7 @@ rule_groups: [{{name: g, priority: 1, rules: [
             (directory / "unbound.conf").write_text(unbound_forwarder_config(address, directory, UPSTREAM_V4))
             argv = ["unbound", "-d", "-c", str(directory / "unbound.conf")]
         else:
-            (directory / "named.conf").write_text(named_config(directory, address))
+            (directory / "named.conf").write_text(named_forwarder_config(address, directory, UPSTREAM_V4))
             argv = ["named", "-g", "-n", "1", "-c", str(directory / "named.conf")]
         processes.append(subprocess.Popen(["ip", "netns", "exec", lab.client, *argv],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import UPSTREAM_V4
+from lab import UPSTREAM_V4, wait_until
 
 # Memory the daemon or `check` may reach at most, whatever the list or feed
 # does (a debug build starts at a few tens of MB; the caps add one list at most).
@@ -41,16 +41,6 @@ def fresh_closed(lab):
 def rcode(client, name, timeout=2.0):
     response = client.probe(name, timeout=timeout)
     return "TIMEOUT" if response["timeout"] else response["rcode"]
-
-
-def wait_until(predicate, timeout=10.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def memory_high_water_kb(pid: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import CLIENT2_V4, CLIENT_V4, ROOT, UPSTREAM_V4
+from lab import CLIENT2_V4, CLIENT_V4, ROOT, UPSTREAM_V4, wait_until
 
 SHARED = ROOT.parent / "shared" / "data" / "blocklists"
 
@@ -153,16 +153,6 @@ domain_lists:
     rules:
       - {{name: r, priority: 1, domain_list: remote, action: BLOCK}}
 """, "feed.yaml")
-
-
-def wait_until(predicate, timeout=10.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
 
 
 def remote_status(lab) -> dict:
