@@ -22,9 +22,13 @@ struct DecisionRecord: Sendable {
     var queryClass: QueryClass
     var transport: Transport
     var generation: Int
+    /// The deciding rule; `noRule` when none matched.
     var ruleIndex: Int
     var action: RuleAction
     var blockResponse: BlockResponse
+
+    static let noRule = -1
+    var matched: Bool { ruleIndex != Self.noRule }
 }
 
 /// What the query log says about each rule of one policy generation: a few
@@ -59,6 +63,8 @@ final class DecisionRecorder: Sendable {
     let path: String?
     /// Actions the query log records.
     let logActions: Set<RuleAction>
+    /// Whether queries no rule matched are logged.
+    let logsNoMatch: Bool
     let top = TopTalkers()
     /// One decider's records, in an object of its own (a `Mutex` cannot sit in an array).
     private final class Ring: Sendable {
@@ -84,6 +90,7 @@ final class DecisionRecorder: Sendable {
     init(log: QueryLogConfig?, deciders: Int, capacity: Int = 8192) {
         path = log?.path
         logActions = log?.actions ?? []
+        logsNoMatch = log?.logsNoMatch ?? false
         self.capacity = capacity
         rings = (0..<deciders).map { _ in Ring(capacity: capacity) }
     }
@@ -140,7 +147,7 @@ final class DecisionRecorder: Sendable {
                     if record.action == .block {
                         top.add(name: record.name, client: record.source, at: record.seconds)
                     }
-                    if logActions.contains(record.action) {
+                    if record.matched ? logActions.contains(record.action) : logsNoMatch {
                         if formatter.generation != record.generation {
                             formatter.use(labels.withLock { $0[record.generation] }, generation: record.generation)
                         }

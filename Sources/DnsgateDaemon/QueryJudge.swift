@@ -144,20 +144,17 @@ struct QueryJudge {
         let policy = state.policy
         guard let decision = policy.decide(name: query.name, type: query.type, client: query.source, mac: mac) else {
             counters.noMatch.increment()
+            if recorder.logsNoMatch {
+                record(query, transport: transport, generation: policy.generation, ruleIndex: DecisionRecord.noRule,
+                       outcome: Outcome(action: .allow, blockResponse: .nxdomain))
+            }
             return nil
         }
         state.ruleHits[index][decision.ruleIndex].hits.increment()
         let outcome = policy.outcome(of: decision)
         if recorder.wants(outcome.action) {
-            var now = timespec()
-            clock_gettime(CLOCK_REALTIME, &now)
-            recorder.append(DecisionRecord(
-                seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source,
-                sourcePort: query.sourcePort, destination: query.destination,
-                destinationPort: query.destinationPort, name: query.name, type: query.type,
-                queryClass: query.queryClass, transport: transport, generation: policy.generation,
-                ruleIndex: decision.ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse),
-                from: index)
+            record(query, transport: transport, generation: policy.generation, ruleIndex: decision.ruleIndex,
+                   outcome: outcome)
         }
         switch outcome.action {
         case .allow: counters.allow.increment()
@@ -165,6 +162,22 @@ struct QueryJudge {
         case .block: counters.block.increment()
         }
         return (decision, outcome)
+    }
+}
+
+extension QueryJudge {
+    /// Hands one decision to the recorder (for the query log and top talkers).
+    @inline(__always)
+    private func record(_ query: DNSQuery, transport: Transport, generation: Int, ruleIndex: Int, outcome: Outcome) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        recorder.append(DecisionRecord(
+            seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: query.source,
+            sourcePort: query.sourcePort, destination: query.destination,
+            destinationPort: query.destinationPort, name: query.name, type: query.type,
+            queryClass: query.queryClass, transport: transport, generation: generation,
+            ruleIndex: ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse),
+            from: index)
     }
 }
 

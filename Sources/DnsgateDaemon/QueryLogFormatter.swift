@@ -44,6 +44,11 @@ struct QueryLogFormatter {
         Self.string(record.type.description, to: &out)
         out.append(contentsOf: #","query_class":"#.utf8)
         Self.string(record.queryClass.description, to: &out)
+        guard record.matched else {
+            // As Route 53 logs a query no rule matched: no firewall fields.
+            out.append(contentsOf: "}\n".utf8)
+            return
+        }
         let key = RuleKey(rule: record.ruleIndex, action: record.action, blockResponse: record.blockResponse)
         if let fields = ruleFields[key] {
             out.append(contentsOf: fields)

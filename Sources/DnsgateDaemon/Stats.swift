@@ -213,6 +213,15 @@ public struct StatsSnapshot: Codable, Sendable {
         family("policy_generation", "gauge", "Generation of the policy in force.", [("", UInt64(policy.generation))])
         family("policy_rules", "gauge", "Rules in the policy in force.", [("", UInt64(policy.rules))])
         family("policy_domains", "gauge", "Distinct names in the policy's lists.", [("", UInt64(policy.domains))])
+        let timestamps = ISO8601DateFormatter()
+        func unixSeconds(_ text: String) -> UInt64? {
+            timestamps.date(from: text).map { UInt64(max($0.timeIntervalSince1970, 0)) }
+        }
+        family("policy_loaded_timestamp_seconds", "gauge", "When the policy in force was loaded (Unix time).",
+               unixSeconds(policy.loadedAt).map { [("", $0)] } ?? [])
+        family("list_last_success_timestamp_seconds", "gauge",
+               "When each list was last loaded, fetched or confirmed unchanged (Unix time).",
+               lists.compactMap { list in list.lastSuccess.flatMap(unixSeconds).map { (label("list", list.name), $0) } })
         let table = counters
         for (name, type, help) in Self.counterFamilies {
             family(name, type, help, table.filter { $0.family == name }.map { counter in

@@ -60,6 +60,14 @@ public struct DnsgateConfig: Sendable {
 public struct QueryLogConfig: Sendable, Equatable {
     public var path: String
     public var actions: Set<RuleAction>
+    /// Queries no rule matched are logged too (`NO_MATCH` in `actions`).
+    public var logsNoMatch = false
+
+    public init(path: String, actions: Set<RuleAction>, logsNoMatch: Bool = false) {
+        self.path = path
+        self.actions = actions
+        self.logsNoMatch = logsNoMatch
+    }
 }
 
 public struct DomainListConfig: Sendable {

@@ -183,13 +183,21 @@ public enum ConfigReader {
             guard var path = string(pathNode, "query_log.path") else { return nil }
             if path != "-" { path = ConfigPaths.resolve(path, relativeTo: file) }
             var actions: Set<RuleAction> = [.block, .alert]
+            var logsNoMatch = false
             if let actionsNode = mapping["actions"] {
                 actions = []
                 for item in sequence(actionsNode, "query_log.actions") {
-                    if let action: RuleAction = enumeration(item, "query_log.actions") { actions.insert(action) }
+                    guard let text = string(item, "query_log.actions") else { continue }
+                    if text.uppercased() == "NO_MATCH" {
+                        logsNoMatch = true
+                    } else if let action = RuleAction.allCases.first(where: { $0.rawValue == text.uppercased() }) {
+                        actions.insert(action)
+                    } else {
+                        error(item, "query_log.actions: '\(text)' is not one of ALLOW, BLOCK, ALERT, NO_MATCH")
+                    }
                 }
             }
-            return QueryLogConfig(path: path, actions: actions)
+            return QueryLogConfig(path: path, actions: actions, logsNoMatch: logsNoMatch)
         }
 
         mutating func domainList(_ node: Node) -> DomainListConfig? {

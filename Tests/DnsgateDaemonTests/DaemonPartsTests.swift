@@ -139,6 +139,44 @@ struct DaemonPartsTests {
         #expect(text.contains(#""firewall_rule":"block-bad""#))
     }
 
+    @Test("with NO_MATCH, queries no rule matched are logged too, without firewall fields")
+    func noMatchLogged() throws {
+        let policy = try Self.policy()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("dnsgate-nomatch-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("q.log").path
+        let name = try #require(DomainName(text: "www.good.example"))
+        func unmatched() -> DecisionRecord {
+            DecisionRecord(seconds: 1, microseconds: 0, source: IPAddress("192.0.2.10")!, sourcePort: 1,
+                           destination: IPAddress("198.51.100.53")!, destinationPort: 53, name: name, type: .a,
+                           queryClass: .internet, transport: .udp, generation: policy.generation,
+                           ruleIndex: DecisionRecord.noRule, action: .allow, blockResponse: .nxdomain)
+        }
+        for logsNoMatch in [false, true] {
+            let recorder = DecisionRecorder(log: QueryLogConfig(path: file, actions: [.allow], logsNoMatch: logsNoMatch),
+                                            deciders: 1)
+            recorder.policyInForce(policy)
+            recorder.append(unmatched(), from: 0)
+            recorder.run(while: { false }, report: { _ in })
+            #expect(recorder.writtenRecords.value == (logsNoMatch ? 1 : 0), "ALLOW alone does not log unmatched queries")
+        }
+        let line = try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file)))
+            as? [String: Any])
+        #expect(line["query_name"] as? String == "www.good.example.")
+        #expect(line["firewall_rule"] == nil && line["firewall_rule_action"] == nil)
+    }
+
+    @Test("metrics carry when the policy was loaded and each list last loaded or fetched")
+    func timestampsInMetrics() {
+        var snapshot = Self.numberedSnapshot()
+        snapshot.policy.loadedAt = "2026-11-30T04:00:00Z"
+        snapshot.lists = [.init(name: "feed", file: "/c/feed.list", url: "https://x", format: "domains", entries: 1,
+                                skippedLines: 0, hits: 0, lastSuccess: "2026-11-30T03:00:00Z", lastError: nil)]
+        #expect(snapshot.prometheus.contains("dnsgate_policy_loaded_timestamp_seconds 1796011200\n"))
+        #expect(snapshot.prometheus.contains("dnsgate_list_last_success_timestamp_seconds{list=\"feed\"} 1796007600\n"))
+    }
+
     @Test("top talkers rank the most blocked names and clients of the window")
     func topTalkers() throws {
         let top = TopTalkers()

@@ -2,6 +2,7 @@
 """Operating dnsgate: the CLI's exit codes and messages, reload, running with
 only two capabilities, and the shipped nftables and systemd files."""
 import grp
+import json
 import os
 import re
 import shutil
@@ -260,3 +261,27 @@ def test_started_as_root_it_drops_to_a_user_with_two_capabilities(lab, client):
     finally:
         lab.stop_dnsgate()
         lab.remove_rules()
+
+
+def test_query_log_no_match_logs_unmatched_queries_and_check_names_bad_actions(lab, client):
+    (lab.dir / "bad.txt").write_text("*.nx.example\n")
+    log = lab.dir / "nomatch.jsonl"
+    config = lab.write_config(GOOD.format(socket=lab.socket_path).replace(
+        "domain_lists:", f"query_log: {{path: {log}, actions: [BLOCK, NO_MATCH]}}\ndomain_lists:"), "nomatch.yaml")
+    lab.apply_rules()
+    lab.start_dnsgate(config)
+    try:
+        client.probe("unlisted.nomatch.example")
+        client.probe("x.nx.example")
+        time.sleep(0.5)
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        unmatched = [line for line in lines if line["query_name"] == "unlisted.nomatch.example."]
+        assert unmatched and "firewall_rule" not in unmatched[0], lines
+        assert any(line.get("firewall_rule_action") == "BLOCK" for line in lines)
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
+    bad = lab.write_config(GOOD.format(socket=lab.socket_path).replace(
+        "domain_lists:", "query_log: {path: /tmp/x.jsonl, actions: [NOPE]}\ndomain_lists:"), "badactions.yaml")
+    result = lab.cli("check", "--config", str(bad), check=False)
+    assert result.returncode == 1 and "'NOPE' is not one of ALLOW, BLOCK, ALERT, NO_MATCH" in result.stdout
