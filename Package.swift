@@ -52,7 +52,10 @@ let package = Package(
         // option NIO reads only unsafely: a redirected connection's destination).
         .target(
             name: "NetfilterQueue",
-            dependencies: ["CDnsgateShims", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "CDnsgateShims", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         // The daemon: workers, the TCP relay, counters, stats socket, query log.

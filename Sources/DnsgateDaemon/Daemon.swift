@@ -143,14 +143,14 @@ public final class Daemon: Sendable {
         }
         // Helpers yield to the workers on a shared core.
         startThread(name: "dnsgate-log", group: finished) { [recorder, logger] in
-            PacketQueue.lowerCurrentThreadPriority()
+            CurrentThread.lowerPriority()
             recorder.run(while: { runState.isRunning }, report: { logger.error("\($0)") })
         }
         let statsServer = StatsServer(listener: listener, logger: logger, running: runState) { [self] command, peer in
             reply(to: command, peer: peer)
         }
         startThread(name: "dnsgate-stats", group: finished) {
-            PacketQueue.lowerCurrentThreadPriority()
+            CurrentThread.lowerPriority()
             statsServer.serve()
         }
         // Not in `finished`: shutdown never waits on a fetch (it is cancelled).
@@ -174,7 +174,7 @@ public final class Daemon: Sendable {
         group.enter()
         let thread = Thread {
             // Foundation's Thread.name does not reach the kernel on Linux.
-            PacketQueue.nameCurrentThread(name)
+            CurrentThread.name(name)
             body()
             group.leave()
         }

@@ -126,6 +126,7 @@ final class DecisionRecorder: Sendable {
     /// drained. `report` hears of each new query-log error (and of recovery).
     func run(while running: @escaping @Sendable () -> Bool, report: (String) -> Void) {
         let writer = path.map(QueryLogWriter.init(path:))
+        writer?.open()
         var batch: [DecisionRecord] = []
         batch.reserveCapacity(capacity)
         var output: [UInt8] = []

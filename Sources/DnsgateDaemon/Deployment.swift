@@ -38,7 +38,7 @@ public enum Deployment {
         if let (fed, source) = fedQueues() {
             diagnostics += DeploymentCheck.queueDiagnostics(config, fed: fed, source: source)
         }
-        if let allowed = try? PacketQueue.allowedCPUs() {
+        if let allowed = try? CurrentThread.allowedCPUs() {
             diagnostics += DeploymentCheck.workerCPUDiagnostics(config, allowed: allowed)
         }
         return diagnostics
@@ -50,7 +50,7 @@ public enum Deployment {
     public static func workerCPUs(_ config: DnsgateConfig, workers: Int) throws -> [Int?] {
         let allowed: [Int]
         do {
-            allowed = try PacketQueue.allowedCPUs()
+            allowed = try CurrentThread.allowedCPUs()
         } catch {
             throw DaemonError(description: "\(error)")
         }

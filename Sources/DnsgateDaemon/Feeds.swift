@@ -87,8 +87,8 @@ final class Feeds: Sendable {
     func start(changed: @escaping @Sendable () -> Void) {
         let thread = Thread { [self] in
             // Foundation's Thread.name does not reach the kernel on Linux.
-            PacketQueue.nameCurrentThread("dnsgate-feeds")
-            PacketQueue.lowerCurrentThreadPriority()
+            CurrentThread.name("dnsgate-feeds")
+            CurrentThread.lowerPriority()
             run(changed: changed)
         }
         thread.name = "dnsgate-feeds"

@@ -117,10 +117,18 @@ final class QueryLogWriter {
         return false
     }
 
-    /// After logrotate moved the file (SIGUSR1): the next write opens the path anew.
+    /// Opens the output now (at start-up), so that the file is there before
+    /// the first record; a failure is reported like a failed write.
+    func open() {
+        _ = ensureOpen()
+    }
+
+    /// After logrotate moved the file (SIGUSR1): the path is opened anew at
+    /// once, so the new file is there (empty) as soon as the signal is handled.
     func reopen() {
         closeFile()
         nextOpenAttempt = 0
+        open()
     }
 
     private func closeFile() {

@@ -68,7 +68,7 @@ final class TCPRelay: Sendable {
         self.chaser = chaser
         self.mark = mark
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        group.next().execute { PacketQueue.lowerCurrentThreadPriority() }
+        group.next().execute { CurrentThread.lowerPriority() }
     }
 
     /// Listens on `port` on every IPv4 and IPv6 address (the REDIRECT target).

@@ -71,7 +71,7 @@ final class TargetChaser: Sendable {
         self.mark = mark
         let loop = group.next()
         loopState = .makeBoxSendingValue(LoopState(injector: try PacketInjector(mark: mark)), eventLoop: loop)
-        loop.execute { PacketQueue.lowerCurrentThreadPriority() }
+        loop.execute { CurrentThread.lowerPriority() }
     }
 
     func stop() {

@@ -54,7 +54,7 @@ final class Worker: @unchecked Sendable {
     func run(cpu: Int?, onError: (SystemError) -> Void) {
         if let cpu {
             do {
-                try PacketQueue.pinCurrentThread(to: cpu)
+                try CurrentThread.pin(to: cpu)
             } catch {
                 onError(error)
             }

@@ -54,11 +54,7 @@ public final class UnixConnection {
         var byte: UInt8 = 0
         while bytes.count < limit {
             try armTimeout("reading a command")
-            let count = read(descriptor, &byte, 1)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("reading a command", negativeErrno: -errno)
-            }
+            let count = try systemCall("reading a command", read(descriptor, &byte, 1))
             if count == 0 || byte == UInt8(ascii: "\n") { break }
             bytes.append(byte)
         }
@@ -71,12 +67,14 @@ public final class UnixConnection {
         var chunk = [UInt8](repeating: 0, count: 16384)
         while result.count < limit {
             try armTimeout("reading the reply")
-            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR { continue }
+            let count: Int
+            do throws(SystemError) {
+                count = try systemCall("reading the reply", chunk.withUnsafeMutableBytes {
+                    read(descriptor, $0.baseAddress, $0.count)
+                })
+            } catch where error.errno == EAGAIN || error.errno == EWOULDBLOCK {
                 // SO_RCVTIMEO ran out: the deadline armed above passed.
-                let code = errno == EAGAIN || errno == EWOULDBLOCK ? ETIMEDOUT : errno
-                throw SystemError("reading the reply", negativeErrno: -code)
+                throw SystemError("reading the reply", negativeErrno: -ETIMEDOUT)
             }
             if count == 0 { break }
             result.append(contentsOf: chunk[0..<count])
@@ -88,11 +86,9 @@ public final class UnixConnection {
         var bytes = Array(text.utf8)[...]
         while !bytes.isEmpty {
             try armTimeout("writing the reply")
-            let count = bytes.withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("writing the reply", negativeErrno: -errno)
-            }
+            let count = try systemCall("writing the reply", bytes.withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            })
             bytes = bytes.dropFirst(count)
         }
     }

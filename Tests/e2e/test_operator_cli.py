@@ -309,7 +309,11 @@ def test_logrotate_file_rotates_and_the_daemon_writes_the_new_log(lab, client):
         assert "dnsgate.service" in (fake / "calls").read_text(), "postrotate asked systemd to signal the daemon"
         rotated = logs / "queries.jsonl.1"
         assert rotated.exists() and "first.ops.example" in rotated.read_text()
-        time.sleep(0.3)
+        # The daemon creates the new file when it handles the signal (`nocreate`).
+        deadline = time.monotonic() + 5
+        while not (logs / "queries.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (logs / "queries.jsonl").exists(), "the daemon did not reopen the log after SIGUSR1"
         assert client.probe("second.ops.example", server=UPSTREAM_V4, source=CLIENT_V4)["rcode"] == "NXDOMAIN"
         deadline = time.monotonic() + 5
         current = logs / "queries.jsonl"
