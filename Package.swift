@@ -20,6 +20,10 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Feed downloads: a streamed body refused past max_size, with deadlines
+        // (URLSession queues every piece for its delegate with no backpressure:
+        // a fast feed piled up gigabytes before a cancel landed).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // The system libraries, found with pkg-config.
@@ -34,12 +38,6 @@ let package = Package(
             dependencies: ["CNetfilterQueue"],
             linkerSettings: [.linkedLibrary("netfilter_queue"), .linkedLibrary("mnl")]
         ),
-        // One HTTP(S) GET through libcurl (the libcurl.so.4 FoundationNetworking
-        // already needs), driven directly: the body is refused the moment it
-        // passes max_size (URLSession queues every piece for its delegate with no
-        // backpressure: a fast feed piled up gigabytes before a cancel landed),
-        // and a stalled feed times out or is cancelled at shutdown.
-        .target(name: "CHTTPFetch", linkerSettings: [.linkedLibrary(":libcurl.so.4")]),
         // Pure core: IP/UDP/DNS wire format and forged answers. No I/O.
         .target(name: "DNSWire", swiftSettings: swiftSettings),
         // Pure core: config model, list parsers, compiled policy, decisions. No I/O.
@@ -62,9 +60,11 @@ let package = Package(
         .target(
             name: "DnsgateDaemon",
             dependencies: [
-                "DNSWire", "DnsgatePolicy", "NetfilterQueue", "CHTTPFetch",
+                "DNSWire", "DnsgatePolicy", "NetfilterQueue",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

@@ -13,8 +13,14 @@ feed, per file NAME:
   list lines sent as fast as the socket takes them, then the connection is
   closed; logged with the bytes actually sent (less when the client gave up).
 
+And two things a real feed does, per file NAME:
+
+- NAME.redirect (holds a path): a 302 to that path.
+- NAME.gzip (exists): NAME is sent gzip-compressed to a client that accepts it.
+
     feedserver.py FOLDER LOG ADDRESS HTTP_PORT [HTTPS_PORT CERT KEY]
 """
+import gzip
 import hashlib
 import http.server
 import json
@@ -65,6 +71,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if os.path.exists(path + ".flood"):
             self.flood(int(open(path + ".flood").read()))
             return
+        if os.path.exists(path + ".redirect"):
+            self.send_response(302)
+            self.send_header("Location", open(path + ".redirect").read().strip())
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            log({"path": self.path, "status": 302})
+            return
         status, body, headers = 200, b"", {}
         if os.path.exists(os.path.join(FOLDER, "FAIL")):
             status = 503
@@ -76,6 +89,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers["Last-Modified"] = formatdate(os.path.getmtime(path), usegmt=True)
             if self.headers.get("If-None-Match") == headers["ETag"]:
                 status, body = 304, b""
+            elif os.path.exists(path + ".gzip") and "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(body)
+                headers["Content-Encoding"] = "gzip"
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -86,7 +102,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError:
             return  # the client gave up (a stall it timed out)
         log({"path": self.path, "if_none_match": self.headers.get("If-None-Match"),
-             "if_modified_since": self.headers.get("If-Modified-Since"), "status": status})
+             "if_modified_since": self.headers.get("If-Modified-Since"), "status": status,
+             "content_encoding": headers.get("Content-Encoding")})
 
     def log_message(self, *args):
         pass

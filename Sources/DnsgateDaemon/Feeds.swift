@@ -35,15 +35,16 @@ final class Feeds: Sendable {
     static let noCopyYet = "no copy yet: the list is empty until a download succeeds"
 
     private let guarded = Mutex<(feeds: [Feed], statuses: [String: Status])>(([], [:]))
-    /// Set at shutdown: the fetch in progress is abandoned within a second and
-    /// no other starts.
+    /// Set at shutdown: the fetch in progress is abandoned at once and no
+    /// other starts.
     private let stopping = Atomic<Bool>(false)
     let logger: Logger
-    let deadlines: HTTPFetcher.Deadlines
+    /// Every download, on the feed thread alone.
+    private let fetcher: HTTPFetcher
 
     init(logger: Logger, deadlines: HTTPFetcher.Deadlines = .standard) {
         self.logger = logger
-        self.deadlines = deadlines
+        fetcher = HTTPFetcher(deadlines: deadlines)
     }
 
     /// Takes the remote lists of a (re)loaded config; statuses of lists that
@@ -95,7 +96,11 @@ final class Feeds: Sendable {
         thread.start()
     }
 
-    func stop() { stopping.store(true, ordering: .relaxed) }
+    /// Ends the fetch in progress, without waiting for it.
+    func stop() {
+        stopping.store(true, ordering: .relaxed)
+        fetcher.shutdown()
+    }
 
     var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
@@ -143,10 +148,9 @@ final class Feeds: Sendable {
         let hasCopy = Self.hasUsableCopy(feed)
         status.lastAttempt = Date()
         var changed = false
-        let result = HTTPFetcher.fetch(feed.remote.url, etag: hasCopy ? status.etag : nil,
-                                       lastModified: hasCopy ? status.lastModified : nil,
-                                       maximumBytes: feed.remote.maximumBytes, deadlines: deadlines,
-                                       isCancelled: { [self] in isStopping })
+        let result = fetcher.fetch(feed.remote.url, etag: hasCopy ? status.etag : nil,
+                                   lastModified: hasCopy ? status.lastModified : nil,
+                                   maximumBytes: feed.remote.maximumBytes)
         switch result {
         case .notModified:
             status.lastSuccess = status.lastAttempt

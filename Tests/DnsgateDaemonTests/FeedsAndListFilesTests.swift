@@ -68,6 +68,22 @@ struct FeedsAndListFilesTests {
         #expect(Feeds.refusal(of: [], for: meant) == nil)
     }
 
+    @Test("a fetcher shut down (dnsgate stopping) fails every fetch at once, without a connection")
+    func fetcherShutDown() {
+        let fetcher = HTTPFetcher()
+        fetcher.shutdown()
+        let result = fetcher.fetch("http://feeds.example/l.txt", etag: nil, lastModified: nil, maximumBytes: 1 << 20)
+        #expect(result == .failure(HTTPFetcher.stopping))
+    }
+
+    @Test("a TLS failure is reported by BoringSSL's reasons, without codes and source paths")
+    func tlsReasons() {
+        let untrusted = "handshakeFailed(NIOSSL.BoringSSLError.sslError([Error: 268435581 error:1000007d:SSL routines:"
+            + "OPENSSL_internal:CERTIFICATE_VERIFY_FAILED at /src/ssl/handshake.cc:393]))"
+        #expect(HTTPFetcher.tlsReasons(in: untrusted) == "CERTIFICATE_VERIFY_FAILED")
+        #expect(HTTPFetcher.tlsReasons(in: "connection failed: Connection refused") == nil)
+    }
+
     @Test("scheduling: a list with no copy is retried every 10 s; one with a copy after a tenth of refresh or refresh")
     func scheduling() {
         let now = Date()

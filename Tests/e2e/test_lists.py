@@ -199,6 +199,35 @@ def test_remote_list_refresh_conditional_requests_and_outage(fresh, client):
     assert 'dnsgate_list_fetch_failing{list="remote"} 1' in metrics
 
 
+def test_remote_list_behind_a_redirect_and_compressed(fresh, client):
+    """A redirect is followed, with the conditional headers; a gzip body is
+    decoded, and max_size counts the decoded bytes: a small download that
+    inflates past it is refused."""
+    lab = fresh
+    folder = lab.dir / "feed-moved"
+    folder.mkdir(exist_ok=True)
+    (folder / "moved.txt.redirect").write_text("/remote.txt")
+    (folder / "remote.txt").write_text("".join(f"name{i}.moved.example\n" for i in range(100)))
+    (folder / "remote.txt.gzip").write_text("")
+    (folder / "packed.txt").write_text("".join(f"name{i}.packed.example\n" for i in range(200)))  # 4490 bytes
+    (folder / "packed.txt.gzip").write_text("")  # 487 bytes sent
+    requests = lab.start_feed_server(folder)
+    lab.start_dnsgate(feed_policy(lab, f"http://{UPSTREAM_V4}:8080/moved.txt", extra=f"""  - name: packed
+    url: http://{UPSTREAM_V4}:8080/packed.txt
+    max_size: 2K
+"""))
+    wait_until(lambda: remote_status(lab)["entries"] == 100, timeout=10)
+    assert rcode(client, "name7.moved.example") == "NXDOMAIN"
+    served = lambda: [json.loads(l) for l in requests.read_text().splitlines() if '"/remote.txt"' in l]
+    wait_until(lambda: any(r["status"] == 304 for r in served()), timeout=8)
+    assert served()[0]["status"] == 200 and served()[0]["content_encoding"] == "gzip"
+    assert all(r["if_none_match"] for r in served()[1:]), "the conditional header follows the redirect"
+    assert all(json.loads(l)["status"] == 302 for l in requests.read_text().splitlines() if '"/moved.txt"' in l)
+    packed = wait_until(lambda: (s := next(e for e in lab.stats()["lists"] if e["name"] == "packed"))["last_error"]
+                        and "max_size" in s["last_error"] and s, timeout=10)
+    assert packed["entries"] == 0 and "aborted" in packed["last_error"], packed
+
+
 def test_remote_list_over_https_and_the_size_cap(fresh, client):
     lab = fresh
     folder = lab.dir / "feed-tls"
