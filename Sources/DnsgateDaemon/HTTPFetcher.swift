@@ -101,8 +101,8 @@ final class HTTPFetcher: Sendable {
                 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
                 // Downloads, TLS and decompression yield to the workers on a shared core.
                 group.next().execute {
-                    PacketQueue.nameCurrentThread("dnsgate-fetch")
-                    PacketQueue.lowerCurrentThreadPriority()
+                    CurrentThread.name("dnsgate-fetch")
+                    CurrentThread.lowerPriority()
                 }
                 let client = HTTPClient(eventLoopGroupProvider: .shared(group), configuration: makeConfiguration())
                 state = .running(client, group)
