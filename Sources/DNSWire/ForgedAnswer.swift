@@ -137,7 +137,7 @@ public enum ForgedAnswerBuilder {
             if record.type == .cname, query.type != .cname, query.type != .any {
                 if TargetQuery.chases(query.type), let chase {
                     rcode = chase.responseCode
-                    chain = chase.records
+                    chain = rcode == .serverFailure ? [] : chase.records
                     if rcode == .serverFailure { answerRecord = nil }
                 }
                 // The chain ends in no data of the asked type: say so, as a resolver would.

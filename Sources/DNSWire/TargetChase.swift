@@ -102,7 +102,9 @@ public enum TargetQuery {
                   ownerEnd + 10 <= response.count else { return .failed }
             let recordType = QueryType(rawValue: response.u16(ownerEnd))
             let recordClass = QueryClass(rawValue: response.u16(ownerEnd + 2))
-            let ttl = min(response.u32(ownerEnd + 4), maximumTTL)
+            // RFC 2181 §8: a TTL with the top bit set is 0.
+            let rawTTL = response.u32(ownerEnd + 4)
+            let ttl = rawTTL > UInt32(Int32.max) ? 0 : min(rawTTL, maximumTTL)
             let dataStart = ownerEnd + 10
             let dataEnd = dataStart + Int(response.u16(ownerEnd + 8))
             guard dataEnd <= response.count else { return .failed }

@@ -52,6 +52,7 @@ public final class Daemon: Sendable {
     let queuedAtStart = Mutex<UInt64?>(nil)
     let feeds: Feeds
     let reloader: PolicyReloader
+    let listener: UnixListener
 
     /// Loads the config, fetches remote lists that have no copy yet, compiles
     /// the policy and binds the queues; throws with every problem when any of
@@ -81,14 +82,25 @@ public final class Daemon: Sendable {
         recorder.policyInForce(policy)
         let settings = WorkerSettings(undecodable: config.undecodable, overload: config.onOverload,
                                       queueLength: config.queueLength, mark: Self.answerMark)
-        chaser = try TargetChaser(mark: Self.answerMark)
+        // The queues first: a second instance fails here, before it touches anything.
         var workers: [Worker] = []
         for (index, queue) in config.queues.enumerated() {
             workers.append(try Worker(index: index, queueNumber: queue, policies: policies, settings: settings,
-                                      recorder: recorder, chaser: chaser, running: runState))
+                                      recorder: recorder, running: runState))
         }
         self.workers = workers
         for failure in workers.compactMap(\.queueSettingFailure) { logger.warning("\(failure)") }
+        listener = try Self.makeListener(config)
+        // Queues, raw sockets and the stats socket are open: nothing more needs root.
+        // Before any other thread exists: a thread keeps its capabilities
+        // through the change of user only if it makes the change itself, and
+        // new threads inherit the main thread's two.
+        if let user = config.user, getuid() == 0 {
+            try Privileges.drop(to: user)
+            logger.info("running as user \(user) with CAP_NET_ADMIN and CAP_NET_RAW only")
+        }
+        chaser = try TargetChaser(mark: Self.answerMark)
+        for worker in workers { worker.answerCNAMETargets(with: chaser) }
         relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, chaser: chaser,
                          mark: Self.answerMark,
                          undecodable: config.undecodable)
@@ -102,17 +114,10 @@ public final class Daemon: Sendable {
         // Read on this thread, before any worker is pinned: the affinity the process was started with.
         let workerCPUs = try Deployment.workerCPUs(config, workers: workers.count)
         for problem in Deployment.diagnostics(config) { logger.warning("\(problem)") }
-        // The TCP port first: a second instance fails here, before it touches the stats socket.
         do {
             try relay.start(port: config.tcpPort)
         } catch {
             throw DaemonError(description: "listening for redirected DNS over TCP on port \(config.tcpPort): \(error)")
-        }
-        let listener = try makeListener()
-        // Queues, raw sockets and the stats socket are open: nothing more needs root.
-        if let user = config.user, getuid() == 0 {
-            try Privileges.drop(to: user)
-            logger.info("running as user \(user) with CAP_NET_ADMIN and CAP_NET_RAW only")
         }
         // Only fail-open overflow needs the rules' own counters (see `snapshot`).
         if config.onOverload == .pass { queuedAtStart.withLock { $0 = RuleCounters.queuedPackets() } }
@@ -161,10 +166,10 @@ public final class Daemon: Sendable {
         // The queues first: each worker leaves its loop within a receive timeout,
         // then its queue is unbound, so the rules' fail mode applies at once.
         _ = workersFinished.wait(timeout: .now() + 2)
-        for worker in workers { worker.releaseQueue() }
         feeds.stop()
-        relay.stop()
+        // The chaser before the relay: a pending target answers on the relay's loop.
         chaser.stop()
+        relay.stop()
         // Helpers finish their round (the log drains); none may hold up the exit.
         if finished.wait(timeout: .now() + 3) == .timedOut { logger.warning("a helper thread did not stop in 3 s") }
         withExtendedLifetime(sources) {}
@@ -182,7 +187,7 @@ public final class Daemon: Sendable {
         thread.start()
     }
 
-    private func makeListener() throws -> UnixListener {
+    private static func makeListener(_ config: DnsgateConfig) throws -> UnixListener {
         let directory = (config.statsSocket as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

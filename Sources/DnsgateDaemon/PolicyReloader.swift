@@ -39,10 +39,10 @@ final class PolicyReloader: Sendable {
         let compiler = PolicyCompiler(keepLines: false, readBoundedFile: readFileBytes)
         let (config, diagnostics) = compiler.readConfig(absoluteConfigPath(path))
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
-        if !diagnostics.contains(where: { $0.severity == .error }) {
-            feeds.configure(config)
-        }
-        return (config, compiler.compile(config, configDiagnostics: diagnostics, generation: generation))
+        let result = compiler.compile(config, configDiagnostics: diagnostics, generation: generation)
+        // The feeds follow the config in force: a rejected one changes none of them.
+        if !result.hasErrors { feeds.configure(config) }
+        return (config, result)
     }
 
     /// Re-reads the config and lists and swaps the new policy in; one reload

@@ -94,7 +94,9 @@ final class QueryLogWriter {
                 guard count > 0 else { return offset }
                 offset += count
             } catch Errno.wouldBlock {
-                continue
+                // Writable by poll, yet full: as a wait that ran out, never a spin.
+                lastError = "writing \(path): the reader is not taking the log"
+                return offset
             } catch {
                 // ENOSPC, EROFS, EIO, EPIPE...: reopened after a delay (a FIFO's
                 // reader may come back, a disk may be freed).

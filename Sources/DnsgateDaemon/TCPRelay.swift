@@ -213,6 +213,8 @@ final class TCPClientHandler: ChannelInboundHandler {
     private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
     private var outstanding = 0
+    /// Blocked queries waiting for their OVERRIDE CNAME target, answered in the stream when it is known.
+    private var chasing = 0
     private var inputClosed = false
     private var readingPaused = false
     /// Whether the server's answers are being read (not while the client takes none).
@@ -306,7 +308,7 @@ final class TCPClientHandler: ChannelInboundHandler {
             inputClosed = true
             closeIfDone()
         case let idle as IdleStateHandler.IdleStateEvent where idle == .read:
-            if outstanding == 0 {
+            if outstanding == 0, chasing == 0 {
                 relay.tcp.idleClosed.increment()
                 context.close(promise: nil)
             }
@@ -351,12 +353,12 @@ final class TCPClientHandler: ChannelInboundHandler {
                 return
             }
             // Answered once the target is known; the connection stays until then.
-            outstanding += 1
+            chasing += 1
             let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
             relay.chaser.resolve(key) { chased in
                 loopBound.eventLoop.execute {
                     let handler = loopBound.value
-                    handler.outstanding -= 1
+                    handler.chasing -= 1
                     handler.writeAnswer(to: question, in: bytes, kind: kind, settings: settings, extraText: extraText,
                                         chase: chased)
                     handler.updateReading()
@@ -478,7 +480,7 @@ final class TCPClientHandler: ChannelInboundHandler {
     /// After the client's half-close, once every relayed query is answered
     /// and every answer written out.
     private func closeIfDone() {
-        guard inputClosed, outstanding == 0, let context else { return }
+        guard inputClosed, outstanding == 0, chasing == 0, let context else { return }
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             loopBound.value.context?.close(promise: nil)

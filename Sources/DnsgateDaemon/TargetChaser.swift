@@ -36,6 +36,8 @@ final class TargetChaser: Sendable {
     /// Per try; a second try follows the first, so an answer comes within 2.5 s,
     /// sooner than a stub's own retry.
     static let tryTimeouts: [TimeAmount] = [.milliseconds(1000), .milliseconds(1500)]
+    /// Seconds a failed target is answered SERVFAIL before it is asked again.
+    static let failureTTL: UInt32 = 5
 
     struct Key: Hashable, Sendable {
         var resolver: IPAddress
@@ -97,9 +99,10 @@ final class TargetChaser: Sendable {
     /// The kept records for `key`, their TTLs counted down; nil when there
     /// are none or they have run out. Safe on any thread.
     func cached(_ key: Key) -> ChasedTarget? {
-        let now = Self.now()
         guard let entry = cache.withLock({ $0[key] }) else { return nil }
-        let age = UInt32(clamping: now - entry.fetchedAt)
+        let now = Self.now()
+        // Saturating: another thread may have stored the entry after `now` was read elsewhere.
+        let age = UInt32(clamping: now > entry.fetchedAt ? now - entry.fetchedAt : 0)
         guard age < entry.target.ttl else { return nil }
         chase.cacheHits.wrappingAdd(1, ordering: .relaxed)
         return entry.target.aged(by: age)
@@ -115,7 +118,7 @@ final class TargetChaser: Sendable {
                 return
             }
             let state = loopState.value
-            guard state.waitingCount < Self.maximumWaiting, TCPRelay.isRelayable(key.resolver) else {
+            guard state.waitingCount < Self.maximumWaiting, Self.canAsk(key.resolver) else {
                 chase.overflows.wrappingAdd(1, ordering: .relaxed)
                 then(.failed)
                 return
@@ -128,6 +131,14 @@ final class TargetChaser: Sendable {
             state.waiting[key] = [then]
             ask(key, try: 0, on: loop)
         }
+    }
+
+    /// Whether a resolver at `address` can be asked from the gateway: not
+    /// loopback, multicast or unspecified, nor link-local (the socket would
+    /// need the interface the query came in on).
+    static func canAsk(_ address: IPAddress) -> Bool {
+        if case .v6(let high, _) = address, address.unmappedIPv4 == nil, high >> 54 == 0x3fa { return false }
+        return TCPRelay.isRelayable(address)
     }
 
     /// Answers a blocked UDP query (`packet`, which `question` was decoded
@@ -192,17 +203,22 @@ final class TargetChaser: Sendable {
     }
 
     private func finish(_ key: Key, with target: ChasedTarget) {
+        var kept = target
         if target.responseCode == .serverFailure {
             chase.failures.wrappingAdd(1, ordering: .relaxed)
-        } else if target.ttl > 0 {
-            let entry = Entry(target: target, fetchedAt: Self.now())
+            // Kept briefly too: a client cannot hold a waiting slot per query
+            // by asking a resolver that never answers, again and again.
+            kept.ttl = Self.failureTTL
+        }
+        if kept.ttl > 0 {
+            let now = Self.now()
             cache.withLock { entries in
                 if entries.count >= Self.maximumEntries {
-                    let now = Self.now()
-                    entries = entries.filter { UInt64($0.value.target.ttl) > now - $0.value.fetchedAt }
-                    if entries.count >= Self.maximumEntries { entries.removeAll() }
+                    entries = entries.filter { UInt64($0.value.target.ttl) > now &- $0.value.fetchedAt }
                 }
-                entries[key] = entry
+                // Full of live entries: the new one is not kept (flushing them
+                // all would let one client evict every other's).
+                if entries.count < Self.maximumEntries { entries[key] = Entry(target: kept, fetchedAt: now) }
             }
         }
         let state = loopState.value

@@ -27,7 +27,8 @@ final class Worker: @unchecked Sendable {
     private let policies: PolicyHolder
     private let settings: WorkerSettings
     private let judge: QueryJudge
-    private let chaser: TargetChaser
+    /// Set once, before `run`: made after the privilege drop (see `Daemon.init`).
+    private var chaser: TargetChaser?
     private let running: RunState
 
     /// This worker's index in every `PolicyState.ruleHits`.
@@ -36,7 +37,7 @@ final class Worker: @unchecked Sendable {
     var queueSettingFailure: SystemError? { queue.optionalSettingFailure }
 
     init(index: Int, queueNumber: UInt16, policies: PolicyHolder, settings: WorkerSettings, recorder: DecisionRecorder,
-         chaser: TargetChaser, running: RunState) throws {
+         running: RunState) throws {
         self.index = index
         queue = try PacketQueue(number: queueNumber, maximumBacklog: settings.queueLength,
                                 failOpen: settings.overload == .pass)
@@ -45,7 +46,6 @@ final class Worker: @unchecked Sendable {
         judge = QueryJudge(counters: counters, recorder: recorder, index: index, undecodable: settings.undecodable)
         self.policies = policies
         self.settings = settings
-        self.chaser = chaser
         self.running = running
     }
 
@@ -84,10 +84,13 @@ final class Worker: @unchecked Sendable {
                 onError(error)
             }
         }
+        // Unbound by this thread, the only one that used it: the rules' fail
+        // mode applies from here on.
+        queue.release()
     }
 
-    /// Unbinds the queue, once `run` has returned.
-    func releaseQueue() { queue.release() }
+    /// OVERRIDE CNAME answers get their target's records through `chaser`.
+    func answerCNAMETargets(with chaser: TargetChaser) { self.chaser = chaser }
 
     @inline(__always)
     func handle(_ packet: Span<UInt8>, wireLength: Int, mac: MACAddress?, state: PolicyState) -> Verdict {
@@ -100,7 +103,7 @@ final class Worker: @unchecked Sendable {
             return .drop
         case .answer(let question, let kind, let rule):
             let policy = state.policy
-            guard let key = TargetChaser.key(for: question, kind: kind) else {
+            guard let chaser, let key = TargetChaser.key(for: question, kind: kind) else {
                 sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: policy, chase: nil)
                 return .drop
             }

@@ -264,6 +264,10 @@ struct ForgedAnswerTests {
                                       authority: [(QueryFixture.wireName("example.net"), 6, 900, soa)])
         let negative = TargetQuery.read(nxdomain.span, id: 7, target: Self.sinkhole, type: .a)
         #expect(negative == ChasedTarget(responseCode: .nameError, records: [], ttl: 45))
+        // RFC 2181 §8: a TTL with the top bit set is 0, not an hour.
+        let topBit = resolverAnswer(id: 7, type: 1, answers: [([0xc0, 12], 1, 0x8000_0000, [203, 0, 113, 9])])
+        let topBitRead = TargetQuery.read(topBit.span, id: 7, target: Self.sinkhole, type: .a)
+        #expect(topBitRead?.ttl == 0 && topBitRead?.records.first?.ttl == 0)
         let loop = resolverAnswer(id: 7, type: 1, answers: (0..<10).map { _ in ([0xc0, 12], 5, 60, Self.sinkhole) })
         let loopRead = TargetQuery.read(loop.span, id: 7, target: Self.sinkhole, type: .a)
         #expect(loopRead == .failed, "a CNAME loop")

@@ -253,6 +253,16 @@ def test_started_as_root_it_drops_to_a_user_with_two_capabilities(lab, client):
                 for name in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
         two = (1 << 12) | (1 << 13)  # CAP_NET_ADMIN | CAP_NET_RAW
         assert caps == {"CapEff": two, "CapPrm": two, "CapBnd": two, "CapInh": 0, "CapAmb": 0}, caps
+        # Every thread of dnsgate's own keeps the two: the relay and the CNAME
+        # chaser set SO_MARK (CAP_NET_ADMIN) on the sockets they open.
+        for task in Path(f"/proc/{lab.dnsgate.pid}/task").iterdir():
+            name = (task / "comm").read_text().strip()
+            if name.startswith(("dnsgate", "NIO-ELT")):
+                effective = int(re.search(r"^CapEff:\s+(\w+)", (task / "status").read_text(), re.M).group(1), 16)
+                assert effective == two, f"thread {name} has capabilities {effective:#x}"
+        tcp = lab.ns(lab.client, "dig", f"@{UPSTREAM_V4}", "+tcp", "+tries=1", "+time=2", "tcp-kept.example",
+                     check=False).stdout
+        assert "status: NOERROR" in tcp, "the relay connects upstream with its mark as the user"
         assert probe_rcode(lab, client, "dropped.example") == "NXDOMAIN", "forged answers still go out"
         assert probe_rcode(lab, client, "kept.example") == "NOERROR"
         (lab.dir / "bad.txt").write_text("kept.example\n")
