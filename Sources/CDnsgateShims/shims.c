@@ -59,7 +59,9 @@ static int dg_send_config_acked(dg_queue *q, struct nlmsghdr *nlh, uint32_t seq)
     nlh->nlmsg_seq = seq;
     if (mnl_socket_sendto(q->socket, nlh, nlh->nlmsg_len) < 0) return -errno;
     char *buffer = q->buffers;  // not yet in use: room for one whole packet message
-    for (int reads = 0; reads < 256; reads++) {
+    // Bounded by reads and by the socket's 1 s timeout on each; a flood can
+    // put many packets ahead of the answer, each sent back to its hook.
+    for (int reads = 0; reads < 4096; reads++) {
         ssize_t length = mnl_socket_recvfrom(q->socket, buffer, q->datagram_size);
         if (length < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
         int remaining = (int)length;
@@ -107,6 +109,16 @@ dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_le
     }
     if (mnl_socket_bind(q->socket, 0, MNL_SOCKET_AUTOPID) < 0) { rc = -errno; goto fail; }
     q->port_id = mnl_socket_get_portid(q->socket);
+    // Before binding: packets may arrive from the bind on, and a full socket
+    // buffer must turn neither the config's answers nor later receives into errors.
+    int one = 1;
+    (void)setsockopt(mnl_socket_get_fd(q->socket), SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof(one));
+    int receive_buffer = 8 * 1024 * 1024;
+    if (setsockopt(mnl_socket_get_fd(q->socket), SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer,
+                   sizeof(receive_buffer)) < 0) {
+        (void)setsockopt(mnl_socket_get_fd(q->socket), SOL_SOCKET, SO_RCVBUF, &receive_buffer,
+                         sizeof(receive_buffer));
+    }
     // The kernel answers each config message at once; a second is plenty.
     if ((rc = dg_socket_timeouts(mnl_socket_get_fd(q->socket), 1000)) < 0) goto fail;
     *optional_error = 0;
@@ -132,15 +144,6 @@ dg_queue *dg_queue_open(uint16_t queue_num, uint32_t copy_range, uint32_t max_le
     if ((rc = dg_send_config_acked(q, nlh, 4)) < 0 && *optional_error == 0) *optional_error = rc;
     rc = 0;
 
-    // A full socket buffer must not turn into an error on every later receive.
-    int one = 1;
-    (void)setsockopt(mnl_socket_get_fd(q->socket), SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof(one));
-    int receive_buffer = 8 * 1024 * 1024;
-    if (setsockopt(mnl_socket_get_fd(q->socket), SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer,
-                   sizeof(receive_buffer)) < 0) {
-        (void)setsockopt(mnl_socket_get_fd(q->socket), SOL_SOCKET, SO_RCVBUF, &receive_buffer,
-                         sizeof(receive_buffer));
-    }
     if ((rc = dg_socket_timeouts(mnl_socket_get_fd(q->socket), receive_timeout_ms)) < 0) goto fail;
     return q;
 fail:
@@ -365,7 +368,10 @@ int dg_unix_listen(const char *path, unsigned mode, int backlog) {
             close(probe);
             return -EADDRINUSE;
         }
-        if (unlink(path) < 0) return -errno;
+        // Only a refused connection means nobody listens: a busy or slow
+        // daemon (a timeout, a full backlog) keeps its socket.
+        if (probe != -ECONNREFUSED && probe != -ENOENT) return -EADDRINUSE;
+        if (unlink(path) < 0 && errno != ENOENT) return -errno;
     }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;

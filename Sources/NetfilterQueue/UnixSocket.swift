@@ -121,10 +121,8 @@ public final class UnixListener: Sendable {
         inode = UInt64(max(dg_path_inode(path), 0))
         if let group {
             let result = dg_chown_group(path, group)
-            if result < 0 {
-                close(descriptor)
-                throw SystemError("giving \(path) to group '\(group)'", negativeErrno: result)
-            }
+            // deinit closes the descriptor and removes the socket.
+            if result < 0 { throw SystemError("giving \(path) to group '\(group)'", negativeErrno: result) }
         }
         // Accept wakes up periodically so the owner can notice shutdown.
         _ = dg_socket_timeouts(descriptor, 250)
