@@ -54,9 +54,10 @@ public final class Daemon: Sendable {
     let reloader: PolicyReloader
     let listener: UnixListener
 
-    /// Loads the config, fetches remote lists that have no copy yet, compiles
-    /// the policy and binds the queues; throws with every problem when any of
-    /// that fails.
+    /// Loads the config and compiles the policy from what is on disk (remote
+    /// lists from their cached copies: the feed thread fetches), binds the
+    /// queues, opens the stats socket and drops privileges; throws with every
+    /// problem when any of that fails.
     public init(configPath: String, logger: Logger) throws {
         MemoryTuning.returnLargeBlocksToSystem()
         self.configPath = configPath
