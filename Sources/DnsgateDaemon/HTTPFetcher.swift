@@ -207,7 +207,10 @@ final class HTTPFetcher: Sendable {
             // No control characters: the value goes back into a request header.
             func cleaned(_ name: String) -> String? {
                 guard let value = head.headers.first(name: name) else { return nil }
-                let text = String(value.filter { ($0.asciiValue ?? 0x20) >= 0x20 }).trimmed(of: " \t")
+                // Printable ASCII only: a validator the client library refuses to send
+                // back would make every later conditional request fail.
+                let text = String(value.filter { $0.isASCII && (0x20...0x7e).contains($0.asciiValue ?? 0) })
+                    .trimmed(of: " \t")
                 return text.isEmpty ? nil : text
             }
             let declared = head.headers.first(name: "Content-Length").flatMap { Int($0) }.flatMap { $0 >= 0 ? $0 : nil }

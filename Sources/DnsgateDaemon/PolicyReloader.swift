@@ -41,7 +41,10 @@ final class PolicyReloader: Sendable {
         guard let config else { return (nil, PolicyCompiler.Result(policy: nil, lists: [], diagnostics: diagnostics)) }
         let result = compiler.compile(config, configDiagnostics: diagnostics, generation: generation)
         // The feeds follow the config in force: a rejected one changes none of them.
-        if !result.hasErrors { feeds.configure(config) }
+        if !result.hasErrors {
+            feeds.configure(config)
+            feeds.copiesUnusable(result.lists.filter { $0.info.url != nil && $0.info.awaitingFirstCopy }.map(\.info.name))
+        }
         return (config, result)
     }
 

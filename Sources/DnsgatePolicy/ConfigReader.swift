@@ -286,7 +286,11 @@ public enum ConfigReader {
         func duration(_ node: Node) -> Int? {
             guard let text = node.string?.lowercased(), !text.isEmpty else { return nil }
             let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86400]
-            if let unit = text.last, let factor = units[unit], let value = Int(text.dropLast()) { return value * factor }
+            if let unit = text.last, let factor = units[unit], let value = Int(text.dropLast()) {
+                // An overflowing value is no duration (an error), never a trap.
+                let (seconds, overflow) = value.multipliedReportingOverflow(by: factor)
+                return overflow ? nil : seconds
+            }
             return Int(text)
         }
 
@@ -296,7 +300,10 @@ public enum ConfigReader {
             let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
             var digits = Substring(text)
             if digits.hasSuffix("B") { digits = digits.dropLast() }
-            if let unit = digits.last, let factor = units[unit], let value = Int(digits.dropLast()) { return value * factor }
+            if let unit = digits.last, let factor = units[unit], let value = Int(digits.dropLast()) {
+                let (bytes, overflow) = value.multipliedReportingOverflow(by: factor)
+                return overflow ? nil : bytes
+            }
             return Int(digits)
         }
 

@@ -128,6 +128,7 @@ public struct PolicyCompiler {
                 if table.insert(key, member) { loaded += 1 }
             }
             var report: ListReport
+            var collapsedCopy = false
             let source = sources[listIndex]
             let file = source.file
             if case .inline(let names) = list.source {
@@ -136,7 +137,12 @@ public struct PolicyCompiler {
             } else if let bytes = source.bytes {
                 report = ListParser.read(bytes.span, format: list.format, file: file, matchSubdomains: list.matchSubdomains,
                                          add: add)
-                if let collapse = ListHealth.collapse(report, list: list.name, file: file, allowEmpty: list.allowEmpty) {
+                if var collapse = ListHealth.collapse(report, list: list.name, file: file, allowEmpty: list.allowEmpty) {
+                    if case .url = list.source {
+                        // A cached copy that collapsed is as good as none: fetched anew.
+                        collapse.severity = .warning
+                        collapsedCopy = true
+                    }
                     report.diagnostics.append(collapse)
                 }
             } else {
@@ -147,7 +153,7 @@ public struct PolicyCompiler {
                                 url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
                                 format: report.format, entries: loaded, skippedLines: report.skippedLines,
                                 skipReasons: report.skipReasons, hasEntryActions: hasEntryActions,
-                                awaitingFirstCopy: source.awaitingFirstCopy)
+                                awaitingFirstCopy: source.awaitingFirstCopy || collapsedCopy)
             infos.append(info)
             summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
             diagnostics += report.diagnostics
@@ -233,9 +239,14 @@ public struct PolicyCompiler {
             } catch {
                 return awaitingCopy("\(error)")
             }
-            // A copy over a since lowered max_size is fetched again, not used.
+            // A copy over a since lowered max_size is fetched again, not used; so
+            // is one that is not text (a torn write, a changed format): the feed
+            // fetches it anew, and it never keeps the daemon from starting.
             guard bytes.count <= limit else { return awaitingCopy(Self.tooLarge(bytes.count, limit: limit)) }
-            source.bytes = checked(bytes, limit: limit, list: list, file: source.file, diagnostics: &source.diagnostics)
+            if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: source.file) {
+                return awaitingCopy(binary.message)
+            }
+            source.bytes = bytes
             return source
         }
     }

@@ -169,11 +169,15 @@ struct ListFaultTests {
         #expect(policy.decision("a.example") == "g/r")
     }
 
-    @Test("a cached copy that collapsed is an error, like a list file")
-    func collapsedCache() {
-        let result = Files(contents: ["/srv/dg/cache/l.list": "\u{0}\u{1}"])
-            .compile(Self.feedConfig(failMode: "open"), at: "/srv/dg/dnsgate.yaml")
-        #expect(result.policy == nil)
-        #expect(errors(result).first?.file == "/srv/dg/cache/l.list")
+    @Test("a cached copy that collapsed counts as no copy: a warning, never a daemon that cannot start",
+          arguments: ["\u{0}\u{1}", "", "not a domain at all!\nnor this?\nnor that!\n"])
+    func collapsedCache(copy: String) throws {
+        let result = Files(contents: ["/srv/dg/cache/l.list": copy])
+            .compile(Self.feedConfig(failMode: "closed"), at: "/srv/dg/dnsgate.yaml")
+        #expect(errors(result).isEmpty)
+        let policy = try #require(result.policy)
+        #expect(policy.listsAwaitingFirstCopy == ["l"], "fetched anew, and unmatched queries dropped until then")
+        #expect(policy.dropsUnmatched)
+        #expect(result.diagnostics.contains { $0.severity == .warning })
     }
 }
