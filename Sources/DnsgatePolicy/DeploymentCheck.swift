@@ -5,12 +5,13 @@
 /// process may run on. Pure: the caller reads the rules (`iptables-save`,
 /// `nft list ruleset`) and the affinity (`sched_getaffinity`).
 public enum DeploymentCheck {
-    /// Queues that the NFQUEUE rules of `iptables-save` (or `ip6tables-save`)
-    /// output send packets to: `--queue-num N`, `--queue-balance A:B`, or
-    /// queue 0 when neither is given.
+    /// Queues that the NFQUEUE rules of dnsgate's own `DNSGATE` chain in
+    /// `iptables-save` (or `ip6tables-save`) output send packets to:
+    /// `--queue-num N`, `--queue-balance A:B`, or queue 0 when neither is
+    /// given. Other programs' queues (an inline IDS) are theirs, not ours.
     public static func queues(iptablesSave text: String) -> Set<UInt16> {
         var queues = Set<UInt16>()
-        for line in text.split(separator: "\n") where line.hasPrefix("-A ") {
+        for line in text.split(separator: "\n") where line.hasPrefix("-A DNSGATE ") {
             let words = line.split(separator: " ", omittingEmptySubsequences: true)
             guard let target = words.firstIndex(of: "-j"), target + 1 < words.count, words[target + 1] == "NFQUEUE" else {
                 continue
@@ -25,15 +26,19 @@ public enum DeploymentCheck {
         return queues
     }
 
-    /// Queues that the `queue` statements of `nft list ruleset` output send
+    /// Queues that the `queue` statements of `nft list ruleset` output (table
+    /// `inet dnsgate`) send
     /// packets to: `queue num 0-1 …`, `queue flags bypass,fanout to 0-1`,
     /// `queue to 3`, or queue 0 for a bare `queue`. A queue chosen by an
     /// expression (`queue to symhash mod 2 map …`) cannot be read and is left out.
     public static func queues(nftRuleset text: String) -> Set<UInt16> {
         var queues = Set<UInt16>()
+        var inDnsgateTable = false
         for line in text.split(separator: "\n") {
             let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            guard let statement = words.firstIndex(of: "queue") else { continue }
+            // Only dnsgate's own table: other programs' queues are theirs.
+            if line.hasPrefix("table ") { inDnsgateTable = words.count >= 3 && words[1] == "inet" && words[2] == "dnsgate" }
+            guard inDnsgateTable, let statement = words.firstIndex(of: "queue") else { continue }
             var fed: ClosedRange<UInt16>? = 0...0
             for (index, word) in words.enumerated().dropFirst(statement + 1) where index + 1 < words.count {
                 if word == "num" || word == "to" { fed = range(words[index + 1], separator: "-") }
