@@ -125,10 +125,11 @@ exit 0
         return path.read_text().splitlines() if path.exists() else []
 
 
-def run_rules_unit_stop(lab, systemctl: FakeSystemctl, **environment: str) -> str:
-    """The rules unit's ExecStop=, as systemd runs it: `dnsgate-firewall unit-stopped %n`."""
+def run_rules_unit_stop(lab, systemctl: FakeSystemctl, post: bool = False, **environment: str) -> str:
+    """The rules unit's ExecStop=, as systemd runs it: `dnsgate-firewall unit-stopped %n`
+    (with `post`, as an ExecStopPost= of a unit of its own: `… --post`)."""
     env = [f"PATH={systemctl.folder}:/usr/sbin:/usr/bin:/sbin:/bin"] + [f"{k}={v}" for k, v in environment.items()]
-    result = lab.ns(lab.gateway, "env", "-i", *env, FIREWALL, "unit-stopped", RULES_UNIT)
+    result = lab.ns(lab.gateway, "env", "-i", *env, FIREWALL, "unit-stopped", RULES_UNIT, *(["--post"] if post else []))
     return result.stdout + result.stderr
 
 
@@ -188,7 +189,7 @@ def test_a_crash_keeps_the_rules_until_the_automatic_restart(lab, client, unit):
     # not failures). Run as an ExecStopPost= of a unit of its own, as the
     # brief's single-unit variant would, the hook sees the crash's result and
     # no job yet: systemd queues the restart job only after RestartSec.
-    out = run_rules_unit_stop(lab, systemctl, SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL")
+    out = run_rules_unit_stop(lab, systemctl, post=True, SERVICE_RESULT="signal", EXIT_CODE="killed", EXIT_STATUS="KILL")
     assert "keeping the rules" in out, out
     assert_closed_rules_in_place(lab)
     # ... and with the restart job already listed (what Restart= queues after RestartSec=1s).
@@ -265,26 +266,27 @@ def test_a_stop_of_the_failed_unit_removes_the_rules(lab, client, unit):
     lab.rules_applied = None
 
 
-@pytest.mark.parametrize("jobs, status, result, kept", [
-    ([(RULES_UNIT, "stop", "running")], 0, "success", False),
-    ([(RULES_UNIT, "stop", "running")], 0, "timeout", False),          # a stop that had to SIGKILL is still a stop
-    ([(RULES_UNIT, "restart", "running")], 0, "success", True),
-    ([(RULES_UNIT, "start", "waiting")], 0, "exit-code", True),
-    ([(RULES_UNIT, "try-restart", "running")], 0, "success", True),
-    ([], 0, "signal", True),                                            # ExecStopPost= after a crash
-    ([], 0, "core-dump", True),
-    ([], 0, "exit-code", True),
-    ([], 0, "success", False),                                          # exited cleanly, nothing will restart it
-    ([("other.service", "stop", "running")], 0, "success", False),
-    ([], 1, "success", True),                                           # jobs unreadable: stay closed
-], ids=["stop", "stop-after-timeout", "restart", "start", "try-restart", "crash-signal", "crash-core",
-        "crash-exit-code", "clean-exit", "other-unit-stopping", "jobs-unreadable"])
-def test_the_hook_removes_the_rules_only_for_a_stop(lab, jobs, status, result, kept):
+@pytest.mark.parametrize("jobs, status, result, post, kept", [
+    ([(RULES_UNIT, "stop", "running")], 0, "success", False, False),
+    ([(RULES_UNIT, "stop", "running")], 0, "timeout", False, False),   # a stop that had to SIGKILL is still a stop
+    ([(RULES_UNIT, "restart", "running")], 0, "success", False, True),
+    ([(RULES_UNIT, "start", "waiting")], 0, "exit-code", False, True),
+    ([(RULES_UNIT, "try-restart", "running")], 0, "success", False, True),
+    ([], 0, "success", False, True),                                     # ExecStop= with no job: jobs misread, stay closed
+    ([("other.service", "stop", "running")], 0, "success", False, True),
+    ([], 0, "signal", True, True),                                       # ExecStopPost= after a crash
+    ([], 0, "core-dump", True, True),
+    ([], 0, "exit-code", True, True),
+    ([], 0, "success", True, False),                                     # exited cleanly, nothing will restart it
+    ([], 1, "success", False, True),                                     # jobs unreadable: stay closed
+], ids=["stop", "stop-after-timeout", "restart", "start", "try-restart", "no-job-found", "other-unit-stopping",
+        "post-crash-signal", "post-crash-core", "post-crash-exit-code", "post-clean-exit", "jobs-unreadable"])
+def test_the_hook_removes_the_rules_only_for_a_stop(lab, jobs, status, result, post, kept):
     systemctl = FakeSystemctl(lab)
     lab.apply_rules("--closed")
     try:
         systemctl.set_jobs(jobs, status)
-        out = run_rules_unit_stop(lab, systemctl, SERVICE_RESULT=result)
+        out = run_rules_unit_stop(lab, systemctl, post=post, SERVICE_RESULT=result)
         assert (queue_rules(lab) != []) == kept, out
         if status:
             assert "dnsgate-firewall remove" in out, "says how to remove them by hand"
