@@ -166,6 +166,9 @@ final class Feeds: Sendable {
                                    lastModified: hasCopy ? status.lastModified : nil,
                                    maximumBytes: feed.remote.maximumBytes)
         switch result {
+        case .notModified where !hasCopy || (status.etag == nil && status.lastModified == nil):
+            // Not modified since what? Nothing was asked conditionally: no copy came.
+            status.lastError = "HTTP 304 to a request without validators; no copy yet"
         case .notModified:
             status.lastSuccess = status.lastAttempt
             status.lastError = nil

@@ -44,7 +44,8 @@ struct QueryJudge {
         case .notDNS(let reason):
             guard reason.couldBeAQuery else {
                 counters.notQuery.increment()
-                return .pass
+                // Until every list has a copy in fail_mode closed, nothing passes undecided.
+                return state.policy.dropsUnmatched ? .drop : .pass
             }
             counters.notDNS.increment()
             return undecodable == .pass ? .pass : .drop
@@ -54,7 +55,8 @@ struct QueryJudge {
         let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
         if query.isResponse {
             counters.notQuery.increment()
-            return blocksResponse(query, message: message, state: state, mac: mac) ? .drop : .pass
+            let drop = state.policy.dropsUnmatched || blocksResponse(query, message: message, state: state, mac: mac)
+            return drop ? .drop : .pass
         }
         let judgement = judge(query, message: message, transport: transport, state: state, mac: mac)
         if case .dropUnmatched = judgement {
