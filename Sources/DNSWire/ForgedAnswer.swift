@@ -148,7 +148,7 @@ public enum ForgedAnswerBuilder {
 
         // The size of every part, so that the answer is made to fit before a byte is written.
         let questionLength = query.questionCompressed ? query.name.wireLength + 4 : query.questionEnd - 12
-        let recordLength = (answerRecord.map { 12 + $0.data.count } ?? 0) + chain.reduce(0) { $0 + $1.answerLength }
+        let recordLength = (answerRecord?.answerLength ?? 0) + chain.reduce(0) { $0 + $1.answerLength }
         // The SOA's owner, never a zone further up than the name's parent, whose
         // real SOA a forwarder may hold and then serve in place of ours. For
         // NODATA the name itself. For NXDOMAIN the name's parent: an SOA at a

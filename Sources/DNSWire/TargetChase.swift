@@ -33,19 +33,12 @@ public struct ChasedTarget: Sendable, Equatable {
     }
 }
 
-/// One record of a chased chain; its owner is implied by its place.
-public struct ChainRecord: Sendable, Equatable {
-    public var type: QueryType
-    public var ttl: UInt32
-    /// RDATA in wire form (an uncompressed name for a CNAME).
-    public var data: [UInt8]
+/// One record of a chased chain (type, TTL, RDATA in wire form, a CNAME's
+/// uncompressed), the same value an OVERRIDE answers with; its owner is
+/// implied by its place in the chain.
+public typealias ChainRecord = OverrideRecord
 
-    public init(type: QueryType, ttl: UInt32, data: [UInt8]) {
-        self.type = type
-        self.ttl = ttl
-        self.data = data
-    }
-
+extension OverrideRecord {
     /// Bytes the record takes in an answer, its owner written as a pointer.
     var answerLength: Int { 2 + 10 + data.count }
 }

@@ -129,10 +129,12 @@ final class Feeds: Sendable {
     func copiesUnusable(_ names: [String]) {
         guard !names.isEmpty else { return }
         guarded.withLock { guarded in
-            for name in names where guarded.statuses[name] != nil {
-                guarded.statuses[name]!.etag = nil
-                guarded.statuses[name]!.lastModified = nil
-                guarded.statuses[name]!.lastAttempt = nil
+            for name in names {
+                guard var status = guarded.statuses[name] else { continue }
+                status.etag = nil
+                status.lastModified = nil
+                status.lastAttempt = nil
+                guarded.statuses[name] = status
             }
         }
     }
