@@ -120,6 +120,22 @@ def _wait_for(lab, namespace: str, server: str, name: str, rdtype: str, want: st
     return f"{server} did not answer {name} {rdtype} with {want!r} within {timeout:.0f} s:\n{last}"
 
 
+def _add_addresses(lab, namespace: str, link: str, v4: str, v6: str) -> list[str]:
+    """Puts `v4`/24 and `v6`/64 on `link` in `namespace`; returns the prefixes, for `_remove_addresses`."""
+    prefixes = [f"{v4}/24", f"{v6}/64"]
+    for prefix in prefixes:
+        ipv6 = ":" in prefix
+        lab.ns(namespace, "ip", *(["-6"] if ipv6 else []), "addr", "replace", prefix, "dev", link,
+               *(["nodad"] if ipv6 else []))
+    return prefixes
+
+
+def _remove_addresses(lab, namespace: str, link: str, prefixes: list[str]) -> None:
+    for prefix in prefixes:
+        lab.ns(namespace, "ip", *(["-6"] if ":" in prefix else []), "addr", "del", prefix, "dev", link, check=False)
+    prefixes.clear()
+
+
 def _stop(process: subprocess.Popen | None) -> None:
     if process is not None and process.poll() is None:
         process.terminate()  # `ip netns exec` execs the program: this is its PID
@@ -255,11 +271,7 @@ zone "{ZONE}" {{ type primary; file "{signed}"; }};
 zone "sub.{ZONE}" {{ type primary; file "{sub}"; }};
 zone "{INSECURE}" {{ type primary; file "{unsigned}"; }};
 """)
-        for address, prefix in ((self.v4, f"{self.v4}/24"), (self.v6, f"{self.v6}/64")):
-            extra = ["nodad"] if ":" in address else []
-            self.lab.ns(self.lab.upstream, "ip", *(["-6"] if ":" in address else []), "addr", "replace", prefix,
-                        "dev", "u0", *extra)
-            self.addresses.append(prefix)
+        self.addresses = _add_addresses(self.lab, self.lab.upstream, "u0", self.v4, self.v6)
         log = open(self.dir / "named.out", "ab")
         # -f (not -g): in the foreground with the logging statement in force (the query log).
         self.process = subprocess.Popen(["ip", "netns", "exec", self.lab.upstream, find_binary("named"), "-f", "-n",
@@ -279,10 +291,7 @@ zone "{INSECURE}" {{ type primary; file "{unsigned}"; }};
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
-        for prefix in self.addresses:
-            self.lab.ns(self.lab.upstream, "ip", *(["-6"] if ":" in prefix else []), "addr", "del", prefix, "dev",
-                        "u0", check=False)
-        self.addresses.clear()
+        _remove_addresses(self.lab, self.lab.upstream, "u0", self.addresses)
 
 
 class UpstreamResolver:
@@ -308,11 +317,7 @@ class UpstreamResolver:
 remote-control:
   control-enable: no
 """)
-        for address, prefix in ((self.v4, f"{self.v4}/24"), (self.v6, f"{self.v6}/64")):
-            extra = ["nodad"] if ":" in address else []
-            self.lab.ns(self.lab.upstream, "ip", *(["-6"] if ":" in address else []), "addr", "replace", prefix,
-                        "dev", "u0", *extra)
-            self.addresses.append(prefix)
+        self.addresses = _add_addresses(self.lab, self.lab.upstream, "u0", self.v4, self.v6)
         log = open(self.dir / "output.log", "ab")
         self.process = subprocess.Popen(["ip", "netns", "exec", self.lab.upstream, find_binary("unbound"), "-d", "-c",
                                          str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -328,10 +333,7 @@ remote-control:
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
-        for prefix in self.addresses:
-            self.lab.ns(self.lab.upstream, "ip", *(["-6"] if ":" in prefix else []), "addr", "del", prefix, "dev",
-                        "u0", check=False)
-        self.addresses.clear()
+        _remove_addresses(self.lab, self.lab.upstream, "u0", self.addresses)
 
 
 class Validator:
@@ -428,11 +430,7 @@ policy.add(policy.all(policy.REFUSE))
             raise FileNotFoundError(f"{PROGRAMS[self.kind]} is not installed")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
-        for address, prefix in ((self.v4, f"{self.v4}/24"), (self.v6, f"{self.v6}/64")):
-            extra = ["nodad"] if ":" in address else []
-            self.lab.ns(self.lab.client, "ip", *(["-6"] if ":" in address else []), "addr", "replace", prefix, "dev",
-                        "c0", *extra)
-            self.addresses.append(prefix)
+        self.addresses = _add_addresses(self.lab, self.lab.client, "c0", self.v4, self.v6)
         command = {"unbound": self._unbound, "named": self._named, "kresd": self._kresd}[self.kind]()
         log = open(self.dir / "output.log", "ab")
         self.process = subprocess.Popen(["ip", "netns", "exec", self.lab.client, *command], stdin=subprocess.DEVNULL,
@@ -455,10 +453,7 @@ policy.add(policy.all(policy.REFUSE))
     def stop(self) -> None:
         _stop(self.process)
         self.process = None
-        for prefix in self.addresses:
-            self.lab.ns(self.lab.client, "ip", *(["-6"] if ":" in prefix else []), "addr", "del", prefix, "dev", "c0",
-                        check=False)
-        self.addresses.clear()
+        _remove_addresses(self.lab, self.lab.client, "c0", self.addresses)
 
 
 class Answer:
