@@ -131,7 +131,13 @@ def test_a_silent_resolver_gets_servfail_and_holds_up_nothing_else(chasing):
     assert worst < 0.5, f"an allowed query waited {worst:.2f} s while a target was being chased"
     assert status == "SERVFAIL" and records == []
     assert elapsed < 4, f"SERVFAIL after {elapsed:.1f} s"
-    assert lab.stats()["override_targets"]["failures"] >= 1
+    asked = lab.stats()["override_targets"]
+    assert asked["failures"] >= 1
+    # The failure is kept for 5 s: the next blocked name waits for nothing and asks nobody.
+    started = time.monotonic()
+    status, _ = answer_lines(lab, "silent2.cname.example", "+time=5", server=SILENT_RESOLVER)
+    assert status == "SERVFAIL" and time.monotonic() - started < 1.0
+    assert lab.stats()["override_targets"]["queries"] == asked["queries"]
 
 
 def test_other_types_get_the_cname_then_nodata(chasing):
