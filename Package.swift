@@ -12,7 +12,7 @@ let package = Package(
     products: [
         .executable(name: "dnsgate", targets: ["dnsgate"]),
         // The pure core, for Benchmarks/ (a package of its own).
-        .library(name: "DnsgateCore", targets: ["DNSWire", "DnsgatePolicy"]),
+        .library(name: "DnsgateCore", targets: ["DNSWire", "ThreatDetection", "DnsgatePolicy"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -40,10 +40,13 @@ let package = Package(
         ),
         // Pure core: IP/UDP/DNS wire format and forged answers. No I/O.
         .target(name: "DNSWire", swiftSettings: swiftSettings),
+        // Pure core: behavioural detectors (DGA names, tunnels) and the public
+        // suffix list. No I/O: models and lists come in as text.
+        .target(name: "ThreatDetection", dependencies: ["DNSWire"], swiftSettings: swiftSettings),
         // Pure core: config model, list parsers, compiled policy, decisions. No I/O.
         .target(
             name: "DnsgatePolicy",
-            dependencies: ["DNSWire", .product(name: "Yams", package: "Yams")],
+            dependencies: ["DNSWire", "ThreatDetection", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         // The one Swift module that touches C and raw memory (and the socket
@@ -80,6 +83,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DNSWireTests", dependencies: ["DNSWire"], swiftSettings: swiftSettings),
+        .testTarget(name: "ThreatDetectionTests", dependencies: ["ThreatDetection", "DNSWire"], swiftSettings: swiftSettings),
         .testTarget(
             name: "DnsgateDaemonTests",
             dependencies: ["DnsgateDaemon", "DnsgatePolicy", "DNSWire"],
