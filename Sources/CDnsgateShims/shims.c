@@ -439,6 +439,10 @@ void dg_return_large_blocks(size_t threshold) {
     (void)mallopt(M_MMAP_THRESHOLD, (int)threshold);
 }
 
+void dg_trim_heap(void) {
+    (void)malloc_trim(0);
+}
+
 int dg_lower_current_thread_priority(void) {
     // On Linux, PRIO_PROCESS with 0 names the calling thread.
     return setpriority(PRIO_PROCESS, 0, 10) == 0 ? 0 : -errno;

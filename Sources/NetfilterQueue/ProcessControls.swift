@@ -47,6 +47,12 @@ public enum MemoryTuning {
     public static func returnLargeBlocksToSystem(threshold: Int = 1 << 20) {
         dg_return_large_blocks(threshold)
     }
+
+    /// Hands the free pages of every heap back to the system (after a reload
+    /// has dropped the old policy).
+    public static func releaseFreePages() {
+        dg_trim_heap()
+    }
 }
 
 /// The process's privileges.

@@ -38,7 +38,7 @@ rule_groups:
     queries.write_text("".join(f"b{i % 5000}.soak.example A\n" if i % 5 else f"ok{i}.soak.example A\n"
                                for i in range(50000)))
     pid = lab.dnsgate.pid
-    seconds, rate = 120, 20000
+    seconds, rate = 180, 20000
     stop = threading.Event()
     events = {"reloads": 0, "refreshes": 0}
 
@@ -62,7 +62,7 @@ rule_groups:
         for _ in range(seconds // 5):
             time.sleep(5)
             samples.append(rss_kb(pid))
-        out = load.communicate(timeout=120)[0]
+        out = load.communicate(timeout=60)[0]
     finally:
         stop.set()
         churner.join()
@@ -73,11 +73,15 @@ rule_groups:
     print(f"\nsoak: {completed} queries in {seconds}s, {events['reloads']} reloads, {events['refreshes']} feed changes, "
           f"policy generation {stats['policy']['generation']}; RSS samples (KB) {samples}")
     (lab.dir / "soak.json").write_text(str({"completed": completed, "samples": samples}))
-    assert completed > 1_200_000, "about an hour of a small network's lookups (333 q/s)"
+    assert completed > 1_800_000, "about 90 minutes of a small network's lookups (333 q/s)"
     assert stats["policy"]["generation"] > 40, "the churn reloaded the policy"
-    # After 45 s: rings, caches, arenas and the feed client's event loop and
-    # buffers are in place (measured: a 4 MB step by 40 s, then 52.5-53.8 MB to the end).
-    settled, end = samples[8], samples[-1]
+    # Judged over the last minute: in the first one or two, RSS steps up by
+    # megabytes at times that vary with scheduling (glibc's per-thread heaps
+    # keep what a policy compile on that thread freed; CI runs saw the last
+    # step anywhere from 50 to 90 s). Measured: 48 MB at 5 s, 65 MB at 10 s,
+    # 66.7 MB at 120 s, 66.9 MB at 180 s. A leak per query, reload or refresh
+    # keeps growing through the last minute.
+    settled, end = samples[23], samples[-1]
     assert end - settled < 4096, f"RSS grew {end - settled} KB from {settled} KB"
     lab.stop_dnsgate()
     lab.remove_rules()

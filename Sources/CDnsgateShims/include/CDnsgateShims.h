@@ -62,6 +62,7 @@ int dg_queue_verdict(dg_queue *queue, uint32_t packet_id, int verdict);
 /// back to the system when freed (fixing glibc's threshold, which otherwise
 /// rises after the first large free and keeps a replaced policy's memory).
 void dg_return_large_blocks(size_t threshold);
+void dg_trim_heap(void);
 
 /// Lowers the calling thread's priority (nice 10) so that on a shared core a
 /// queue worker always runs first. Returns 0 or -errno.
