@@ -63,7 +63,7 @@ let package = Package(
         .target(
             name: "DnsgateDaemon",
             dependencies: [
-                "DNSWire", "DnsgatePolicy", "NetfilterQueue",
+                "DNSWire", "DnsgatePolicy", "NetfilterQueue", "ThreatDetection",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -76,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "dnsgate",
             dependencies: [
-                "DnsgateDaemon", "DnsgatePolicy", "DNSWire",
+                "DnsgateDaemon", "DnsgatePolicy", "DNSWire", "ThreatDetection",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -100,11 +100,14 @@ public struct DomainName: Sendable {
 
     /// Presentation form without the trailing dot, case as received; unusual
     /// bytes are escaped as in RFC 4343 (`\.`, `\DDD`).
-    public var text: String {
-        if labelCount == 0 { return "." }
+    public var text: String { text(fromLabel: 0) }
+
+    /// `text` of the suffix that starts at label `first` (the root: `.`).
+    public func text(fromLabel first: Int) -> String {
+        if labelCount <= first { return "." }
         var result = ""
-        for label in 0..<labelCount {
-            if label > 0 { result.append(".") }
+        for label in max(first, 0)..<labelCount {
+            if label > first { result.append(".") }
             let start = labelStart(label) + 1
             for offset in start..<labelStart(label + 1) {
                 let byte = storage[offset]
@@ -132,6 +135,24 @@ public struct DomainName: Sendable {
         for label in trimmed.split(separator: ".", omittingEmptySubsequences: false) {
             let bytes = Array(label.utf8)
             guard bytes.allSatisfy({ $0 > 0x20 && $0 < 0x7f }), appendLabel(bytes.span) else { return nil }
+        }
+    }
+
+    /// A name as raw bytes split at every `.`, whatever the other bytes are
+    /// (8-bit, `=`, `/`): how a name arrives from a capture or a log, where
+    /// a query's labels could hold them. Nil when a label is empty or a bound
+    /// of RFC 1035 is broken.
+    public init?(rawText bytes: Span<UInt8>) {
+        self.init()
+        var end = bytes.count
+        if end > 0, bytes[end - 1] == UInt8(ascii: ".") { end -= 1 }
+        var start = 0
+        while start < end {  // one label a turn; at most 127 labels fit
+            var stop = start
+            while stop < end, bytes[stop] != UInt8(ascii: ".") { stop += 1 }
+            guard appendLabel(bytes.extracting(start..<stop)) else { return nil }
+            start = stop + 1
+            if start == end { return nil }  // an empty last label ("a..")
         }
     }
 }

@@ -77,7 +77,8 @@ public final class Daemon: Sendable {
         }
         self.config = config
         // One set of rule-hit counters per queue worker, and one for the TCP relay.
-        policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count + 1))
+        policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count + 1,
+                                            tunnelPairs: config.threatDetection.tunnelPairs))
         // One ring per queue worker and one for the TCP relay.
         recorder = DecisionRecorder(log: config.queryLog, deciders: config.queues.count + 1)
         recorder.policyInForce(policy)

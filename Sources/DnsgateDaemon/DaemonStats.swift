@@ -81,7 +81,7 @@ extension Daemon {
             .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0])
         }
         var listHits = [UInt64](repeating: 0, count: policy.lists.count)
-        for (index, rule) in policy.rules.enumerated() { listHits[rule.listIndex] += hits[index] }
+        for (index, rule) in policy.rules.enumerated() where rule.listIndex >= 0 { listHits[rule.listIndex] += hits[index] }
         snapshot.lists = policy.lists.enumerated().map { index, list in
             let feed = feeds.status(of: list.name)
             return .init(name: list.name, file: list.file, url: list.url, format: list.format.rawValue,

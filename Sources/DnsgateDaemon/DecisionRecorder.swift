@@ -3,6 +3,7 @@ import DNSWire
 import DnsgatePolicy
 import Foundation
 import Synchronization
+import ThreatDetection
 
 enum Transport: Sendable { case udp, tcp }
 
@@ -26,6 +27,8 @@ struct DecisionRecord: Sendable {
     var ruleIndex: Int
     var action: RuleAction
     var blockResponse: BlockResponse
+    /// What the detector of a threat rule found.
+    var threat = ThreatFinding.benign
 
     static let noRule = -1
     var matched: Bool { ruleIndex != Self.noRule }
@@ -37,11 +40,14 @@ struct RuleLabels: Sendable {
     var group: [String]
     var rule: [String]
     var list: [String]
+    /// A threat rule's threat and confidence threshold.
+    var threat: [(threat: Threat, level: ConfidenceLevel)?]
 
     init(_ policy: CompiledPolicy) {
         group = policy.rules.map(\.group)
         rule = policy.rules.map(\.name)
         list = policy.rules.map(\.listName)
+        threat = policy.rules.map(\.threat)
     }
 }
 

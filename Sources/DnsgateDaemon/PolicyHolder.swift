@@ -2,6 +2,7 @@
 import DnsgatePolicy
 import Foundation
 import Synchronization
+import ThreatDetection
 
 /// A compiled policy with its per-rule hit counters, one array per worker so
 /// that no two workers write the same counter.
@@ -10,10 +11,16 @@ final class PolicyState: Sendable {
     let loadedAt = Date()
     /// `ruleHits[worker][rule]`.
     let ruleHits: [[RuleHitCounter]]
+    /// What the tunnelling detector has seen, when some rule looks for tunnels.
+    let tunnels: TunnelTracker?
 
-    init(policy: CompiledPolicy, workers: Int) {
+    /// `previous` is the state this one replaces: what its tunnelling
+    /// detector has seen carries over a reload.
+    init(policy: CompiledPolicy, workers: Int, tunnelPairs: Int, previous: PolicyState? = nil) {
         self.policy = policy
         ruleHits = (0..<workers).map { _ in policy.rules.map { _ in RuleHitCounter() } }
+        tunnels = policy.threatsInUse.contains(.tunneling)
+            ? previous?.tunnels ?? TunnelTracker(capacity: tunnelPairs) : nil
     }
 
     func hits(ofRule index: Int) -> UInt64 {

@@ -2,6 +2,7 @@
 import DnsgatePolicy
 import Foundation
 import Logging
+import NetfilterQueue
 import Synchronization
 
 /// Owns the policy's sources — the config file and the remote lists' feeds —
@@ -54,9 +55,11 @@ final class PolicyReloader: Sendable {
         generation.withLock { generation in
             let (config, result) = Self.load(configPath, generation: generation + 1, feeds: feeds)
             let policy: CompiledPolicy
+            let tunnelPairs: Int
             do {
                 guard let config else { throw PolicyError(result.diagnostics.filter { $0.severity == .error }) }
                 policy = try result.requirePolicy()
+                tunnelPairs = config.threatDetection.tunnelPairs
                 warnAboutRestartOnlySettings(config)
             } catch {
                 failures.wrappingAdd(1, ordering: .relaxed)
@@ -65,7 +68,9 @@ final class PolicyReloader: Sendable {
             }
             generation += 1
             recorder.policyInForce(policy)
-            policies.replace(with: PolicyState(policy: policy, workers: deciders))
+            policies.replace(with: PolicyState(policy: policy, workers: deciders,
+                                               tunnelPairs: tunnelPairs, previous: policies.state))
+            MemoryTuning.releaseFreePages()
             let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
             logger.info("reloaded: \(message)")
             return (true, message)

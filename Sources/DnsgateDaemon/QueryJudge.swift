@@ -2,6 +2,7 @@
 import DNSWire
 import DnsgatePolicy
 import Foundation
+import ThreatDetection
 
 /// Rules on every DNS message, for the UDP workers and the TCP relay alike:
 /// what cannot be read, a response, a query on every one of its questions.
@@ -144,7 +145,11 @@ struct QueryJudge {
     private func classify(_ query: DNSQuery, transport: Transport, state: PolicyState,
                           mac: MACAddress?) -> (Decision, Outcome)? {
         let policy = state.policy
-        guard let decision = policy.decide(name: query.name, type: query.type, client: query.source, mac: mac) else {
+        let threats = policy.threatModels == nil ? ThreatAssessment()
+            : policy.assess(name: query.name, type: query.type, client: query.source, now: Self.monotonicNanoseconds(),
+                            tunnels: state.tunnels)
+        guard let decision = policy.decide(name: query.name, type: query.type, client: query.source, mac: mac,
+                                           threats: threats) else {
             counters.noMatch.increment()
             if recorder.logsNoMatch {
                 record(query, transport: transport, generation: policy.generation, ruleIndex: DecisionRecord.noRule,
@@ -155,8 +160,9 @@ struct QueryJudge {
         state.ruleHits[index][decision.ruleIndex].hits.increment()
         let outcome = policy.outcome(of: decision)
         if recorder.wants(outcome.action) {
+            let finding = policy.rules[decision.ruleIndex].threat.map { threats[$0.threat] } ?? .benign
             record(query, transport: transport, generation: policy.generation, ruleIndex: decision.ruleIndex,
-                   outcome: outcome)
+                   outcome: outcome, threat: finding)
         }
         switch outcome.action {
         case .allow: counters.allow.increment()
@@ -170,7 +176,8 @@ struct QueryJudge {
 extension QueryJudge {
     /// Hands one decision to the recorder (for the query log and top talkers).
     @inline(__always)
-    private func record(_ query: DNSQuery, transport: Transport, generation: Int, ruleIndex: Int, outcome: Outcome) {
+    private func record(_ query: DNSQuery, transport: Transport, generation: Int, ruleIndex: Int, outcome: Outcome,
+                        threat: ThreatFinding = .benign) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         recorder.append(DecisionRecord(
@@ -178,8 +185,17 @@ extension QueryJudge {
             sourcePort: query.sourcePort, destination: query.destination,
             destinationPort: query.destinationPort, name: query.name, type: query.type,
             queryClass: query.queryClass, transport: transport, generation: generation,
-            ruleIndex: ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse),
+            ruleIndex: ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse, threat: threat),
             from: index)
+    }
+
+    /// For the tunnelling detector's windows: a coarse clock is read without
+    /// a system call and its few milliseconds of grain are plenty.
+    @inline(__always)
+    static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &now)
+        return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
     }
 }
 

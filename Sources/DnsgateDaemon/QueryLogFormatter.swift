@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
 import DnsgatePolicy
+import ThreatDetection
 
 /// Writes Route 53 Resolver–style query-log lines as bytes into a reused
 /// buffer: numbers, times and IPv4 addresses by hand, and each rule's constant
@@ -49,6 +50,13 @@ struct QueryLogFormatter {
             out.append(contentsOf: "}\n".utf8)
             return
         }
+        if record.threat.level > .none {
+            // What the detector found for this query (the rule's constant fields follow).
+            out.append(contentsOf: #","threat_confidence":"#.utf8)
+            Self.string(record.threat.level.configName, to: &out)
+            out.append(contentsOf: #","threat_score":"#.utf8)
+            Self.decimal(Int(record.threat.score * 1000), minimumDigits: 4, fractionDigits: 3, to: &out)
+        }
         let key = RuleKey(rule: record.ruleIndex, action: record.action, blockResponse: record.blockResponse)
         if let fields = ruleFields[key] {
             out.append(contentsOf: fields)
@@ -60,8 +68,16 @@ struct QueryLogFormatter {
             Self.string(known ? labels!.group[index] : "?", to: &fields)
             fields.append(contentsOf: #","firewall_rule":"#.utf8)
             Self.string(known ? labels!.rule[index] : "#\(index) of generation \(record.generation)", to: &fields)
-            fields.append(contentsOf: #","firewall_domain_list":"#.utf8)
-            Self.string(known ? labels!.list[index] : "?", to: &fields)
+            if known, let (threat, level) = labels!.threat[index] {
+                // Route 53 names the rule's threat and threshold as its API does.
+                fields.append(contentsOf: #","dns_threat_protection":"#.utf8)
+                Self.string(threat.configName, to: &fields)
+                fields.append(contentsOf: #","confidence_threshold":"#.utf8)
+                Self.string(level.configName, to: &fields)
+            } else {
+                fields.append(contentsOf: #","firewall_domain_list":"#.utf8)
+                Self.string(known ? labels!.list[index] : "?", to: &fields)
+            }
             fields.append(contentsOf: #","firewall_rule_action":"#.utf8)
             Self.string(record.action.rawValue, to: &fields)
             if record.action == .block {
@@ -74,7 +90,9 @@ struct QueryLogFormatter {
         }
     }
 
-    static func decimal(_ value: Int, minimumDigits: Int = 1, to out: inout [UInt8]) {
+    /// `value` in decimal; with `fractionDigits`, that many of the last
+    /// digits follow a decimal point (a score of 0.875 is 875 with 3).
+    static func decimal(_ value: Int, minimumDigits: Int = 1, fractionDigits: Int = 0, to out: inout [UInt8]) {
         var digits = InlineArray<20, UInt8>(repeating: 0)
         var count = 0
         var rest = max(value, 0)
@@ -83,7 +101,10 @@ struct QueryLogFormatter {
             rest /= 10
             count += 1
         } while rest > 0 || count < minimumDigits
-        for index in stride(from: count - 1, through: 0, by: -1) { out.append(digits[index]) }
+        for index in stride(from: count - 1, through: 0, by: -1) {
+            out.append(digits[index])
+            if index == fractionDigits, index > 0 { out.append(UInt8(ascii: ".")) }
+        }
     }
 
     /// RFC 3339 in UTC with microseconds, from Unix time (civil-from-days, H. Hinnant).

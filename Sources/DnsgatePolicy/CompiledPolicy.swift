@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 public import DNSWire
+public import ThreatDetection
 
 /// What happens to a query: the action, and for BLOCK how it is answered.
 public struct Outcome: Sendable, Hashable {
@@ -46,8 +47,12 @@ public struct Decision: Sendable {
 public struct CompiledRule: Sendable {
     public var group: String
     public var name: String
+    /// The rule's domain list, or -1 for a threat rule.
     public var listIndex: Int
+    /// The list's name, or "" for a threat rule.
     public var listName: String
+    /// What a threat rule looks for, and from which confidence level on.
+    public var threat: (threat: Threat, level: ConfidenceLevel)?
     /// The rule's action as configured (counters are kept per rule by it).
     public var action: RuleAction
     public var outcome: Outcome
@@ -118,9 +123,24 @@ public final class CompiledPolicy: Sendable {
     let rulesByList: [[Int32]]
     /// The group of each rule.
     let groupOfRule: [Int32]
+    /// Threat rules in evaluation order.
+    let threatRules: [ThreatRule]
+    /// The detectors' data; nil when no rule names a threat.
+    public let threatModels: ThreatModels?
+    /// Whether some rule looks for DGA names, and for tunnels.
+    let scoresNames: Bool
+    let tracksTunnels: Bool
+
+    struct ThreatRule: Sendable {
+        var index: Int
+        var threat: Threat
+        var level: ConfidenceLevel
+    }
 
     init(generation: Int, groups: [CompiledGroup], rules: [CompiledRule], lists: [ListInfo],
-         entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable, dropsUnmatched: Bool = false) {
+         entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable, dropsUnmatched: Bool = false,
+         threatModels: ThreatModels? = nil) {
+        self.threatModels = threatModels
         self.dropsUnmatched = dropsUnmatched
         self.generation = generation
         self.groups = groups
@@ -130,8 +150,18 @@ public final class CompiledPolicy: Sendable {
         self.answerSettings = answerSettings
         self.table = table
         var rulesByList = [[Int32]](repeating: [], count: lists.count)
-        for (index, rule) in rules.enumerated() { rulesByList[rule.listIndex].append(Int32(index)) }
+        var threatRules: [ThreatRule] = []
+        for (index, rule) in rules.enumerated() {
+            if let (threat, level) = rule.threat {
+                threatRules.append(ThreatRule(index: index, threat: threat, level: level))
+            } else {
+                rulesByList[rule.listIndex].append(Int32(index))
+            }
+        }
         self.rulesByList = rulesByList
+        self.threatRules = threatRules
+        scoresNames = threatRules.contains { $0.threat != .tunneling }
+        tracksTunnels = threatRules.contains { $0.threat == .tunneling }
         var groupOfRule = [Int32](repeating: 0, count: rules.count)
         for (groupIndex, group) in groups.enumerated() {
             for index in group.ruleIndices { groupOfRule[index] = Int32(groupIndex) }
@@ -190,10 +220,26 @@ public final class CompiledPolicy: Sendable {
         return matches
     }
 
-    /// The rule that decides this query, or nil when none matches. Allocation-free.
-    /// `mac` is the client's hardware address when the packet showed it.
+    /// Which threats some rule looks for.
+    public var threatsInUse: Set<Threat> { Set(threatRules.map(\.threat)) }
+
+    /// What the detectors make of a query, for the threats some rule looks
+    /// for; the tunnelling detector also records it. Allocation-free.
+    /// `now` is monotonic nanoseconds.
     @inline(__always)
-    public func decide(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil) -> Decision? {
+    public func assess(name: DomainName, type: QueryType, client: IPAddress, now: UInt64,
+                       tunnels: TunnelTracker?) -> ThreatAssessment {
+        guard let threatModels else { return ThreatAssessment() }
+        return threatModels.assess(name: name, type: type, client: client, now: now, names: scoresNames,
+                                   tunnels: tracksTunnels ? tunnels : nil)
+    }
+
+    /// The rule that decides this query, or nil when none matches. Allocation-free.
+    /// `mac` is the client's hardware address when the packet showed it;
+    /// `threats` what `assess` found (threat rules match nothing without it).
+    @inline(__always)
+    public func decide(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil,
+                       threats: ThreatAssessment = ThreatAssessment()) -> Decision? {
         if rules.isEmpty { return nil }
         let matches = matchingLists(name)
         // Rules are numbered in evaluation order (group priority, then rule
@@ -208,6 +254,14 @@ public final class CompiledPolicy: Sendable {
                     first = index
                     break
                 }
+            }
+        }
+        for rule in threatRules {
+            if rule.index >= first { break }
+            if threats[rule.threat].level >= rule.level, rules[rule.index].applies(to: type),
+               groups[Int(groupOfRule[rule.index])].applies(to: client, mac: mac) {
+                first = rule.index
+                break
             }
         }
         guard first != Int.max else { return nil }
@@ -250,18 +304,27 @@ public struct Explanation: Sendable {
     public var groupsConsidered: [(name: String, applies: Bool)]
     /// Lists that contain the name, whatever the rules say.
     public var listsContainingName: [String]
+    /// What the detectors make of the name (when some rule names a threat).
+    public var threats: ThreatAssessment?
+    /// The registrable domain the detectors scored.
+    public var registrableDomain: String?
 }
 
 extension CompiledPolicy {
-    public func explain(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil) -> Explanation {
-        let decision = decide(name: name, type: type, client: client, mac: mac)
+    public func explain(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil,
+                        threats: ThreatAssessment? = nil) -> Explanation {
+        let decision = decide(name: name, type: type, client: client, mac: mac, threats: threats ?? ThreatAssessment())
         let ruleIndex = decision?.ruleIndex
         let matches = matchingLists(name)
         var explanation = Explanation(
             decision: decision, matchedEntry: nil,
             groupsConsidered: groups.map { ($0.name, $0.applies(to: client, mac: mac)) },
             listsContainingName: lists.indices.filter { matches.contains($0) }.map { lists[$0].name })
-        if let ruleIndex {
+        explanation.threats = threats
+        if let start = threatModels?.suffixes.registrableDomainStart(name) {
+            explanation.registrableDomain = name.text(fromLabel: start)
+        }
+        if let ruleIndex, rules[ruleIndex].threat == nil {
             explanation.matchedEntry = entry(in: rules[ruleIndex].listIndex, matching: name)
         }
         return explanation

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 public import DNSWire
+public import ThreatDetection
 
 /// What dnsgate does with a packet it cannot decide on.
 public enum FailMode: String, Sendable, CaseIterable { case open, closed }
@@ -53,6 +54,7 @@ public struct DnsgateConfig: Sendable {
     public var extendedError = true
     public var domainLists: [DomainListConfig] = []
     public var ruleGroups: [RuleGroupConfig] = []
+    public var threatDetection = ThreatDetectionConfig()
 
     public init(path: String) { self.path = path }
 }
@@ -130,13 +132,39 @@ public struct RuleGroupConfig: Sendable {
     public var line: Int
 }
 
+/// What a rule looks for: the names of a domain list, or a threat its
+/// detector finds at a confidence level or above.
+public enum RuleMatch: Sendable, Equatable {
+    case domainList(String)
+    case threat(Threat, ConfidenceLevel)
+}
+
+/// Where the detectors' data comes from (`threat_detection:`); read only when
+/// some rule names a threat. A path left out is looked for where the package,
+/// `scripts/install` and the source tree put it.
+public struct ThreatDetectionConfig: Sendable, Equatable {
+    public var model: String? = nil
+    public var publicSuffixList: String? = nil
+    /// (client, registrable domain) pairs the tunnelling detector follows at once.
+    public var tunnelPairs = 65_536
+    public var line = 0
+
+    public init() {}
+}
+
 public struct RuleConfig: Sendable {
     public var name: String
     public var priority: Int
-    public var domainList: String
+    public var match: RuleMatch
     public var action: RuleAction
     public var blockResponse: BlockResponse
     public var override: OverrideRecord?
     public var queryTypes: [QueryType]?
     public var line: Int
+
+    /// The domain list the rule uses, if it uses one.
+    public var domainList: String? {
+        if case .domainList(let name) = match { return name }
+        return nil
+    }
 }

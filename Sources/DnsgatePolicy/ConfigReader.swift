@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
+import ThreatDetection
 internal import Yams
 
 /// Reads the YAML config into `DnsgateConfig`, collecting every problem with
@@ -22,7 +23,7 @@ public enum ConfigReader {
         }
         var config = DnsgateConfig(path: path)
         context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
-                                             "block_defaults", "domain_lists", "rule_groups"], in: "the config")
+                                             "block_defaults", "domain_lists", "rule_groups", "threat_detection"], in: "the config")
         if let node = mapping["queues"] {
             config.queues = context.queues(node)
             config.queuesLine = node.mark?.line ?? 0
@@ -66,6 +67,7 @@ public enum ConfigReader {
                 config.extendedError = value
             }
         }
+        if let node = mapping["threat_detection"] { config.threatDetection = context.threatDetection(node, config: path) }
         if let node = mapping["domain_lists"] {
             for item in context.sequence(node, "domain_lists") {
                 if let list = context.domainList(item) { config.domainLists.append(list) }
@@ -356,21 +358,22 @@ public enum ConfigReader {
 
         mutating func rule(_ node: Node, group: String) -> RuleConfig? {
             guard let mapping = mapping(node, "a rule") else { return nil }
-            checkKeys(mapping, allowed: ["name", "priority", "domain_list", "action", "block_response", "override", "qtypes"],
+            checkKeys(mapping, allowed: ["name", "priority", "domain_list", "threat", "confidence", "action", "block_response",
+                                         "override", "qtypes"],
                       in: "rule")
             guard let name = mapping["name"].flatMap({ string($0, "rule name") }) else {
                 if mapping["name"] == nil { error(node, "a rule in group '\(group)' needs a 'name'") }
                 return nil
             }
             let place = "rule '\(group)/\(name)'"
-            guard let priorityNode = mapping["priority"], let listNode = mapping["domain_list"],
-                  let actionNode = mapping["action"] else {
-                error(node, "\(place) needs 'priority', 'domain_list' and 'action'")
+            guard let priorityNode = mapping["priority"], let actionNode = mapping["action"],
+                  (mapping["domain_list"] == nil) != (mapping["threat"] == nil) else {
+                error(node, "\(place) needs 'priority', 'action' and one of 'domain_list' or 'threat'")
                 return nil
             }
             guard let priority = integer(priorityNode, "priority", 0...Int(Int32.max)),
-                  let list = string(listNode, "domain_list"),
-                  let action: RuleAction = enumeration(actionNode, "action") else { return nil }
+                  let action: RuleAction = enumeration(actionNode, "action"),
+                  let match = ruleMatch(mapping, action: action, place: place) else { return nil }
             var response = BlockResponse.nxdomain
             if let responseNode = mapping["block_response"] {
                 guard let value: BlockResponse = enumeration(responseNode, "block_response") else { return nil }
@@ -402,9 +405,56 @@ public enum ConfigReader {
                 }
                 queryTypes = types
             }
-            return RuleConfig(name: name, priority: priority, domainList: list, action: action,
+            return RuleConfig(name: name, priority: priority, match: match, action: action,
                               blockResponse: response, override: override, queryTypes: queryTypes,
                               line: node.mark?.line ?? 0)
+        }
+
+        /// A rule's `domain_list`, or its `threat` with its `confidence`
+        /// (Route 53: a threat rule blocks or alerts, never allows; a false
+        /// positive is let through by an ALLOW rule of a list before it).
+        mutating func ruleMatch(_ mapping: Node.Mapping, action: RuleAction, place: String) -> RuleMatch? {
+            if let listNode = mapping["domain_list"] {
+                if let confidence = mapping["confidence"] {
+                    error(confidence, "\(place): 'confidence' only applies to a rule with 'threat'")
+                }
+                return string(listNode, "domain_list").map(RuleMatch.domainList)
+            }
+            guard let threatNode = mapping["threat"], let text = string(threatNode, "threat") else { return nil }
+            guard let threat = Threat(configName: text) else {
+                error(threatNode, "\(place): threat must be one of \(Threat.allCases.map(\.configName).joined(separator: ", "))")
+                return nil
+            }
+            if action == .allow {
+                error(threatNode, "\(place): a threat rule can only BLOCK or ALERT; let a false positive through with an ALLOW rule of a domain list at a lower priority number")
+                return nil
+            }
+            guard let levelNode = mapping["confidence"] else {
+                error(threatNode, "\(place): a threat rule needs 'confidence: LOW, MEDIUM or HIGH'")
+                return nil
+            }
+            guard let levelText = string(levelNode, "confidence"), let level = ConfidenceLevel(configName: levelText) else {
+                error(levelNode, "\(place): confidence must be LOW, MEDIUM or HIGH")
+                return nil
+            }
+            return .threat(threat, level)
+        }
+
+        mutating func threatDetection(_ node: Node, config path: String) -> ThreatDetectionConfig {
+            var settings = ThreatDetectionConfig()
+            settings.line = node.mark?.line ?? 0
+            guard let mapping = mapping(node, "threat_detection") else { return settings }
+            checkKeys(mapping, allowed: ["model", "public_suffix_list", "tunnel_pairs"], in: "threat_detection")
+            if let model = mapping["model"].flatMap({ string($0, "threat_detection.model") }) {
+                settings.model = ConfigPaths.resolve(model, relativeTo: path)
+            }
+            if let list = mapping["public_suffix_list"].flatMap({ string($0, "threat_detection.public_suffix_list") }) {
+                settings.publicSuffixList = ConfigPaths.resolve(list, relativeTo: path)
+            }
+            if let pairs = mapping["tunnel_pairs"].flatMap({ integer($0, "threat_detection.tunnel_pairs", 1024...16_777_216) }) {
+                settings.tunnelPairs = pairs
+            }
+            return settings
         }
 
         mutating func overrideRecord(_ node: Node, place: String) -> OverrideRecord? {
@@ -460,9 +510,10 @@ public enum ConfigReader {
                         "rule groups '\(other)' and '\(group.name)' share priority \(group.priority)"))
                 }
                 priorities[group.priority] = group.name
-                for rule in group.rules where !listNames.contains(rule.domainList) {
+                for rule in group.rules {
+                    guard let list = rule.domainList, !listNames.contains(list) else { continue }
                     diagnostics.append(Diagnostic(.error, file: file, line: rule.line,
-                        "rule '\(group.name)/\(rule.name)' uses domain list '\(rule.domainList)', which is not defined"))
+                        "rule '\(group.name)/\(rule.name)' uses domain list '\(list)', which is not defined"))
                 }
             }
         }

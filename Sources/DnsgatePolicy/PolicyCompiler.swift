@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
+import ThreatDetection
 
 /// Reads every list a config names and compiles the policy. File access is
 /// injected, so this stays pure and testable.
@@ -170,18 +171,32 @@ public struct PolicyCompiler {
         for group in config.ruleGroups.sorted(by: { $0.priority < $1.priority }) {
             let first = rules.count
             for rule in group.rules {
-                guard let index = listIndex[rule.domainList], index < infos.count else { continue }
+                var index = -1
+                var threat: (Threat, ConfidenceLevel)? = nil
+                switch rule.match {
+                case .domainList(let list):
+                    guard let found = listIndex[list], found < infos.count else { continue }
+                    index = found
+                case .threat(let named, let level):
+                    threat = (named, level)
+                }
                 let text = "blocked by dnsgate rule \(group.name)/\(rule.name)"
                 rules.append(CompiledRule(
-                    group: group.name, name: rule.name, listIndex: index, listName: rule.domainList,
-                    action: rule.action,
+                    group: group.name, name: rule.name, listIndex: index, listName: rule.domainList ?? "",
+                    threat: threat, action: rule.action,
                     outcome: Outcome(action: rule.action, blockResponse: rule.blockResponse, override: rule.override),
-                    usesEntryActions: rule.action == .block && infos[index].hasEntryActions,
+                    usesEntryActions: rule.action == .block && index >= 0 && infos[index].hasEntryActions,
                     queryTypes: rule.queryTypes ?? [],
                     extraText: Array(text.utf8.prefix(ForgedAnswerBuilder.maximumExtraTextLength))))
             }
             groups.append(CompiledGroup(name: group.name, priority: group.priority, clients: group.clients,
                                         ruleIndices: first..<rules.count))
+        }
+        var threatModels: ThreatModels? = nil
+        if rules.contains(where: { $0.threat != nil }) {
+            let (models, problems) = loadThreatModels(config.threatDetection, configPath: config.path)
+            guard let models else { return Result(policy: nil, lists: summaries, diagnostics: diagnostics + problems) }
+            threatModels = models
         }
         let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError, serialNumber: UInt32(truncatingIfNeeded: generation))
         // Until every remote list has a copy, the policy is not whole: in
@@ -189,7 +204,7 @@ public struct PolicyCompiler {
         let awaiting = infos.contains(where: \.awaitingFirstCopy)
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
                                     entryOutcomes: entryOutcomes, answerSettings: settings, table: table,
-                                    dropsUnmatched: awaiting && config.failMode == .closed)
+                                    dropsUnmatched: awaiting && config.failMode == .closed, threatModels: threatModels)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
     }
 

@@ -6,6 +6,7 @@ import DnsgatePolicy
 import Foundation
 public import Logging
 import NetfilterQueue
+import ThreatDetection
 
 /// A runtime failure: printed to stderr, exit status 1.
 struct CommandFailure: Error {
@@ -34,7 +35,7 @@ struct Dnsgate: ParsableCommand {
             `health`, a problem found), 2 usage error.
             """,
         version: Daemon.version,
-        subcommands: [Run.self, Check.self, Explain.self, Stats.self, Reload.self, Health.self]
+        subcommands: [Run.self, Check.self, Explain.self, Classify.self, Stats.self, Reload.self, Health.self]
     )
 }
 
@@ -159,19 +160,36 @@ extension Dnsgate {
 
         func run() throws {
             let compiler = PolicyCompiler(readBoundedFile: readFileBytes)
-            let (_, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
-            guard let policy = result.policy, !result.hasErrors else {
+            let (loadedConfig, result) = compiler.load(configPath: absoluteConfigPath(options.config), generation: 1)
+            guard let policy = result.policy, let loadedConfig, !result.hasErrors else {
                 throw CommandFailure(message: result.diagnostics.filter { $0.severity == .error }.map(\.description)
                     .joined(separator: "\n"))
             }
             let queryName = DomainName(text: name)!, queryType = QueryType(mnemonic: type)!, address = IPAddress(client)!
             let hardware = mac.flatMap { MACAddress($0) }
-            let explanation = policy.explain(name: queryName, type: queryType, client: address, mac: hardware)
+            // The scores are shown whether or not a rule names a threat.
+            var models = policy.threatModels
+            if models == nil {
+                models = compiler.loadThreatModels(loadedConfig.threatDetection, configPath: loadedConfig.path).0
+            }
+            let threats = models?.assess(name: queryName, type: queryType, client: address, now: 0, names: true,
+                                         tunnels: TunnelTracker(capacity: 1024))
+            let explanation = policy.explain(name: queryName, type: queryType, client: address, mac: hardware,
+                                             threats: threats)
             print("query:   \(queryName.text). \(queryType) from \(address)\(hardware.map { " (\($0))" } ?? "")")
             for group in explanation.groupsConsidered {
                 print("group:   \(group.name): \(group.applies ? "applies to this client" : "not for this client")")
             }
             print("lists containing the name: \(explanation.listsContainingName.isEmpty ? "none" : explanation.listsContainingName.joined(separator: ", "))")
+            if let threats {
+                let scored = models?.suffixes.registrableDomainStart(queryName).map { queryName.text(fromLabel: $0) }
+                print("threats: registrable domain \(scored ?? "none (a public suffix): not scored")")
+                for threat in Threat.allCases {
+                    let finding = threats[threat]
+                    let note = threat == .tunneling ? " (this name alone; the daemon also weighs the client's recent queries)" : ""
+                    print("  \(threat.configName): score \(String(format: "%.3f", finding.score)), level \(finding.level.configName)\(note)")
+                }
+            }
             guard let decision = explanation.decision else {
                 if policy.dropsUnmatched {
                     print("decision: no rule matches; dropped while \(policy.listsAwaitingFirstCopy.joined(separator: ", ")) "
@@ -187,7 +205,8 @@ extension Dnsgate {
             if outcome.action == .block { text += " (\(outcome.blockResponse.rawValue))" }
             if outcome.action == .alert { text += " (passed and logged)" }
             let source = decision.entryOutcome >= 0 ? " (the list entry's own action)" : ""
-            print("decision: \(text) by rule \(rule.group)/\(rule.name), list \(rule.listName)\(source)")
+            let match = rule.threat.map { "threat \($0.threat.configName) at \($0.level.configName) or above" } ?? "list \(rule.listName)"
+            print("decision: \(text) by rule \(rule.group)/\(rule.name), \(match)\(source)")
             if let entry = explanation.matchedEntry {
                 print("entry:   \(entry.text) (\(entry.kind)) at \(entry.file):\(entry.line)")
             }
