@@ -75,7 +75,7 @@ extension PolicyCompiler {
                 }
             }
             diagnostics.append(Diagnostic(.error, file: configPath, line: settings.line,
-                "a rule names a threat, but no \(what) could be read (\(failures.joined(separator: "; ")))"))
+                "the threat detectors need a \(what), and none could be read (\(failures.joined(separator: "; ")))"))
             return nil
         }
         guard let (suffixFile, suffixText) = firstReadable(settings.publicSuffixListCandidates, "public suffix list"),
