@@ -115,8 +115,8 @@ struct SubdomainShape {
     var encodedBytes: Float = 0
     /// The first label starts with `_` (a service label).
     var leadingUnderscore = false
-    /// FNV-1a of the part, ASCII case folded, so repeats are recognised.
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    /// A hash of the part, ASCII case folded, so repeats are recognised.
+    var hash: UInt64 = 0
 
     @inline(__always)
     init(name: DomainName, registrableStart: Int) {
@@ -129,67 +129,67 @@ struct SubdomainShape {
             for offset in start..<end {
                 let byte = name.wireByte(offset)
                 stats.add(byte)
-                hash = (hash ^ UInt64(byte &- 0x41 < 26 ? byte | 0x20 : byte)) &* 0x0000_0100_0000_01b3
+                // Rotate-xor: one cycle a byte (FNV's multiply chain costs
+                // three); `mix` below spreads the bits.
+                hash = (hash << 7 | hash >> 57) ^ UInt64(byte &- 0x41 < 26 ? byte | 0x20 : byte)
             }
-            hash = (hash ^ 0x2e) &* 0x0000_0100_0000_01b3
+            hash = (hash << 7 | hash >> 57) ^ 0x2e
             length += end - start
             unusualBytes += stats.unusual
             encodedBytes += Float(end - start) * stats.randomness(count: end - start)
         }
+        hash = TunnelTracker.mix(hash)
     }
 }
 
 /// Character statistics of one label: what sets encoded data (base32,
 /// base64, hex) apart from words and the structured names of CDNs.
 struct LabelStatistics {
-    var letters = 0
-    /// Letters a-f, either case.
-    var hexLetters = 0
-    var vowels = 0
-    var digits = 0
-    var unusual = 0
-    /// Adjacent letter/digit changes: encodings mix them, words do not.
-    var classSwitches = 0
-    /// Adjacent letters of different case inside a label: base64.
-    var caseSwitches = 0
-    var consonantRun = 0
-    var longestConsonantRun = 0
-    /// 0 none (start, `-`, `_`), 1 lower, 2 upper, 3 digit, 4 other.
-    var previous: UInt8 = 0
+    /// Eight-bit counters (a label has at most 63 bytes), one add a byte:
+    /// letters, a-f letters, vowels, digits, unusual bytes, letter/digit
+    /// changes (encodings mix them, words do not), case changes (base64).
+    var packed: UInt64 = 0
+    var consonantRun: UInt32 = 0
+    var longestConsonantRun: UInt32 = 0
+    /// 0 separator (or the start), 1 lower, 2 upper, 3 digit, 4 other.
+    var previous: UInt32 = 0
 
+    var letters: Int { Int(truncatingIfNeeded: packed & 0xff) }
+    var hexLetters: Int { Int(truncatingIfNeeded: packed >> 8 & 0xff) }
+    var vowels: Int { Int(truncatingIfNeeded: packed >> 16 & 0xff) }
+    var digits: Int { Int(truncatingIfNeeded: packed >> 24 & 0xff) }
+    var unusual: Int { Int(truncatingIfNeeded: packed >> 32 & 0xff) }
+    var classSwitches: Int { Int(truncatingIfNeeded: packed >> 40 & 0xff) }
+    var caseSwitches: Int { Int(truncatingIfNeeded: packed >> 48 & 0xff) }
+
+    /// 1 when `value` (< 256) is below `limit`, else 0, without a branch.
+    @inline(__always)
+    static func below(_ value: UInt32, _ limit: UInt32) -> UInt32 { (value &- limit) >> 31 }
+
+    /// Counts one byte. Branch-free: encoded data is random, and a branch on
+    /// each random byte's class would be mispredicted half the time.
     @inline(__always)
     mutating func add(_ byte: UInt8) {
-        if byte &- 0x61 < 26 || byte &- 0x41 < 26 {
-            let kind: UInt8 = byte < 0x61 ? 2 : 1
-            letters += 1
-            if byte | 0x20 <= UInt8(ascii: "f") { hexLetters += 1 }
-            if previous == 3 {
-                classSwitches += 1
-            } else if previous == 3 - kind {
-                caseSwitches += 1
-            }
-            switch byte | 0x20 {
-            case UInt8(ascii: "a"), UInt8(ascii: "e"), UInt8(ascii: "i"), UInt8(ascii: "o"), UInt8(ascii: "u"):
-                vowels += 1
-                consonantRun = 0
-            default:
-                consonantRun += 1
-                longestConsonantRun = max(longestConsonantRun, consonantRun)
-            }
-            previous = kind
-        } else if byte &- 0x30 < 10 {
-            digits += 1
-            if previous == 1 || previous == 2 { classSwitches += 1 }
-            previous = 3
-            consonantRun = 0
-        } else if byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") {
-            previous = 0
-            consonantRun = 0
-        } else {
-            unusual += 1
-            previous = 4
-            consonantRun = 0
-        }
+        let value = UInt32(byte)
+        let letterIndex = ((value | 0x20) &- 0x61) & 0xff
+        let isLetter = Self.below(letterIndex, 26)
+        let isUpper = Self.below((value &- 0x41) & 0xff, 26)
+        let isDigit = Self.below((value &- 0x30) & 0xff, 10)
+        let isSeparator = Self.below(value ^ 0x2d, 1) | Self.below(value ^ 0x5f, 1)
+        // a, e, i, o, u as bits of the letter's index.
+        let isVowel = isLetter & (0x104111 >> (letterIndex & 31)) & 1
+        let isHexLetter = isLetter & Self.below(letterIndex, 6)
+        let isUnusual = 1 ^ (isLetter | isDigit | isSeparator)
+        let kind = isLetter &* (1 &+ isUpper) &+ isDigit &* 3 &+ isUnusual &* 4
+        let previousLetter = Self.below((previous &- 1) & 0xff, 2)
+        let previousDigit = Self.below(previous ^ 3, 1)
+        let classSwitch = (previousDigit & isLetter) | (previousLetter & isDigit)
+        let caseSwitch = isLetter & previousLetter & (1 ^ Self.below(kind ^ previous, 1))
+        packed &+= UInt64(isLetter | isHexLetter << 8 | isVowel << 16 | isDigit << 24)
+            | UInt64(isUnusual | classSwitch << 8 | caseSwitch << 16) << 32
+        consonantRun = (consonantRun &+ 1) &* (isLetter & (1 ^ isVowel))
+        longestConsonantRun = max(longestConsonantRun, consonantRun)
+        previous = kind
     }
 
     /// How much the label looks like encoded data, 0…1.
@@ -208,7 +208,7 @@ struct LabelStatistics {
             let vowelShare = Float(vowels) / Float(letters)
             result += 0.25 * min(1, max(0, (0.30 - vowelShare) / 0.15))
         }
-        result += 0.2 * min(1, Float(max(0, longestConsonantRun - 3)) / 4)
+        result += 0.2 * min(1, Float(max(0, Int(longestConsonantRun) - 3)) / 4)
         result += 0.5 * min(1, Float(caseSwitches) / (0.15 * gaps))
         if unusual > 0 { result += 0.6 }
         return min(result, 1)

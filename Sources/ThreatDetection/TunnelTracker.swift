@@ -28,8 +28,11 @@ public final class TunnelTracker: Sendable {
     static let ways = 8
     static let maximumStripes = 64
 
-    /// `capacity` pair states; stripe `s` owns buckets `s * bucketsPerStripe ..<`,
-    /// and only code holding `stripeLocks[s]` touches them.
+    /// `capacity` pair keys (0: empty) and states; stripe `s` owns buckets
+    /// `s * bucketsPerStripe ..<`, and only code holding `stripeLocks[s]`
+    /// touches them. A bucket's keys share one cache line, so a lookup reads
+    /// two lines, not eight.
+    nonisolated(unsafe) let keys: UnsafeMutablePointer<UInt64>
     nonisolated(unsafe) let slots: UnsafeMutablePointer<PairState>
     nonisolated(unsafe) let stripeLocks: UnsafeMutablePointer<Mutex<StripeTally>>
 
@@ -38,6 +41,9 @@ public final class TunnelTracker: Sendable {
         stripeCount = min(Self.maximumStripes, buckets)
         bucketsPerStripe = buckets / stripeCount
         self.capacity = stripeCount * bucketsPerStripe * Self.ways
+        keys = UnsafeMutableRawPointer.allocate(byteCount: self.capacity * MemoryLayout<UInt64>.stride, alignment: 64)
+            .bindMemory(to: UInt64.self, capacity: self.capacity)
+        keys.initialize(repeating: 0, count: self.capacity)
         slots = .allocate(capacity: self.capacity)
         slots.initialize(repeating: PairState(), count: self.capacity)
         stripeLocks = .allocate(capacity: stripeCount)
@@ -47,6 +53,7 @@ public final class TunnelTracker: Sendable {
     deinit {
         slots.deinitialize(count: capacity)
         slots.deallocate()
+        UnsafeMutableRawPointer(keys).deallocate()
         for stripe in 0..<stripeCount { _ = (stripeLocks + stripe).move() }
         stripeLocks.deallocate()
     }
@@ -67,7 +74,7 @@ public final class TunnelTracker: Sendable {
 
     /// The table's memory, all of it allocated at init.
     public var memoryBytes: Int {
-        capacity * MemoryLayout<PairState>.stride + stripeCount * MemoryLayout<Mutex<StripeTally>>.stride
+        capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<PairState>.stride) + stripeCount * MemoryLayout<Mutex<StripeTally>>.stride
             + MemoryLayout<TunnelTracker>.size
     }
 
@@ -83,12 +90,13 @@ public final class TunnelTracker: Sendable {
         let nameGain = TunnelScoring.gain(of: shape, type: type)
         let key = Self.pairKey(client: client, registrableHash: name.suffixHash(fromLabel: start))
 
-        let bucket = Int(truncatingIfNeeded: (key >> 32) % UInt64(stripeCount * bucketsPerStripe))
+        // The key's top 32 bits scaled to the bucket count (no division).
+        let bucket = Int(truncatingIfNeeded: ((key >> 32) &* UInt64(stripeCount * bucketsPerStripe)) >> 32)
         let stripe = bucket / bucketsPerStripe
-        let first = slots + bucket * Self.ways
+        let firstSlot = bucket * Self.ways
         let nameFingerprint = UInt16(truncatingIfNeeded: shape.hash >> 48) | 1
         let finding = stripeLocks[stripe].withLock { tally -> ThreatFinding in
-            let slot = Self.findOrClaim(key: key, in: first, now: now, tally: &tally)
+            let slot = findOrClaim(key: key, firstSlot: firstSlot, now: now, tally: &tally)
             return slot.pointee.record(nameFingerprint: nameFingerprint, nameGain: nameGain, now: now)
         }
         return finding
@@ -96,28 +104,34 @@ public final class TunnelTracker: Sendable {
 
     /// The slot holding `key`, or an empty or evicted one now holding it.
     @inline(__always)
-    static func findOrClaim(key: UInt64, in first: UnsafeMutablePointer<PairState>, now: UInt64,
-                            tally: inout StripeTally) -> UnsafeMutablePointer<PairState> {
-        var victim = first
-        var victimValue = Float.infinity
-        for way in 0..<ways {
-            let slot = first + way
-            if slot.pointee.key == key { return slot }
-            let value = slot.pointee.key == 0 ? -1 : slot.pointee.retentionValue(now: now)
-            if value < victimValue {
-                victim = slot
-                victimValue = value
-            }
+    func findOrClaim(key: UInt64, firstSlot: Int, now: UInt64,
+                     tally: inout StripeTally) -> UnsafeMutablePointer<PairState> {
+        let bucketKeys = keys + firstSlot
+        var empty = -1
+        for way in 0..<Self.ways {
+            if bucketKeys[way] == key { return slots + firstSlot + way }
+            if empty < 0, bucketKeys[way] == 0 { empty = way }
         }
-        if victim.pointee.key == 0 {
+        var victim = empty
+        if victim >= 0 {
             tally.occupied += 1
         } else {
+            // Full: evict the entry least worth keeping.
+            var victimValue = Float.infinity
+            for way in 0..<Self.ways {
+                let value = slots[firstSlot + way].retentionValue(now: now)
+                if value < victimValue {
+                    victim = way
+                    victimValue = value
+                }
+            }
             tally.evictions += 1
         }
-        victim.pointee = PairState()
-        victim.pointee.key = key
-        victim.pointee.lastSeen = now
-        return victim
+        bucketKeys[victim] = key
+        let slot = slots + firstSlot + victim
+        slot.pointee = PairState()
+        slot.pointee.lastSeen = now
+        return slot
     }
 
     /// A 64-bit key (never 0) for the pair.
@@ -158,8 +172,6 @@ struct StripeTally {
 
 /// What one pair has shown lately.
 struct PairState {
-    /// `TunnelTracker.pairKey`; 0 marks an empty slot.
-    var key: UInt64 = 0
     var lastSeen: UInt64 = 0
     /// Until when `heldLevel` stands without new evidence.
     var heldUntil: UInt64 = 0

@@ -339,7 +339,7 @@ struct TunnelHarness {
     /// figure that counts comes from `swift test -c release`.
     @Test func observeCost() {
         var random = SplitMix(state: 9)
-        var names: [DomainName] = [
+        let names: [DomainName] = [
             "www.google.com", "e1234.dscb.akamaiedge.net", "ec2-203-0-113-5.compute-1.amazonaws.com",
             "static.xx.fbcdn.net", "imgcache.qq.com", "_dmarc.example.com", "r31283.x.tunnel-example.org",
         ].map { tunnelTestName($0)! }
