@@ -41,7 +41,7 @@ public struct DomainName: Sendable {
 
     /// The byte at `offset` of the wire form (length octets included).
     @inline(__always)
-    public func wireByte(_ offset: Int) -> UInt8 { storage[offset] }
+    public func wireByte(_ offset: Int) -> UInt8 { storage.span[offset] }
 
     /// Hash of the wire suffix beginning at label `index`, with ASCII case folded.
     /// `index == labelCount` is the root (empty suffix).

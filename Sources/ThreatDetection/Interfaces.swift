@@ -36,16 +36,3 @@ public struct NameModel: Sendable {
         (.benign, .benign)
     }
 }
-
-/// Per (client, registrable domain) tunnelling state in a fixed-size table,
-/// shared by every worker.
-public final class TunnelTracker: Sendable {
-    public init(capacity: Int = 65_536) {}
-
-    /// Records one query and returns the pair's standing after it. `now` is
-    /// monotonic nanoseconds.
-    public func observe(client: IPAddress, name: DomainName, registrableStart: Int, type: QueryType,
-                        now: UInt64) -> ThreatFinding {
-        .benign
-    }
-}

@@ -1,0 +1,373 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
+import Foundation
+import Testing
+@testable import ThreatDetection
+
+/// A name from its presentation bytes split on '.', whatever they hold
+/// (base64 `+/=`, raw 8-bit); nil when it cannot be a DomainName.
+func tunnelTestName(_ text: some StringProtocol) -> DomainName? {
+    var wire: [UInt8] = []
+    for label in text.utf8.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false) {
+        guard !label.isEmpty, label.count <= DomainName.maximumLabelLength else { return nil }
+        wire.append(UInt8(label.count))
+        wire.append(contentsOf: label)
+    }
+    wire += [0, 0, 1, 0, 1]
+    guard wire.count <= DomainName.maximumWireLength + 4,
+          case .success(let question) = QueryDecoder.readQuestion(wire.span, at: 0) else { return nil }
+    return question.name
+}
+
+/// A stand-in for the Public Suffix List: the last two labels, or three under
+/// `co.uk`-like second levels.
+func standInRegistrableStart(_ name: DomainName) -> Int {
+    let count = name.labelCount
+    guard count >= 3 else { return max(0, count - 2) }
+    let labels = name.lowercasedText.split(separator: ".")
+    let secondLevels: Set<Substring> = ["co", "com", "ac", "org", "net", "gov", "edu", "ne", "or", "go"]
+    if labels.count == count, labels[count - 1].count == 2, secondLevels.contains(labels[count - 2]) {
+        return count - 3
+    }
+    return count - 2
+}
+
+/// Deterministic pseudo-random strings for synthetic tunnels.
+struct SplitMix {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+    mutating func string(_ alphabet: String, count: Int) -> String {
+        let characters = Array(alphabet)
+        return String((0..<count).map { _ in characters[Int(next() % UInt64(characters.count))] })
+    }
+}
+
+let base32Alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+let hexAlphabet = "0123456789abcdef"
+
+struct TunnelHarness {
+    let tracker: TunnelTracker
+    var now: UInt64 = 1_000_000_000
+
+    init(capacity: Int = 4096) { tracker = TunnelTracker(capacity: capacity) }
+
+    mutating func observe(_ client: String, _ text: String, _ type: QueryType = .a,
+                          after seconds: Double = 0.2) -> ThreatFinding {
+        now += UInt64(seconds * 1e9)
+        let name = tunnelTestName(text)!
+        return tracker.observe(client: IPAddress(client)!, name: name,
+                               registrableStart: standInRegistrableStart(name), type: type, now: now)
+    }
+}
+
+@Suite struct TunnelTrackerTests {
+    @Test func base32TunnelReachesHighWithinFiveQueries() {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 1)
+        var firstHigh: Int?
+        for index in 1...40 {
+            let name = random.string(base32Alphabet, count: 52) + "." + random.string(base32Alphabet, count: 30)
+                + ".t.exfil-example.com"
+            let finding = harness.observe("192.0.2.10", name, .txt)
+            if finding.level == .high, firstHigh == nil { firstHigh = index }
+            if let firstHigh, index > firstHigh { #expect(finding.level == .high) }
+        }
+        #expect(firstHigh != nil && firstHigh! <= 5)
+    }
+
+    @Test func hexTunnelOverAddressLookupsReachesHighWithinFiveQueries() {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 2)
+        var firstHigh: Int?
+        for index in 1...40 {
+            let name = random.string(hexAlphabet, count: 60) + "." + random.string(hexAlphabet, count: 8)
+                + ".beacon-example.net"
+            if harness.observe("2001:db8::5", name, .a).level == .high, firstHigh == nil { firstHigh = index }
+        }
+        #expect(firstHigh != nil && firstHigh! <= 5)
+    }
+
+    @Test func pollsOfADetectedTunnelMatchAtOnce() {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 3)
+        for _ in 0..<3 {
+            _ = harness.observe("192.0.2.11", random.string(base32Alphabet, count: 60) + ".x.poll-example.org", .cname)
+        }
+        for _ in 0..<20 {
+            let poll = "r\(10_000 + random.next() % 90_000).x.poll-example.org"
+            #expect(harness.observe("192.0.2.11", poll, .cname, after: 2).level == .high)
+        }
+        // Another client of the same domain has its own standing.
+        #expect(harness.observe("192.0.2.12", "www.poll-example.org").level == .none)
+    }
+
+    @Test func pollOnlyTunnelIsCaughtEarly() {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 4)
+        var firstHigh: Int?
+        for index in 1...20 {
+            let poll = "r\(10_000 + random.next() % 90_000).poll-only-example.info"
+            if harness.observe("192.0.2.13", poll, .cname).level == .high, firstHigh == nil { firstHigh = index }
+        }
+        #expect(firstHigh != nil && firstHigh! <= 5)
+    }
+
+    @Test func singleLongEncodedNameJustifiesALevel() {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 5)
+        let name = (0..<3).map { _ in random.string(base32Alphabet.uppercased(), count: 63) }.joined(separator: ".")
+            + ".one-shot-example.com"
+        #expect(harness.observe("192.0.2.14", name, .cname).level == .high)
+        #expect(harness.observe("192.0.2.15", "q+Z8AnwaBA.b64-example.com", .txt).level == .high)
+        #expect(harness.observe("192.0.2.16", "vaaaakardli.null-example.net", .null).level == .high)
+    }
+
+    @Test func browsingClientStaysBelowHigh() {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 6)
+        let popular = [
+            "www.google.com", "mail.google.com", "apis.google.com", "www.gstatic.com", "fonts.gstatic.com",
+            "www.facebook.com", "static.xx.fbcdn.net", "scontent.xx.fbcdn.net", "www.microsoft.com",
+            "login.microsoftonline.com", "outlook.office365.com", "www.apple.com", "gsp64-ssl.ls.apple.com",
+            "itunes.apple.com", "d1a2b3c4d5e6f7.cloudfront.net", "s3.amazonaws.com", "_dmarc.example.com",
+            "selector1._domainkey.example.com", "_sip._udp.sip.voice.google.com", "imgcache.qq.com",
+            "rr5---sn-q4flrnek.googlevideo.com", "rr2---sn-5hne6nzk.googlevideo.com", "www.wikipedia.org",
+        ]
+        var worst = ConfidenceLevel.none
+        func note(_ finding: ThreatFinding, _ name: String) {
+            if finding.level >= .high { Issue.record("\(name) flagged \(finding)") }
+            worst = max(worst, finding.level)
+        }
+        for round in 0..<400 {
+            let pick = Int(random.next() % 8)
+            let name: String
+            let type: QueryType
+            switch pick {
+            case 0: (name, type) = ("e\(1000 + random.next() % 9000).dscb.akamaiedge.net", .a)
+            case 1:
+                name = "ec2-203-0-\(random.next() % 256)-\(random.next() % 256).compute-1.amazonaws.com"
+                type = .a
+            case 2:
+                // A telemetry upload: a fresh hex ID each time.
+                name = random.string(hexAlphabet, count: 32) + ".telemetry.microsoft.com"
+                type = .a
+            case 3:
+                let uuid = [8, 4, 4, 4, 12].map { random.string(hexAlphabet, count: $0) }.joined(separator: "-")
+                name = uuid + ".events.data.microsoft.com"
+                type = .aaaa
+            case 4: (name, type) = ("\(random.next() % 256).\(random.next() % 256).51.198.in-addr.arpa", .ptr)
+            case 5: (name, type) = (popular[Int(random.next() % UInt64(popular.count))], .https)
+            case 6: (name, type) = ("_dmarc.site\(round).example.co.uk", .txt)
+            default: (name, type) = (popular[Int(random.next() % UInt64(popular.count))], .a)
+            }
+            note(harness.observe("198.51.100.7", name, type, after: 0.05), name)
+        }
+        #expect(worst < .high)
+    }
+
+    @Test func floodOfPairsStaysWithinCapacityAndSparesATunnel() {
+        let tracker = TunnelTracker(capacity: 4096)
+        var random = SplitMix(state: 7)
+        var now: UInt64 = 1_000_000_000
+        let tunnelClient = IPAddress("192.0.2.99")!
+        func tunnelQuery() -> ThreatFinding {
+            let name = tunnelTestName(random.string(base32Alphabet, count: 60) + ".flood-tunnel.example")!
+            return tracker.observe(client: tunnelClient, name: name, registrableStart: name.labelCount - 2,
+                                   type: .txt, now: now)
+        }
+        for _ in 0..<5 { _ = tunnelQuery() }
+        #expect(tunnelQuery().level == .high)
+        let plain = tunnelTestName("www.flood-example.com")!
+        for index in 0..<1_000_000 {
+            now += 1_000
+            // Distinct clients, one domain: a million distinct pairs.
+            _ = tracker.observe(client: .v4(UInt32(truncatingIfNeeded: index &* 2_654_435_761)), name: plain,
+                                registrableStart: 1, type: .a, now: now)
+            if index % 100_000 == 0 { #expect(tracker.count <= tracker.capacity) }
+            // The tunnel keeps talking, slower than the flood.
+            if index % 50_000 == 0 { #expect(tunnelQuery().level == .high) }
+        }
+        #expect(tracker.count <= tracker.capacity)
+        #expect(tracker.evictions > 900_000)
+        #expect(tunnelQuery().level == .high)
+        print("tunnel tracker: capacity \(tracker.capacity), \(tracker.memoryBytes) bytes, evictions \(tracker.evictions)")
+    }
+
+    @Test func concurrentObserversStayWithinCapacity() async {
+        let tracker = TunnelTracker(capacity: 2048)
+        await withTaskGroup(of: Void.self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    var random = SplitMix(state: UInt64(worker + 100))
+                    let names = (0..<64).map {
+                        tunnelTestName(random.string(base32Alphabet, count: 40) + ".w\($0).example.org")!
+                    }
+                    for index in 0..<50_000 {
+                        let name = names[index % names.count]
+                        _ = tracker.observe(client: .v4(UInt32(index % 3000)), name: name,
+                                            registrableStart: name.labelCount - 2, type: .txt,
+                                            now: UInt64(index) * 1_000_000)
+                    }
+                }
+            }
+        }
+        #expect(tracker.count <= tracker.capacity)
+        #expect(tracker.count > 0)
+    }
+}
+
+/// Replays the labelled stream of `shared/data/detect` (outside the repo,
+/// never copied into it) and checks the bar at HIGH.
+@Suite struct TunnelStreamReplayTests {
+    struct Row {
+        var seconds: Double
+        var client: IPAddress
+        var name: DomainName
+        var type: QueryType
+        var tunnel: Bool
+        var tool: Substring
+        var session: Substring
+    }
+
+    static let streamPath = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("../shared/data/detect/tunnel/stream.tsv").standardizedFileURL.path
+
+    static func loadRows() -> [Row]? {
+        guard let text = try? String(contentsOfFile: streamPath, encoding: .utf8) else { return nil }
+        var rows: [Row] = []
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+            guard fields.count >= 7, let seconds = Double(fields[0]), let client = IPAddress(fields[1]),
+                  let name = tunnelTestName(fields[2]), let type = QueryType(mnemonic: String(fields[3])) else { continue }
+            rows.append(Row(seconds: seconds, client: client, name: name, type: type, tunnel: fields[4] == "tunnel",
+                            tool: fields[5], session: fields[6]))
+        }
+        return rows
+    }
+
+    struct Outcome {
+        var tunnelQueries: [Substring: (total: Int, high: Int)] = [:]
+        /// Per session: tunnel queries seen, and the index (1-based) of the first HIGH.
+        var sessions: [Substring: (tool: Substring, seen: Int, firstHigh: Int?)] = [:]
+        var benignQueries = 0
+        var benignHigh = 0
+        var benignMedium = 0
+        var benignFlaggedNames: Set<String> = []
+
+        var tunnelTotal: Int { tunnelQueries.values.reduce(0) { $0 + $1.total } }
+        var tunnelHigh: Int { tunnelQueries.values.reduce(0) { $0 + $1.high } }
+    }
+
+    static func replay(_ rows: [Row], clock: (Int, Row) -> UInt64) -> Outcome {
+        let tracker = TunnelTracker()
+        var outcome = Outcome()
+        for (index, row) in rows.enumerated() {
+            let finding = tracker.observe(client: row.client, name: row.name,
+                                          registrableStart: standInRegistrableStart(row.name), type: row.type,
+                                          now: clock(index, row))
+            let high = finding.level == .high
+            if row.tunnel {
+                outcome.tunnelQueries[row.tool, default: (0, 0)].total += 1
+                if high { outcome.tunnelQueries[row.tool, default: (0, 0)].high += 1 }
+                var session = outcome.sessions[row.session, default: (row.tool, 0, nil)]
+                session.seen += 1
+                if high, session.firstHigh == nil { session.firstHigh = session.seen }
+                outcome.sessions[row.session] = session
+            } else {
+                outcome.benignQueries += 1
+                if high {
+                    outcome.benignHigh += 1
+                    outcome.benignFlaggedNames.insert(row.name.text)
+                }
+                if finding.level >= .medium { outcome.benignMedium += 1 }
+            }
+        }
+        return outcome
+    }
+
+    static func report(_ outcome: Outcome, clockName: String) {
+        print("tunnel replay (\(clockName) clock): HIGH on \(outcome.tunnelHigh)/\(outcome.tunnelTotal) tunnel queries"
+              + String(format: " (%.2f%%)", 100 * Double(outcome.tunnelHigh) / Double(max(1, outcome.tunnelTotal))))
+        for (tool, counts) in outcome.tunnelQueries.sorted(by: { $0.key < $1.key }) {
+            let sessions = outcome.sessions.values.filter { $0.tool == tool }
+            let delays = sessions.map { $0.firstHigh ?? Int.max }
+            let caught = delays.filter { $0 != Int.max }
+            let mean = caught.isEmpty ? 0 : Double(caught.reduce(0, +)) / Double(caught.count)
+            print("  \(tool): \(counts.high)/\(counts.total) queries"
+                  + String(format: " (%.2f%%)", 100 * Double(counts.high) / Double(counts.total))
+                  + ", sessions caught \(caught.count)/\(sessions.count), queries to first HIGH mean "
+                  + String(format: "%.2f", mean) + " max \(caught.max() ?? 0)")
+        }
+        print("  benign: HIGH on \(outcome.benignHigh)/\(outcome.benignQueries)"
+              + String(format: " (%.3f%%)", 100 * Double(outcome.benignHigh) / Double(max(1, outcome.benignQueries)))
+              + ", MEDIUM+ on \(outcome.benignMedium); flagged: \(outcome.benignFlaggedNames.sorted().prefix(10))")
+    }
+
+    static func checkBar(_ outcome: Outcome) {
+        #expect(Double(outcome.tunnelHigh) >= 0.99 * Double(outcome.tunnelTotal))
+        for (session, state) in outcome.sessions {
+            #expect(state.firstHigh != nil && state.firstHigh! <= 10, "session \(session) (\(state.tool)): \(state)")
+        }
+        #expect(Double(outcome.benignHigh) <= 0.0005 * Double(outcome.benignQueries))
+    }
+
+    @Test func labelledStreamMeetsTheBarAtHigh() throws {
+        guard let rows = Self.loadRows() else {
+            print("skipped: no labelled stream at \(Self.streamPath)")
+            return
+        }
+        // The capture's own timestamps.
+        let timed = Self.replay(rows) { _, row in UInt64(row.seconds * 1e9) }
+        Self.report(timed, clockName: "capture")
+        Self.checkBar(timed)
+        // `dnsgate classify --stream` has no timestamps: a microsecond apart.
+        let untimed = Self.replay(rows) { index, _ in UInt64(index) * 1_000 + 1 }
+        Self.report(untimed, clockName: "no")
+        Self.checkBar(untimed)
+    }
+}
+
+@Suite struct TunnelTrackerCostTests {
+    /// Prints ns per observe over a mix of browsing and tunnel names; the
+    /// figure that counts comes from `swift test -c release`.
+    @Test func observeCost() {
+        var random = SplitMix(state: 9)
+        let names: [DomainName] = [
+            "www.google.com", "e1234.dscb.akamaiedge.net", "ec2-203-0-113-5.compute-1.amazonaws.com",
+            "static.xx.fbcdn.net", "imgcache.qq.com", "_dmarc.example.com", "r31283.x.tunnel-example.org",
+        ].map { tunnelTestName($0)! }
+        let tunnelNames = (0..<64).map { _ in
+            tunnelTestName(random.string(base32Alphabet, count: 60) + "." + random.string(base32Alphabet, count: 40)
+                           + ".x.tunnel-example.org")!
+        }
+        let starts = names.map(standInRegistrableStart)
+        let tunnelStart = standInRegistrableStart(tunnelNames[0])
+        let tracker = TunnelTracker()
+        let rounds = 1_000_000
+        var flagged = 0
+        let clock = ContinuousClock()
+        let elapsed = clock.measure {
+            for index in 0..<rounds {
+                // One query in eight is a tunnel's.
+                let pick = index & 7
+                let tunnel = pick == 7
+                let finding = tracker.observe(client: .v4(UInt32(truncatingIfNeeded: index % 4999)),
+                                              name: tunnel ? tunnelNames[(index >> 3) & 63] : names[pick],
+                                              registrableStart: tunnel ? tunnelStart : starts[pick],
+                                              type: tunnel ? .txt : .a, now: UInt64(index) * 10_000)
+                if finding.level == .high { flagged += 1 }
+            }
+        }
+        let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
+        print(String(format: "tunnel tracker: %.1f ns per observe (%d rounds, %d HIGH)",
+                     nanoseconds / Double(rounds), rounds, flagged))
+        #expect(flagged > 0)
+    }
+}
