@@ -1,0 +1,329 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+public import DNSWire
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The trained per-name model (DGA, dictionary DGA), read from the text that
+/// `scripts/train-detect` writes (`detect/threat-model.txt`, format at its top).
+///
+/// It scores the registrable label (the one label left of the public suffix):
+/// a character trigram log-likelihood under benign names, a word segmentation
+/// against a word list, and two logistic regressions. The features must match
+/// `features()` in scripts/train-detect exactly; the parity test checks it.
+public struct NameModel: Sendable {
+    static let version = "dnsgate-name-model 1"
+    static let classCount = 39
+    static let boundary = 38
+    static let minimumWord = 3
+    static let maximumWord = 24
+    static let dgaFeatureCount = 11
+    static let dictFeatureCount = 5
+    /// The printed score is sigmoid(logit / logitScale): thresholds compare logits.
+    static let logitScale: Float = 4
+
+    /// ln P(class | two previous classes), [(c1 * 39 + c2) * 39 + c3].
+    private var trigram: [Float] = []
+    /// Open addressing over every prefix of every word: forward FNV-1a key (0 =
+    /// empty) and the word's log-frequency, or +1 for a prefix that is no word.
+    private var lexiconKeys: [UInt64] = []
+    private var lexiconValues: [Float] = []
+    private var lexiconMask = 0
+    private var dgaWeights: [Float] = []
+    private var dictWeights: [Float] = []
+    private var dgaThresholds: [Float] = []
+    private var dictThresholds: [Float] = []
+    /// NameHash of popular registrable domains that look generated; never flagged.
+    private var popular: [UInt64] = []
+    private var popularMask = 0
+    /// x·log2(x) for the entropy of a label (≤ 63 bytes).
+    private var xLog2x: [Float] = []
+
+    public init(text: String, file: String) throws(ThreatDetectionError) {
+        var trigramSeen = [Bool](repeating: false, count: Self.classCount * Self.classCount)
+        trigram = Array(repeating: 0, count: Self.classCount * Self.classCount * Self.classCount)
+        var words: [(word: [UInt8], logFrequency: Float?)] = []
+        var defaultLogFrequency: Float? = nil
+        var popularHashes: [UInt64] = []
+        var sawVersion = false
+        var lineNumber = 0
+        func fail(_ message: String) -> ThreatDetectionError {
+            ThreatDetectionError(file: file, line: lineNumber, message: message)
+        }
+        func floats(_ fields: ArraySlice<Substring>, count: Int, _ what: String) throws(ThreatDetectionError) -> [Float] {
+            guard fields.count == count else { throw fail("\(what): \(count) numbers expected, found \(fields.count)") }
+            var values: [Float] = []
+            for field in fields {
+                guard let value = Float(field), value.isFinite else { throw fail("\(what): bad number '\(field)'") }
+                values.append(value)
+            }
+            return values
+        }
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if !sawVersion {
+                guard line == Self.version else { throw fail("not a \(Self.version) file (first line '\(line.prefix(40))')") }
+                sawVersion = true
+                continue
+            }
+            let fields = line.split(separator: " ")
+            switch fields[0] {
+            case "trigram":
+                guard fields.count == 3 + Self.classCount, let first = Int(fields[1]), let second = Int(fields[2]),
+                      (0..<Self.classCount).contains(first), (0..<Self.classCount).contains(second) else {
+                    throw fail("trigram: C1 C2 and \(Self.classCount) numbers expected")
+                }
+                let values = try floats(fields[3...], count: Self.classCount, "trigram")
+                let context = first * Self.classCount + second
+                trigramSeen[context] = true
+                for next in 0..<Self.classCount { trigram[context * Self.classCount + next] = values[next] }
+            case "word":
+                guard fields.count == 2 || fields.count == 3 else { throw fail("word: WORD [LOGFREQ] expected") }
+                let word = Array(fields[1].utf8)
+                guard (Self.minimumWord...Self.maximumWord).contains(word.count),
+                      word.allSatisfy({ $0 &- 0x61 < 26 }) else { throw fail("word: '\(fields[1])' is not \(Self.minimumWord)-\(Self.maximumWord) letters a-z") }
+                words.append((word, fields.count == 3 ? try floats(fields[2...], count: 1, "word")[0] : nil))
+                if let frequency = words.last?.logFrequency, frequency > 0 { throw fail("word: log-frequency above 0") }
+            case "word-logfreq-default":
+                defaultLogFrequency = try floats(fields[1...], count: 1, "word-logfreq-default")[0]
+            case "dga":
+                dgaWeights = try floats(fields[1...], count: 1 + Self.dgaFeatureCount, "dga")
+            case "dict":
+                dictWeights = try floats(fields[1...], count: 1 + Self.dictFeatureCount, "dict")
+            case "dga-thresholds":
+                dgaThresholds = try floats(fields[1...], count: 3, "dga-thresholds")
+            case "dict-thresholds":
+                dictThresholds = try floats(fields[1...], count: 3, "dict-thresholds")
+            case "popular":
+                guard fields.count == 2, let hash = UInt64(fields[1], radix: 16) else { throw fail("popular: one hex hash expected") }
+                popularHashes.append(hash)
+            default:
+                throw fail("unknown key '\(fields[0].prefix(40))'")
+            }
+        }
+        lineNumber = 0
+        guard sawVersion else { throw fail("empty model") }
+        guard trigramSeen.allSatisfy({ $0 }) else { throw fail("trigram: \(trigramSeen.count { !$0 }) contexts missing") }
+        guard !dgaWeights.isEmpty, !dictWeights.isEmpty else { throw fail("dga or dict weights missing") }
+        guard dgaThresholds.count == 3, dictThresholds.count == 3,
+              dgaThresholds == dgaThresholds.sorted(), dictThresholds == dictThresholds.sorted() else {
+            throw fail("thresholds missing or not LOW ≤ MEDIUM ≤ HIGH")
+        }
+        guard !words.isEmpty, let defaultLogFrequency else { throw fail("no words, or no word-logfreq-default") }
+
+        var capacity = 1024
+        let prefixEstimate = words.reduce(0) { $0 + $1.word.count }
+        while capacity < prefixEstimate * 2 { capacity *= 2 }  // load ≤ 1/2 even if no prefix is shared
+        lexiconKeys = Array(repeating: 0, count: capacity)
+        lexiconValues = Array(repeating: 1, count: capacity)
+        lexiconMask = capacity - 1
+        for (word, frequency) in words {
+            var hash = Self.fnvStart
+            for (index, byte) in word.enumerated() {
+                hash = Self.fnvAdd(hash, byte)
+                let slot = lexiconSlot(for: hash)
+                lexiconKeys[slot] = Self.lexiconKey(hash)
+                if index == word.count - 1 { lexiconValues[slot] = frequency ?? defaultLogFrequency }
+            }
+        }
+
+        var popularCapacity = 16
+        while popularCapacity < popularHashes.count * 2 { popularCapacity *= 2 }
+        popular = Array(repeating: 0, count: popularCapacity)
+        popularMask = popularCapacity - 1
+        for hash in popularHashes where hash != 0 {
+            var slot = Int(truncatingIfNeeded: hash) & popularMask
+            while popular[slot] != 0 && popular[slot] != hash { slot = (slot + 1) & popularMask }
+            popular[slot] = hash
+        }
+        xLog2x = (0...64).map { $0 == 0 ? 0 : Float(Double($0) * log2(Double($0))) }
+    }
+
+    // MARK: Lexicon
+
+    static let fnvStart: UInt64 = 0xcbf2_9ce4_8422_2325
+    @inline(__always)
+    static func fnvAdd(_ hash: UInt64, _ byte: UInt8) -> UInt64 { (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+    /// 0 marks an empty slot, so a key of 0 is stored as 1.
+    @inline(__always)
+    static func lexiconKey(_ hash: UInt64) -> UInt64 { hash == 0 ? 1 : hash }
+
+    /// The slot holding `hash`, or the empty slot where it would go.
+    @inline(__always)
+    private func lexiconSlot(for hash: UInt64) -> Int {
+        let key = Self.lexiconKey(hash)
+        var slot = Int(truncatingIfNeeded: hash >> 20) & lexiconMask
+        while lexiconKeys[slot] != 0 && lexiconKeys[slot] != key {  // load ≤ 1/2: ends
+            slot = (slot + 1) & lexiconMask
+        }
+        return slot
+    }
+
+    @inline(__always)
+    static func characterClass(_ byte: UInt8) -> Int {
+        if byte &- 0x61 < 26 { return Int(byte &- 0x61) }
+        if byte &- 0x30 < 10 { return 26 + Int(byte &- 0x30) }
+        return byte == UInt8(ascii: "-") ? 36 : 37
+    }
+
+    // MARK: Scoring
+
+    /// Both logits of one label; the dict logit is nil when the label is not a
+    /// concatenation of two or more words. Internal for the parity test.
+    func logits(_ name: DomainName, label: Int) -> (dga: Float, dict: Float?) {
+        let start = name.labelStart(label) + 1
+        let length = name.labelStart(label + 1) - start  // 1...63
+        guard length > 0 else { return (-100, nil) }
+        var bytes = InlineArray<64, UInt8>(repeating: 0)
+        var counts = InlineArray<39, UInt8>(repeating: 0)
+        var total: Double = 0
+        var previous2 = Self.boundary, previous1 = Self.boundary
+        var digits = 0, letters = 0, vowels = 0, hyphens = 0, unusual = 0, digitRuns = 0
+        var consonantRun = 0, longestConsonantRun = 0
+        var previousWasDigit = false
+        for index in 0..<length {
+            var byte = name.wireByte(start + index)
+            if byte &- 0x41 < 26 { byte |= 0x20 }
+            bytes[index] = byte
+            let characterClass = Self.characterClass(byte)
+            total += Double(trigram[(previous2 * Self.classCount + previous1) * Self.classCount + characterClass])
+            previous2 = previous1
+            previous1 = characterClass
+            counts[characterClass] &+= 1
+            let isDigit = characterClass >= 26 && characterClass <= 35
+            if isDigit {
+                digits += 1
+                if !previousWasDigit { digitRuns += 1 }
+            }
+            previousWasDigit = isDigit
+            if characterClass < 26 {
+                letters += 1
+                switch byte {
+                case UInt8(ascii: "a"), UInt8(ascii: "e"), UInt8(ascii: "i"), UInt8(ascii: "o"), UInt8(ascii: "u"):
+                    vowels += 1
+                    consonantRun = 0
+                default:
+                    consonantRun += 1
+                    longestConsonantRun = max(longestConsonantRun, consonantRun)
+                }
+            } else {
+                consonantRun = 0
+            }
+            if characterClass == 36 { hyphens += 1 }
+            if characterClass == 37 { unusual += 1 }
+        }
+        total += Double(trigram[(previous2 * Self.classCount + previous1) * Self.classCount + Self.boundary])
+        let n = Double(length)
+        let logLikelihood = total / (n + 1)
+        // Shannon entropy in bits: log2(n) - Σ c·log2(c) / n.
+        var sumXLogX: Float = 0
+        for cls in 0..<Self.classCount where counts[cls] > 0 { sumXLogX += xLog2x[Int(counts[cls])] }
+        let entropy = Double(xLog2x[length]) / n - Double(sumXLogX) / n
+        let segmentation = segment(bytes, length: length)
+        let coverage = letters > 0 ? Double(segmentation.covered) / Double(letters) : 0
+        let logLikelihoodRatio = min(60, max(-60, total + (n + 1) * log(Double(Self.classCount))))
+        let cappedLength = Double(min(length, 40)) / 10
+
+        var dga = Double(dgaWeights[0])
+        dga += Double(dgaWeights[1]) * logLikelihood
+        dga += Double(dgaWeights[2]) * logLikelihoodRatio / 10
+        dga += Double(dgaWeights[3]) * cappedLength
+        dga += Double(dgaWeights[4]) * Double(digits) / n
+        dga += Double(dgaWeights[5]) * Double(min(digitRuns, 8))
+        dga += Double(dgaWeights[6]) * (letters > 0 ? Double(vowels) / Double(letters) : 0)
+        dga += Double(dgaWeights[7]) * Double(min(longestConsonantRun, 10))
+        dga += Double(dgaWeights[8]) * coverage
+        dga += Double(dgaWeights[9]) * entropy
+        dga += Double(dgaWeights[10]) * Double(min(hyphens, 4))
+        dga += Double(dgaWeights[11]) * Double(min(unusual, 4))
+
+        guard letters >= 6, segmentation.covered == letters, digits == 0, unusual == 0, segmentation.words >= 2 else {
+            return (Float(dga), nil)
+        }
+        let words = Double(segmentation.words)
+        var dict = Double(dictWeights[0])
+        dict += Double(dictWeights[1]) * logLikelihood
+        dict += Double(dictWeights[2]) * cappedLength
+        dict += Double(dictWeights[3]) * min(words, 8)
+        dict += Double(dictWeights[4]) * Double(segmentation.covered) / words
+        dict += Double(dictWeights[5]) * segmentation.logFrequencySum / words
+        return (Float(dga), Float(dict))
+    }
+
+    /// The segmentation covering the most letters with words, then the fewest
+    /// words (dynamic programming in the order scripts/train-detect uses).
+    @inline(__always)
+    private func segment(_ bytes: InlineArray<64, UInt8>, length: Int) -> (covered: Int, words: Int, logFrequencySum: Double) {
+        var covered = InlineArray<64, Int16>(repeating: -1)  // -1: position not reached
+        var wordCounts = InlineArray<64, Int16>(repeating: 0)
+        var frequencySums = InlineArray<64, Double>(repeating: 0)
+        covered[0] = 0
+        @inline(__always)
+        func offer(_ position: Int, _ candidateCovered: Int16, _ candidateWords: Int16, _ candidateSum: Double) {
+            if covered[position] < 0 || candidateCovered > covered[position]
+                || (candidateCovered == covered[position] && candidateWords < wordCounts[position]) {
+                covered[position] = candidateCovered
+                wordCounts[position] = candidateWords
+                frequencySums[position] = candidateSum
+            }
+        }
+        for start in 0..<length {
+            // Every position is reached: skipping a byte always is a way forward.
+            offer(start + 1, covered[start], wordCounts[start], frequencySums[start])
+            var hash = Self.fnvStart
+            var end = start
+            while end < length && end - start < Self.maximumWord {  // ≤ 24 steps
+                hash = Self.fnvAdd(hash, bytes[end])
+                end += 1
+                let slot = lexiconSlot(for: hash)
+                if lexiconKeys[slot] == 0 { break }  // no word starts like this
+                let frequency = lexiconValues[slot]
+                if frequency <= 0 && end - start >= Self.minimumWord {
+                    offer(end, covered[start] + Int16(end - start), wordCounts[start] + 1,
+                          frequencySums[start] + Double(frequency))
+                }
+            }
+        }
+        return (Int(covered[length]), Int(wordCounts[length]), frequencySums[length])
+    }
+
+    @inline(__always)
+    private static func level(_ logit: Float, _ thresholds: [Float]) -> ConfidenceLevel {
+        if logit >= thresholds[2] { return .high }
+        if logit >= thresholds[1] { return .medium }
+        if logit >= thresholds[0] { return .low }
+        return .none
+    }
+
+    private func isPopular(_ name: DomainName, registrableStart: Int) -> Bool {
+        let hash = name.suffixHash(fromLabel: registrableStart)
+        var slot = Int(truncatingIfNeeded: hash) & popularMask
+        while popular[slot] != 0 {  // load ≤ 1/2: ends
+            if popular[slot] == hash { return true }
+            slot = (slot + 1) & popularMask
+        }
+        return false
+    }
+
+    /// Scores the registrable domain of `name` (which starts at label `registrableStart`).
+    public func assess(_ name: DomainName, registrableStart: Int) -> (dga: ThreatFinding, dictionaryDGA: ThreatFinding) {
+        guard registrableStart >= 0, registrableStart < name.labelCount else { return (.benign, .benign) }
+        let (dgaLogit, dictLogit) = logits(name, label: registrableStart)
+        let dgaLevel = Self.level(dgaLogit, dgaThresholds)
+        let dictLevel = dictLogit.map { Self.level($0, dictThresholds) } ?? .none
+        if dgaLevel == .none && dictLevel == .none { return (.benign, .benign) }
+        if isPopular(name, registrableStart: registrableStart) { return (.benign, .benign) }
+        if dictLevel > .none && dictLevel >= dgaLevel, let dictLogit {
+            return (.benign, ThreatFinding(level: dictLevel, score: Self.score(dictLogit)))
+        }
+        return (ThreatFinding(level: dgaLevel, score: Self.score(dgaLogit)), .benign)
+    }
+
+    @inline(__always)
+    static func score(_ logit: Float) -> Float { 1 / (1 + Float(exp(Double(-logit / logitScale)))) }
+}
