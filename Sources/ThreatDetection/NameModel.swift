@@ -28,11 +28,11 @@ public struct NameModel: Sendable {
 
     /// ln P(class | two previous classes), [(c1 * 39 + c2) * 39 + c3].
     private var trigram: [Float] = []
-    /// Open addressing over every prefix of every word: forward FNV-1a key (0 =
-    /// empty) and the word's log-frequency, or +1 for a prefix that is no word.
-    private var lexiconKeys: [UInt64] = []
-    private var lexiconValues: [Float] = []
-    private var lexiconMask = 0
+    /// The word list as a trie in breadth-first order: the top levels, which every
+    /// walk reads, share a few cache lines (a hash of prefixes cost a miss each).
+    private var trie: [TrieNode] = []
+    /// The log-frequency of the word ending at each trie node (read only there).
+    private var trieLogFrequencies: [Float] = []
     private var dgaWeights: [Float] = []
     private var dictWeights: [Float] = []
     private var dgaThresholds: [Float] = []
@@ -116,21 +116,7 @@ public struct NameModel: Sendable {
         }
         guard !words.isEmpty, let defaultLogFrequency else { throw fail("no words, or no word-logfreq-default") }
 
-        var capacity = 1024
-        let prefixEstimate = words.reduce(0) { $0 + $1.word.count }
-        while capacity < prefixEstimate * 2 { capacity *= 2 }  // load ≤ 1/2 even if no prefix is shared
-        lexiconKeys = Array(repeating: 0, count: capacity)
-        lexiconValues = Array(repeating: 1, count: capacity)
-        lexiconMask = capacity - 1
-        for (word, frequency) in words {
-            var hash = Self.fnvStart
-            for (index, byte) in word.enumerated() {
-                hash = Self.fnvAdd(hash, byte)
-                let slot = lexiconSlot(for: hash)
-                lexiconKeys[slot] = Self.lexiconKey(hash)
-                if index == word.count - 1 { lexiconValues[slot] = frequency ?? defaultLogFrequency }
-            }
-        }
+        (trie, trieLogFrequencies) = Self.buildTrie(words.map { ($0.word, $0.logFrequency ?? defaultLogFrequency) })
 
         var popularCapacity = 16
         while popularCapacity < popularHashes.count * 2 { popularCapacity *= 2 }
@@ -146,22 +132,46 @@ public struct NameModel: Sendable {
 
     // MARK: Lexicon
 
-    static let fnvStart: UInt64 = 0xcbf2_9ce4_8422_2325
-    @inline(__always)
-    static func fnvAdd(_ hash: UInt64, _ byte: UInt8) -> UInt64 { (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-    /// 0 marks an empty slot, so a key of 0 is stored as 1.
-    @inline(__always)
-    static func lexiconKey(_ hash: UInt64) -> UInt64 { hash == 0 ? 1 : hash }
+    /// One trie node in 8 bytes (a walk misses the cache on deep nodes): a bit
+    /// per letter that has a child, `wordEnds` when a word ends here, and the
+    /// index of the first child (children are consecutive, in letter order).
+    struct TrieNode: Sendable {
+        var childMask: UInt32
+        var firstChild: UInt32
+        static let wordEnds: UInt32 = 1 << 31
+    }
 
-    /// The slot holding `hash`, or the empty slot where it would go.
-    @inline(__always)
-    private func lexiconSlot(for hash: UInt64) -> Int {
-        let key = Self.lexiconKey(hash)
-        var slot = Int(truncatingIfNeeded: hash >> 20) & lexiconMask
-        while lexiconKeys[slot] != 0 && lexiconKeys[slot] != key {  // load ≤ 1/2: ends
-            slot = (slot + 1) & lexiconMask
+    /// Breadth-first layout from the sorted words: a node's words are a range of
+    /// the sorted list, split by their next letter.
+    static func buildTrie(_ unsorted: [(word: [UInt8], logFrequency: Float)]) -> (nodes: [TrieNode], logFrequencies: [Float]) {
+        let words = unsorted.sorted { $0.word.lexicographicallyPrecedes($1.word) }
+        var nodes: [TrieNode] = []
+        var logFrequencies: [Float] = []
+        var ranges: [(low: Int, high: Int, depth: Int)] = [(0, words.count, 0)]
+        var index = 0
+        while index < ranges.count {  // one node per distinct prefix: ends
+            var (low, high, depth) = ranges[index]
+            var node = TrieNode(childMask: 0, firstChild: UInt32(ranges.count))
+            var logFrequency: Float = 0
+            // Sorted: the word that ends here (if any, duplicates too) comes first.
+            while low < high && words[low].word.count == depth {
+                node.childMask |= TrieNode.wordEnds
+                logFrequency = words[low].logFrequency
+                low += 1
+            }
+            while low < high {
+                let letter = words[low].word[depth]
+                var end = low
+                while end < high && words[end].word[depth] == letter { end += 1 }
+                node.childMask |= 1 << UInt32(letter - UInt8(ascii: "a"))
+                ranges.append((low, end, depth + 1))
+                low = end
+            }
+            nodes.append(node)
+            logFrequencies.append(logFrequency)
+            index += 1
         }
-        return slot
+        return (nodes, logFrequencies)
     }
 
     @inline(__always)
@@ -275,17 +285,19 @@ public struct NameModel: Sendable {
         for start in 0..<length {
             // Every position is reached: skipping a byte always is a way forward.
             offer(start + 1, covered[start], wordCounts[start], frequencySums[start])
-            var hash = Self.fnvStart
+            var node = 0
             var end = start
             while end < length && end - start < Self.maximumWord {  // ≤ 24 steps
-                hash = Self.fnvAdd(hash, bytes[end])
+                let letter = bytes[end] &- UInt8(ascii: "a")
+                guard letter < 26 else { break }
+                let bit: UInt32 = 1 << UInt32(letter)
+                let current = trie[node]
+                guard current.childMask & bit != 0 else { break }  // no word starts like this
+                node = Int(current.firstChild) + (current.childMask & (bit &- 1)).nonzeroBitCount
                 end += 1
-                let slot = lexiconSlot(for: hash)
-                if lexiconKeys[slot] == 0 { break }  // no word starts like this
-                let frequency = lexiconValues[slot]
-                if frequency <= 0 && end - start >= Self.minimumWord {
+                if trie[node].childMask & TrieNode.wordEnds != 0 && end - start >= Self.minimumWord {
                     offer(end, covered[start] + Int16(end - start), wordCounts[start] + 1,
-                          frequencySums[start] + Double(frequency))
+                          frequencySums[start] + Double(trieLogFrequencies[node]))
                 }
             }
         }

@@ -27,9 +27,13 @@ public struct PublicSuffixList: Sendable {
     /// Keys' lowercase wire forms, back to back.
     private var keyBytes: [UInt8] = []
     private var entries: [Entry] = []
-    /// Open addressing: the entry index + 1 (0 = empty), and the key's NameHash.
-    private var slots: [Int32] = []
-    private var slotHashes: [UInt64] = []
+    /// Open addressing: the key's NameHash and the entry index + 1 (0 = empty),
+    /// side by side so that a probe reads one cache line.
+    private struct Slot: Sendable {
+        var hash: UInt64
+        var entry: Int32
+    }
+    private var slots: [Slot] = []
     private var slotMask = 0
 
     /// Parses the list's text (publicsuffix.org format); `file` names it in errors.
@@ -68,18 +72,21 @@ public struct PublicSuffixList: Sendable {
 
         // Every suffix of a rule is an entry too, so that a lookup can stop at the
         // first suffix of the name that is not one.
-        var capacity = 16
-        while capacity < rules.count * 8 { capacity *= 2 }  // rules have ~2 labels: load ≤ 1/2
-        slots = Array(repeating: 0, count: capacity)
-        slotHashes = Array(repeating: 0, count: capacity)
-        slotMask = capacity - 1
+        var kindsBySuffix: [[UInt8]: UInt8] = [:]
         for rule in rules {
             var start = 0
-            while start < rule.key.count {
-                let suffix = Array(rule.key[start...])
-                insert(suffix, kinds: start == 0 ? rule.kind : 0)
+            while start < rule.key.count {  // one step per label
+                kindsBySuffix[Array(rule.key[start...]), default: 0] |= start == 0 ? rule.kind : 0
                 start += 1 + Int(rule.key[start])
             }
+        }
+        var capacity = 16
+        while capacity < kindsBySuffix.count * 2 { capacity *= 2 }  // load ≤ 1/2
+        slots = Array(repeating: Slot(hash: 0, entry: 0), count: capacity)
+        slotMask = capacity - 1
+        // Sorted, so that the layout does not depend on dictionary order.
+        for key in kindsBySuffix.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            insert(key, kinds: kindsBySuffix[key]!)
         }
     }
 
@@ -95,19 +102,10 @@ public struct PublicSuffixList: Sendable {
     private mutating func insert(_ key: [UInt8], kinds: UInt8) {
         let hash = NameHash.of(key.span)
         var slot = Int(truncatingIfNeeded: hash) & slotMask
-        while slots[slot] != 0 {  // load ≤ 1/2: ends
-            let entry = entries[Int(slots[slot]) - 1]
-            if slotHashes[slot] == hash, keyBytes[Int(entry.keyOffset)..<Int(entry.keyOffset) + Int(entry.keyLength)]
-                .elementsEqual(key) {
-                entries[Int(slots[slot]) - 1].kinds |= kinds
-                return
-            }
-            slot = (slot + 1) & slotMask
-        }
+        while slots[slot].entry != 0 { slot = (slot + 1) & slotMask }  // keys are distinct; load ≤ 1/2
         entries.append(Entry(keyOffset: Int32(keyBytes.count), keyLength: UInt8(key.count), kinds: kinds))
         keyBytes.append(contentsOf: key)
-        slots[slot] = Int32(entries.count)
-        slotHashes[slot] = hash
+        slots[slot] = Slot(hash: hash, entry: Int32(entries.count))
     }
 
     /// The kinds of the entry for the suffix of `name` from `label` (hash `hash`),
@@ -118,9 +116,9 @@ public struct PublicSuffixList: Sendable {
         let length = name.length - start
         var slot = Int(truncatingIfNeeded: hash) & slotMask
         while true {  // the table is never full: an empty slot ends the probe
-            let index = Int(slots[slot])
+            let index = Int(slots[slot].entry)
             if index == 0 { return nil }
-            if slotHashes[slot] == hash {
+            if slots[slot].hash == hash {
                 let entry = entries[index - 1]
                 if Int(entry.keyLength) == length {
                     let offset = Int(entry.keyOffset)
