@@ -273,18 +273,16 @@ public struct NameModel: Sendable {
         var wordCounts = InlineArray<64, Int16>(repeating: 0)
         var frequencySums = InlineArray<64, Double>(repeating: 0)
         covered[0] = 0
-        @inline(__always)
-        func offer(_ position: Int, _ candidateCovered: Int16, _ candidateWords: Int16, _ candidateSum: Double) {
-            if covered[position] < 0 || candidateCovered > covered[position]
-                || (candidateCovered == covered[position] && candidateWords < wordCounts[position]) {
-                covered[position] = candidateCovered
-                wordCounts[position] = candidateWords
-                frequencySums[position] = candidateSum
-            }
-        }
         for start in 0..<length {
             // Every position is reached: skipping a byte always is a way forward.
-            offer(start + 1, covered[start], wordCounts[start], frequencySums[start])
+            // (Offers are written out: a local function capturing the arrays costs
+            // a dynamic exclusivity check per access.)
+            if covered[start + 1] < 0 || covered[start] > covered[start + 1]
+                || (covered[start] == covered[start + 1] && wordCounts[start] < wordCounts[start + 1]) {
+                covered[start + 1] = covered[start]
+                wordCounts[start + 1] = wordCounts[start]
+                frequencySums[start + 1] = frequencySums[start]
+            }
             var node = 0
             var end = start
             while end < length && end - start < Self.maximumWord {  // ≤ 24 steps
@@ -296,8 +294,13 @@ public struct NameModel: Sendable {
                 node = Int(current.firstChild) + (current.childMask & (bit &- 1)).nonzeroBitCount
                 end += 1
                 if trie[node].childMask & TrieNode.wordEnds != 0 && end - start >= Self.minimumWord {
-                    offer(end, covered[start] + Int16(end - start), wordCounts[start] + 1,
-                          frequencySums[start] + Double(trieLogFrequencies[node]))
+                    let candidateCovered = covered[start] + Int16(end - start), candidateWords = wordCounts[start] + 1
+                    if covered[end] < 0 || candidateCovered > covered[end]
+                        || (candidateCovered == covered[end] && candidateWords < wordCounts[end]) {
+                        covered[end] = candidateCovered
+                        wordCounts[end] = candidateWords
+                        frequencySums[end] = frequencySums[start] + Double(trieLogFrequencies[node])
+                    }
                 }
             }
         }

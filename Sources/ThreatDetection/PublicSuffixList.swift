@@ -108,12 +108,11 @@ public struct PublicSuffixList: Sendable {
         slots[slot] = Slot(hash: hash, entry: Int32(entries.count))
     }
 
-    /// The kinds of the entry for the suffix of `name` from `label` (hash `hash`),
-    /// or nil when there is none. Bytes are compared: a hash collision never matches.
+    /// The kinds of the entry whose key is the suffix held (last byte first) in
+    /// `reversed[0..<length]`, or nil when there is none. Bytes are compared: a
+    /// hash collision never matches.
     @inline(__always)
-    private func kinds(of name: DomainName, fromLabel label: Int, hash: UInt64) -> UInt8? {
-        let start = name.labelStart(label)
-        let length = name.length - start
+    private func kinds(ofReversed reversed: borrowing InlineArray<256, UInt8>, length: Int, hash: UInt64) -> UInt8? {
         var slot = Int(truncatingIfNeeded: hash) & slotMask
         while true {  // the table is never full: an empty slot ends the probe
             let index = Int(slots[slot].entry)
@@ -123,12 +122,9 @@ public struct PublicSuffixList: Sendable {
                 if Int(entry.keyLength) == length {
                     let offset = Int(entry.keyOffset)
                     var same = true
-                    for position in 0..<length {
-                        let byte = name.wireByte(start + position)
-                        if (byte &- 0x41 < 26 ? byte | 0x20 : byte) != keyBytes[offset + position] {
-                            same = false
-                            break
-                        }
+                    for position in 0..<length where keyBytes[offset + position] != reversed[length - 1 - position] {
+                        same = false
+                        break
                     }
                     if same { return entry.kinds }
                 }
@@ -143,12 +139,28 @@ public struct PublicSuffixList: Sendable {
         let count = name.labelCount
         guard count > 0 else { return nil }
         var suffixStart = count - 1  // the default rule `*`: an unknown TLD is a suffix
-        var hash = NameHash()
+        // NameHash of the suffix from `label`, and its bytes (lowercase, last first),
+        // gathered here: each DomainName accessor is a call across modules that
+        // copies the name's storage, so every byte is read once.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        var reversed = InlineArray<256, UInt8>(repeating: 0)
+        var gathered = 0
         var parentKinds: UInt8 = 0
         var label = count - 1
+        var end = name.length
         while label >= 0 {  // at most labelCount steps
-            name.extendSuffixHash(&hash, withLabel: label)
-            let found = kinds(of: name, fromLabel: label, hash: hash.value)
+            let first = name.labelStart(label)
+            var offset = end - 1
+            while offset >= first {  // the label's bytes, then its length octet (≤ 254 in all)
+                var byte = name.wireByte(offset)
+                if byte &- 0x41 < 26 { byte |= 0x20 }
+                hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+                reversed[gathered] = byte
+                gathered += 1
+                offset -= 1
+            }
+            end = first
+            let found = kinds(ofReversed: reversed, length: gathered, hash: hash)
             if parentKinds & Kind.wildcard != 0 { suffixStart = label }
             guard let kinds = found else { break }
             if kinds & Kind.exception != 0 {
