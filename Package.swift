@@ -83,7 +83,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "DNSWireTests", dependencies: ["DNSWire"], swiftSettings: swiftSettings),
-        .testTarget(name: "ThreatDetectionTests", dependencies: ["ThreatDetection", "DNSWire"], swiftSettings: swiftSettings),
+        // Fixtures/ are read through #filePath (written by scripts/train-detect).
+        .testTarget(
+            name: "ThreatDetectionTests", dependencies: ["ThreatDetection", "DNSWire"], exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "DnsgateDaemonTests",
             dependencies: ["DnsgateDaemon", "DnsgatePolicy", "DNSWire"],
