@@ -16,7 +16,8 @@ final class PolicyState: Sendable {
 
     /// `previous` is the state this one replaces: what its tunnelling
     /// detector has seen carries over a reload.
-    init(policy: CompiledPolicy, workers: Int, tunnelPairs: Int, previous: PolicyState? = nil) {
+    init(policy: CompiledPolicy, workers: Int, tunnelPairs: Int = ThreatDetectionConfig().tunnelPairs,
+         previous: PolicyState? = nil) {
         self.policy = policy
         ruleHits = (0..<workers).map { _ in policy.rules.map { _ in RuleHitCounter() } }
         tunnels = policy.threatsInUse.contains(.tunneling)
