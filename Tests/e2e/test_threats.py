@@ -43,7 +43,7 @@ def replay(lab, queries: list[tuple[bytes, str]], source: str = CLIENT_V4) -> li
     """Sends the queries in order from the client namespace; one result per query."""
     stream = "".join(f"{name.hex()} {qtype}\n" for name, qtype in queries)
     result = lab.ns(lab.client, "/usr/bin/python3", str(ROOT / "lab" / "replay.py"), UPSTREAM_V4,
-                    "--source", source, "--timeout", "1.0", input=stream, text=True, timeout=30 + 2 * len(queries))
+                    "--source", source, "--timeout", "1.0", input=stream, timeout=30 + 2 * len(queries))
     return [json.loads(line) for line in result.stdout.splitlines()]
 
 
