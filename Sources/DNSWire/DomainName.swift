@@ -10,8 +10,10 @@ public struct DomainName: Sendable {
     public static let maximumLabelLength = 63
     static let maximumLabels = 127
 
-    var storage = InlineArray<254, UInt8>(repeating: 0)
-    var starts = InlineArray<127, UInt8>(repeating: 0)
+    // Read by inlinable accessors: a call across modules for each byte (and
+    // the copy of the storage it made) cost the detectors most of their time.
+    @usableFromInline var storage = InlineArray<254, UInt8>(repeating: 0)
+    @usableFromInline var starts = InlineArray<127, UInt8>(repeating: 0)
     /// Bytes used in `storage` (excludes the root label).
     public private(set) var length = 0
     public private(set) var labelCount = 0
@@ -34,18 +36,18 @@ public struct DomainName: Sendable {
     }
 
     /// Byte offset (in wire form) at which label `index` starts; `labelCount` gives `length`.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func labelStart(_ index: Int) -> Int {
         index < labelCount ? Int(starts[index]) : length
     }
 
     /// The byte at `offset` of the wire form (length octets included).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func wireByte(_ offset: Int) -> UInt8 { storage.span[offset] }
 
     /// Hash of the wire suffix beginning at label `index`, with ASCII case folded.
     /// `index == labelCount` is the root (empty suffix).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func suffixHash(fromLabel index: Int) -> UInt64 {
         var hash = NameHash()
         for offset in (labelStart(index)..<length).reversed() { hash.add(lowercased(storage[offset])) }
@@ -57,7 +59,7 @@ public struct DomainName: Sendable {
     /// the suffix one label shorter (`NameHash` reads a name backwards), so the
     /// cost is linear in the bytes hashed, and a lookup that can skip a long
     /// name's first labels never reads them. Entries before `first` are 0.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func suffixHashes(from first: Int = 0) -> SuffixHashes {
         var result = SuffixHashes()
         var hash = NameHash()
@@ -74,7 +76,7 @@ public struct DomainName: Sendable {
     /// Turns the hash of the suffix after label `label` into the hash of the
     /// suffix from it, by hashing that label's bytes (length first, last byte
     /// first, case folded).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func extendSuffixHash(_ hash: inout NameHash, withLabel label: Int) {
         var offset = labelStart(label + 1) - 1
         while offset >= labelStart(label) {
@@ -84,7 +86,7 @@ public struct DomainName: Sendable {
     }
 
     /// True when the suffix from label `index` equals `key` (lowercase wire form).
-    @inline(__always)
+    @inlinable @inline(__always)
     public func suffix(fromLabel index: Int, equals key: Span<UInt8>) -> Bool {
         let start = labelStart(index)
         guard length - start == key.count else { return false }
@@ -172,15 +174,17 @@ extension DomainName: CustomStringConvertible {
     public var description: String { text }
 }
 
-@inline(__always)
+@inlinable @inline(__always) @usableFromInline
 func lowercased(_ byte: UInt8) -> UInt8 {
     byte &- 0x41 < 26 ? byte | 0x20 : byte
 }
 
 /// The hash of every suffix of one name, indexed by the label it starts at.
 public struct SuffixHashes {
-    var values = InlineArray<128, UInt64>(repeating: 0)
-    @inline(__always)
+    @usableFromInline var values = InlineArray<128, UInt64>(repeating: 0)
+    @inlinable @inline(__always)
+    init() {}
+    @inlinable @inline(__always)
     public subscript(label: Int) -> UInt64 { values[label] }
 }
 
@@ -188,11 +192,14 @@ public struct SuffixHashes {
 /// must use this one function and feed it a name's wire bytes from the last
 /// to the first, so that every suffix of a name is hashed in one pass.
 public struct NameHash {
-    public private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+    @usableFromInline var state: UInt64 = 0xcbf2_9ce4_8422_2325
+    @inlinable @inline(__always)
+    public var value: UInt64 { state }
+    @inlinable @inline(__always)
     public init() {}
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func add(_ byte: UInt8) {
-        value = (value ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        state = (state ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
     }
     /// Hash of lowercase wire bytes (a policy key), read backwards.
     public static func of(_ key: Span<UInt8>) -> UInt64 {

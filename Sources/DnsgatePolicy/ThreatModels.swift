@@ -3,13 +3,23 @@ public import DNSWire
 public import ThreatDetection
 
 /// The stateless detectors' data (the public suffix list and the trained name
-/// model), read with the policy when some rule names a threat.
-public struct ThreatModels: Sendable {
+/// model), read with the policy when some rule names a threat. A class: the
+/// packet path reaches it through one reference, not a copy of every table's.
+public final class ThreatModels: Sendable {
     public let suffixes: PublicSuffixList
     public let names: NameModel
     /// The files they came from, for `check`, `explain` and the stats.
     public let suffixFile: String
     public let modelFile: String
+    /// The name model's recent results (a new policy starts with none: its model may differ).
+    let nameScores = NameScoreCache()
+
+    init(suffixes: PublicSuffixList, names: NameModel, suffixFile: String, modelFile: String) {
+        self.suffixes = suffixes
+        self.names = names
+        self.suffixFile = suffixFile
+        self.modelFile = modelFile
+    }
 
     /// What the detectors make of one query: the name model when `names`,
     /// the tunnelling detector (which also records the query) when `tunnels`
@@ -20,7 +30,16 @@ public struct ThreatModels: Sendable {
                        tunnels: TunnelTracker?) -> ThreatAssessment {
         var assessment = ThreatAssessment()
         guard let start = suffixes.registrableDomainStart(name) else { return assessment }
-        if scoresNames { (assessment.dga, assessment.dictionaryDGA) = names.assess(name, registrableStart: start) }
+        if scoresNames {
+            let key = nameScores.key(name, registrableStart: start)
+            if let known = nameScores.lookup(key) {
+                (assessment.dga, assessment.dictionaryDGA) = known
+            } else {
+                let scored = names.assess(name, registrableStart: start)
+                nameScores.store(key, scored)
+                (assessment.dga, assessment.dictionaryDGA) = scored
+            }
+        }
         if let tunnels {
             assessment.tunneling = tunnels.observe(client: client, name: name, registrableStart: start, type: type, now: now)
         }

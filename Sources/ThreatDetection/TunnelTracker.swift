@@ -23,59 +23,76 @@ import Synchronization
 public final class TunnelTracker: Sendable {
     /// Slots in the table (the requested capacity, rounded down to whole buckets).
     public let capacity: Int
-    let stripeCount: Int
     let bucketsPerStripe: Int
     static let ways = 8
     static let maximumStripes = 64
 
-    /// `capacity` pair keys (0: empty) and states; stripe `s` owns buckets
-    /// `s * bucketsPerStripe ..<`, and only code holding `stripeLocks[s]`
-    /// touches them. A bucket's keys share one cache line, so a lookup reads
-    /// two lines, not eight.
-    nonisolated(unsafe) let keys: UnsafeMutablePointer<UInt64>
-    nonisolated(unsafe) let slots: UnsafeMutablePointer<PairState>
-    nonisolated(unsafe) let stripeLocks: UnsafeMutablePointer<Mutex<StripeTally>>
+    /// One stripe's buckets and counts: only code holding its lock touches them.
+    struct Stripe {
+        /// Pair keys (0: empty), `ways` a bucket: a bucket's keys are read together.
+        var keys: [UInt64]
+        var slots: [PairState]
+        var occupied = 0
+        var evictions = 0
+
+        /// The slot holding `key` in the bucket from `firstSlot`, or an empty
+        /// or evicted one now holding it.
+        @inline(__always)
+        mutating func findOrClaim(key: UInt64, firstSlot: Int, now: UInt64) -> Int {
+            var empty = -1
+            for way in 0..<TunnelTracker.ways {
+                if keys[firstSlot + way] == key { return firstSlot + way }
+                if empty < 0, keys[firstSlot + way] == 0 { empty = way }
+            }
+            var victim = empty
+            if victim >= 0 {
+                occupied += 1
+            } else {
+                // Full: evict the entry least worth keeping.
+                var victimValue = Float.infinity
+                for way in 0..<TunnelTracker.ways {
+                    let value = slots[firstSlot + way].retentionValue(now: now)
+                    if value < victimValue {
+                        victim = way
+                        victimValue = value
+                    }
+                }
+                evictions += 1
+            }
+            keys[firstSlot + victim] = key
+            slots[firstSlot + victim] = PairState()
+            slots[firstSlot + victim].lastSeen = now
+            return firstSlot + victim
+        }
+    }
+
+    /// A stripe behind its lock (a lock cannot sit in an array itself).
+    final class LockedStripe: Sendable {
+        let stripe: Mutex<Stripe>
+        init(slots: Int) { stripe = Mutex(Stripe(keys: Array(repeating: 0, count: slots), slots: Array(repeating: PairState(), count: slots))) }
+    }
+
+    /// Every slot is allocated here, once.
+    let stripes: [LockedStripe]
 
     public init(capacity: Int = 65_536) {
         let buckets = max(1, capacity / Self.ways)
-        stripeCount = min(Self.maximumStripes, buckets)
+        let stripeCount = min(Self.maximumStripes, buckets)
         bucketsPerStripe = buckets / stripeCount
         self.capacity = stripeCount * bucketsPerStripe * Self.ways
-        keys = UnsafeMutableRawPointer.allocate(byteCount: self.capacity * MemoryLayout<UInt64>.stride, alignment: 64)
-            .bindMemory(to: UInt64.self, capacity: self.capacity)
-        keys.initialize(repeating: 0, count: self.capacity)
-        slots = .allocate(capacity: self.capacity)
-        slots.initialize(repeating: PairState(), count: self.capacity)
-        stripeLocks = .allocate(capacity: stripeCount)
-        for stripe in 0..<stripeCount { (stripeLocks + stripe).initialize(to: Mutex(StripeTally())) }
-    }
-
-    deinit {
-        slots.deinitialize(count: capacity)
-        slots.deallocate()
-        UnsafeMutableRawPointer(keys).deallocate()
-        for stripe in 0..<stripeCount { _ = (stripeLocks + stripe).move() }
-        stripeLocks.deallocate()
+        stripes = (0..<stripeCount).map { [bucketsPerStripe] _ in LockedStripe(slots: bucketsPerStripe * Self.ways) }
     }
 
     /// Pairs held now (never more than `capacity`).
-    public var count: Int {
-        var total = 0
-        for stripe in 0..<stripeCount { total += stripeLocks[stripe].withLock { $0.occupied } }
-        return total
-    }
+    public var count: Int { stripes.reduce(0) { $0 + $1.stripe.withLock(\.occupied) } }
 
     /// Pairs pushed out to make room for others since start.
-    public var evictions: Int {
-        var total = 0
-        for stripe in 0..<stripeCount { total += stripeLocks[stripe].withLock { $0.evictions } }
-        return total
-    }
+    public var evictions: Int { stripes.reduce(0) { $0 + $1.stripe.withLock(\.evictions) } }
 
     /// The table's memory, all of it allocated at init.
     public var memoryBytes: Int {
-        capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<PairState>.stride) + stripeCount * MemoryLayout<Mutex<StripeTally>>.stride
-            + MemoryLayout<TunnelTracker>.size
+        capacity * (MemoryLayout<UInt64>.stride + MemoryLayout<PairState>.stride)
+            + stripes.count * (MemoryLayout<LockedStripe>.size + MemoryLayout<Mutex<Stripe>>.stride + 64)
     }
 
     /// Records one query and returns the pair's standing after it. `now` is
@@ -91,47 +108,14 @@ public final class TunnelTracker: Sendable {
         let key = Self.pairKey(client: client, registrableHash: name.suffixHash(fromLabel: start))
 
         // The key's top 32 bits scaled to the bucket count (no division).
-        let bucket = Int(truncatingIfNeeded: ((key >> 32) &* UInt64(stripeCount * bucketsPerStripe)) >> 32)
+        let bucket = Int(truncatingIfNeeded: ((key >> 32) &* UInt64(stripes.count * bucketsPerStripe)) >> 32)
         let stripe = bucket / bucketsPerStripe
-        let firstSlot = bucket * Self.ways
+        let firstSlot = (bucket - stripe * bucketsPerStripe) * Self.ways
         let nameFingerprint = UInt16(truncatingIfNeeded: shape.hash >> 48) | 1
-        let finding = stripeLocks[stripe].withLock { tally -> ThreatFinding in
-            let slot = findOrClaim(key: key, firstSlot: firstSlot, now: now, tally: &tally)
-            return slot.pointee.record(nameFingerprint: nameFingerprint, nameGain: nameGain, now: now)
+        return stripes[stripe].stripe.withLock { stripe -> ThreatFinding in
+            let slot = stripe.findOrClaim(key: key, firstSlot: firstSlot, now: now)
+            return stripe.slots[slot].record(nameFingerprint: nameFingerprint, nameGain: nameGain, now: now)
         }
-        return finding
-    }
-
-    /// The slot holding `key`, or an empty or evicted one now holding it.
-    @inline(__always)
-    func findOrClaim(key: UInt64, firstSlot: Int, now: UInt64,
-                     tally: inout StripeTally) -> UnsafeMutablePointer<PairState> {
-        let bucketKeys = keys + firstSlot
-        var empty = -1
-        for way in 0..<Self.ways {
-            if bucketKeys[way] == key { return slots + firstSlot + way }
-            if empty < 0, bucketKeys[way] == 0 { empty = way }
-        }
-        var victim = empty
-        if victim >= 0 {
-            tally.occupied += 1
-        } else {
-            // Full: evict the entry least worth keeping.
-            var victimValue = Float.infinity
-            for way in 0..<Self.ways {
-                let value = slots[firstSlot + way].retentionValue(now: now)
-                if value < victimValue {
-                    victim = way
-                    victimValue = value
-                }
-            }
-            tally.evictions += 1
-        }
-        bucketKeys[victim] = key
-        let slot = slots + firstSlot + victim
-        slot.pointee = PairState()
-        slot.pointee.lastSeen = now
-        return slot
     }
 
     /// A 64-bit key (never 0) for the pair.
@@ -162,12 +146,6 @@ public final class TunnelTracker: Sendable {
         return name.wireByte(last + 1) | 0x20 == UInt8(ascii: "a") && name.wireByte(last + 2) | 0x20 == UInt8(ascii: "r")
             && name.wireByte(last + 3) | 0x20 == UInt8(ascii: "p") && name.wireByte(last + 4) | 0x20 == UInt8(ascii: "a")
     }
-}
-
-/// Per-stripe counts, guarded by the stripe's lock.
-struct StripeTally {
-    var occupied = 0
-    var evictions = 0
 }
 
 /// What one pair has shown lately.

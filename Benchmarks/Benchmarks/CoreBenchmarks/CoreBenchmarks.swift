@@ -2,6 +2,7 @@
 import Benchmark
 import DNSWire
 import DnsgatePolicy
+import ThreatDetection
 
 /// The per-packet path of the pure core, 1,000 packets per iteration (so the
 /// throughput column, in K, is thousands of packets per second), and list
@@ -15,7 +16,8 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 100_000)
     // Build the fixtures before timing anything.
     _ = (Fixtures.policy1M, Fixtures.packets, Fixtures.queries, Fixtures.longQueries, Fixtures.list100k,
-         Fixtures.policy100Rules, Fixtures.policy10kRules)
+         Fixtures.policy100Rules, Fixtures.policy10kRules, Fixtures.policy1MThreats,
+         Fixtures.unseenQueries)
     let perPacket = Benchmark.Configuration(
         metrics: [.throughput, .mallocCountTotal],
         timeUnits: .microseconds, scalingFactor: .kilo, maxDuration: .seconds(2), maxIterations: 100_000,
@@ -91,6 +93,61 @@ let benchmarks: @Sendable () -> Void = {
                                                     settings: policy.answerSettings, extraText: extraText.span,
                                                     into: &span))
             }
+        }
+    }
+
+    // ParseAssessDecideBuild: ParseDecideBuild with a rule for each threat
+    // (DGA, DICT_DGA, DNS_TUNNELING): every query's registrable domain found
+    // in the public suffix list, scored by the name model and recorded by the
+    // tunnelling detector (500 clients). Its cost over ParseDecideBuild is
+    // what the detectors add per query.
+    let tunnels = TunnelTracker(capacity: 65_536)
+    Benchmark("ParseAssessDecideBuild", configuration: perPacket) { benchmark in
+        var output = [UInt8](repeating: 0, count: 4096)
+        let policy = Fixtures.policy1MThreats
+        var span = output.mutableSpan
+        var now: UInt64 = 1_000_000_000
+        for (index, packet) in Fixtures.packets.enumerated() {
+            guard case .query(var query) = QueryDecoder.decode(packet: packet.span) else { continue }
+            query.source = .v4(0xC000_0200 | UInt32(index % 500))
+            now &+= 1_000_000
+            let threats = policy.assess(name: query.name, type: query.type, client: query.source, now: now,
+                                        tunnels: tunnels)
+            guard let decision = policy.decide(name: query.name, type: query.type, client: query.source,
+                                               threats: threats) else { continue }
+            let extraText = policy.rules[decision.ruleIndex].extraText
+            if let kind = policy.outcome(of: decision).forgedAnswer {
+                blackHole(ForgedAnswerBuilder.build(answering: query, packet: packet.span, kind: kind,
+                                                    settings: policy.answerSettings, extraText: extraText.span,
+                                                    into: &span))
+            }
+        }
+    }
+
+    // Assess: the detectors alone (suffix list, name model, tunnel table).
+    Benchmark("Assess", configuration: perPacket) { benchmark in
+        let policy = Fixtures.policy1MThreats
+        var now: UInt64 = 1_000_000_000
+        for (index, query) in Fixtures.queries.enumerated() {
+            now &+= 1_000_000
+            blackHole(policy.assess(name: query.name, type: query.type, client: .v4(0xC000_0200 | UInt32(index % 500)),
+                                    now: now, tunnels: tunnels))
+        }
+    }
+
+    // AssessUnseen: the detectors on names never asked before (the name
+    // model's cache misses: every name is scored), as in a flood of random names.
+    var unseenTurn = 0
+    Benchmark("AssessUnseen", configuration: perPacket) { benchmark in
+        let policy = Fixtures.policy1MThreats
+        let first = unseenTurn % 200 * 1000
+        unseenTurn += 1
+        var now: UInt64 = 1_000_000_000
+        for index in first..<(first + 1000) {
+            let query = Fixtures.unseenQueries[index]
+            now &+= 1_000_000
+            blackHole(policy.assess(name: query.name, type: query.type, client: .v4(0xC000_0200 | UInt32(index % 500)),
+                                    now: now, tunnels: tunnels))
         }
     }
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 import DNSWire
 import DnsgatePolicy
+import Foundation
 
 /// Deterministic names and packets: the same seed gives the same bytes on
 /// every machine, so runs compare.
@@ -123,4 +124,39 @@ enum Fixtures {
         }
     }()
     static let list100k = Array(listed.prefix(100_000).joined(separator: "\n").utf8)
+
+    /// 200,000 names never asked before, as decoded queries: 1,000 a turn
+    /// for 200 turns, more than the name model's cache holds.
+    static let unseenQueries: [DNSQuery] = names(count: 200_000, seed: 0xC01D).enumerated().map { index, name in
+        let packet = packet(name: name, id: UInt16(truncatingIfNeeded: index))
+        guard case .query(let query) = QueryDecoder.decode(packet: packet.span) else { fatalError("fixture does not decode") }
+        return query
+    }
+
+    /// The 1M-name policy with a rule for each threat after the list rule
+    /// (every query is assessed), the detectors' data read from the checkout.
+    static let policy1MThreats: CompiledPolicy = {
+        let detect = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../../detect").standardized.path
+        let list = Array(listed.joined(separator: "\n").utf8)
+        let config = Array("""
+        threat_detection: {model: /model.txt, public_suffix_list: /psl.dat}
+        domain_lists: [{name: big, file: /big.txt}]
+        rule_groups:
+          - name: g
+            priority: 1
+            rules:
+              - {name: block, priority: 1, domain_list: big, action: BLOCK}
+              - {name: dga, priority: 2, threat: DGA, confidence: HIGH, action: BLOCK}
+              - {name: dict, priority: 3, threat: DICT_DGA, confidence: HIGH, action: BLOCK}
+              - {name: tunnel, priority: 4, threat: DNS_TUNNELING, confidence: HIGH, action: BLOCK}
+        """.utf8)
+        let files = ["/big.txt": list, "/etc/dnsgate.yaml": config,
+                     "/model.txt": FileManager.default.contents(atPath: detect + "/threat-model.txt").map { [UInt8]($0) } ?? [],
+                     "/psl.dat": FileManager.default.contents(atPath: detect + "/public_suffix_list.dat").map { [UInt8]($0) } ?? []]
+        let compiler = PolicyCompiler(keepLines: false) { path in files[path] ?? [] }
+        let result = compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1).1
+        guard let policy = result.policy else { fatalError("threat fixture: \(result.diagnostics)") }
+        return policy
+    }()
 }

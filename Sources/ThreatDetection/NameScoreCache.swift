@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+public import DNSWire
+import Synchronization
+
+/// The name model's recent results by registrable domain, shared by every
+/// worker. Clients ask for the same few thousand domains all day, and scoring
+/// one (a trigram pass and a word segmentation over a lexicon larger than the
+/// CPU's caches) costs several times what looking it up here does.
+///
+/// Direct-mapped, in stripes with a lock each; an entry is one word: 40 bits
+/// of the domain's key and 24 of result. Keys are hashed with a seed drawn at
+/// start, so nobody can pick a generated name that lands on a popular
+/// domain's entry and inherits its verdict.
+public final class NameScoreCache: Sendable {
+    static let stripeCount = 64
+    let slotsPerStripe: Int
+    let seed: UInt64
+
+    final class LockedSlots: Sendable {
+        let slots: Mutex<[UInt64]>
+        init(count: Int) { slots = Mutex(Array(repeating: 0, count: count)) }
+    }
+    let stripes: [LockedSlots]
+
+    /// `capacity` entries (rounded up to whole stripes), 8 bytes each.
+    public init(capacity: Int = 65_536, seed: UInt64 = UInt64.random(in: 1...UInt64.max)) {
+        slotsPerStripe = max(1, (capacity + Self.stripeCount - 1) / Self.stripeCount)
+        self.seed = seed
+        stripes = (0..<Self.stripeCount).map { [slotsPerStripe] _ in LockedSlots(count: slotsPerStripe) }
+    }
+
+    /// The seeded key of the registrable domain of `name` (from label `start`).
+    @inline(__always)
+    public func key(_ name: DomainName, registrableStart start: Int) -> UInt64 {
+        var hash = seed
+        for offset in name.labelStart(start)..<name.length {  // ≤ 254 bytes
+            var byte = name.wireByte(offset)
+            if byte &- 0x41 < 26 { byte |= 0x20 }
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        // Finalised: the slot and the stored tag come from different bits.
+        hash ^= hash >> 29
+        hash &*= 0xbf58_476d_1ce4_e5b9
+        return hash ^ (hash >> 32)
+    }
+
+    /// What the model said about this key, if it is held.
+    @inline(__always)
+    public func lookup(_ key: UInt64) -> (dga: ThreatFinding, dictionaryDGA: ThreatFinding)? {
+        let (stripe, slot) = place(key)
+        let entry = stripes[stripe].slots.withLock { $0[slot] }
+        guard entry != 0, entry & Self.tagMask == key & Self.tagMask else { return nil }
+        return Self.unpack(entry)
+    }
+
+    /// Keeps a result, replacing whatever held its slot.
+    @inline(__always)
+    public func store(_ key: UInt64, _ result: (dga: ThreatFinding, dictionaryDGA: ThreatFinding)) {
+        let (stripe, slot) = place(key)
+        let entry = key & Self.tagMask | Self.pack(result)
+        stripes[stripe].slots.withLock { $0[slot] = entry }
+    }
+
+    static let tagMask: UInt64 = ~0xff_ffff
+
+    @inline(__always)
+    func place(_ key: UInt64) -> (stripe: Int, slot: Int) {
+        let low = Int(truncatingIfNeeded: key & 0xff_ffff)
+        return (low & (Self.stripeCount - 1), (low >> 6) % slotsPerStripe)
+    }
+
+    /// 2 bits which (1 benign, 2 DGA, 3 dictionary DGA: never 0), 2 the level,
+    /// 16 the score.
+    @inline(__always)
+    static func pack(_ result: (dga: ThreatFinding, dictionaryDGA: ThreatFinding)) -> UInt64 {
+        let (which, finding): (UInt64, ThreatFinding) = result.dictionaryDGA.level > .none ? (3, result.dictionaryDGA)
+            : result.dga.level > .none ? (2, result.dga) : (1, .benign)
+        let score = UInt64((min(max(finding.score, 0), 1) * 65_535).rounded())
+        return which << 18 | UInt64(finding.level.rawValue) << 16 | score
+    }
+
+    @inline(__always)
+    static func unpack(_ entry: UInt64) -> (dga: ThreatFinding, dictionaryDGA: ThreatFinding) {
+        let finding = ThreatFinding(level: ConfidenceLevel(rawValue: UInt8(entry >> 16 & 3)) ?? .none,
+                                    score: Float(entry & 0xffff) / 65_535)
+        switch entry >> 18 & 3 {
+        case 2: return (finding, .benign)
+        case 3: return (.benign, finding)
+        default: return (.benign, .benign)
+        }
+    }
+}
