@@ -8,6 +8,9 @@ through the gateway to a fast C responder, for:
   floor       bench/floor.c: accept-all NFQUEUE (libmnl, recvmmsg, batched verdicts)
   dnsgate     a 1,000,000-name policy, 10% of queries blocked with forged
               NXDOMAIN, per-rule counters and the block log on
+  + threats   the same, with a BLOCK rule at HIGH for each threat after the
+              list rule (DGA, DICT_DGA, DNS_TUNNELING): every query's
+              registrable domain scored and recorded by the detectors
   unbound     Unbound on the gateway as forwarder, the same names as local-zone
               always_nxdomain (warm cache)
 three runs each. The gateway's work is kept on CPU 1 (RPS steering of its
@@ -15,7 +18,7 @@ veths, the filter pinned there); client, dnsperf and responder run on CPU 0.
 Gateway cost per query = CPU 1 busy time / queries answered. The list and the
 query mix come from a fixed seed.
 
-    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound]
+    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound] [--skip-threats]
 """
 import argparse
 import os
@@ -162,17 +165,20 @@ class Bench:
         return subprocess.Popen(["ip", "netns", "exec", self.lab.gateway, "taskset", "-c", str(GATEWAY_CPU),
                                  str(self.dir / "floor"), "0"], stderr=subprocess.DEVNULL)
 
-    def start_dnsgate(self):
+    def start_dnsgate(self, threats: bool = False):
         self.divert(True)
         config = self.dir / "dnsgate.yaml"
         socket = self.dir / "dnsgate.sock"
+        threat_rules = "".join(f", {{name: {name}, priority: {priority}, threat: {threat}, confidence: HIGH, action: BLOCK}}"
+                               for priority, (name, threat) in enumerate([("dga", "DGA"), ("dict", "DICT_DGA"),
+                                                                          ("tunnel", "DNS_TUNNELING")], start=2))
         config.write_text(f"""queues: "0"
 worker_cpus: [{GATEWAY_CPU}]
 stats_socket: {socket}
 query_log: {{path: {self.dir / 'queries.jsonl'}, actions: [BLOCK]}}
 domain_lists: [{{name: big, file: {self.list_file}}}]
 rule_groups:
-  - {{name: g, priority: 1, rules: [{{name: block, priority: 1, domain_list: big, action: BLOCK}}]}}
+  - {{name: g, priority: 1, rules: [{{name: block, priority: 1, domain_list: big, action: BLOCK}}{threat_rules if threats else ""}]}}
 """)
         if socket.exists():
             socket.unlink()
@@ -204,6 +210,10 @@ rule_groups:
         results["C floor: accept-all NFQUEUE, batched"] = self.run_variant("floor", self.start_floor, UPSTREAM_V4)
         print("dnsgate", flush=True)
         results["dnsgate, 1M names, 10% forged NXDOMAIN"] = self.run_variant("dnsgate", self.start_dnsgate, UPSTREAM_V4)
+        if not self.args.skip_threats:
+            print("dnsgate with threat rules", flush=True)
+            results["dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"] = self.run_variant(
+                "dnsgate+threats", lambda: self.start_dnsgate(threats=True), UPSTREAM_V4)
         if not self.args.skip_unbound:
             print("unbound", flush=True)
             results["Unbound forwarder, 1M local-zones, warm cache"] = self.run_variant("unbound", self.start_unbound,
@@ -220,9 +230,12 @@ rule_groups:
             rss = f"{r['rss']:.0f}" if r["rss"] else "-"
             print(f"| {name:<46} | {r['qps']:>9,.0f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['us_per_query']:>7.2f} | "
                   f"{ratio:>7.2f} | {rss:>7} | {r['lost']:>5} |")
-        d = results["dnsgate, 1M names, 10% forged NXDOMAIN"]
-        print(f"\ndnsgate vs floor: cost {d['us_per_query'] / floor['us_per_query']:.2f}×, "
-              f"p50 {d['p50'] / floor['p50']:.2f}×, p99 {d['p99'] / floor['p99']:.2f}×, q/s {d['qps'] / floor['qps']:.2f}×")
+        for name in ("dnsgate, 1M names, 10% forged NXDOMAIN", "dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"):
+            if name not in results:
+                continue
+            d = results[name]
+            print(f"\n{name} vs floor: cost {d['us_per_query'] / floor['us_per_query']:.2f}×, "
+                  f"p50 {d['p50'] / floor['p50']:.2f}×, p99 {d['p99'] / floor['p99']:.2f}×, q/s {d['qps'] / floor['qps']:.2f}×")
 
     def close(self) -> None:
         if self.responder.poll() is None:
@@ -238,6 +251,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--names", type=int, default=1_000_000)
     parser.add_argument("--skip-unbound", action="store_true")
+    parser.add_argument("--skip-threats", action="store_true", help="leave out the run with threat rules")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (namespaces, iptables, NFQUEUE)", file=sys.stderr)

@@ -73,6 +73,10 @@ extension Daemon {
         let c = chaser.chase
         snapshot.overrideTargets = .init(queries: c.queries.value, failures: c.failures.value,
                                          cacheHits: c.cacheHits.value, overflows: c.overflows.value)
+        if let tunnels = state.tunnels {
+            snapshot.threats = .init(tunnelPairs: UInt64(tunnels.count), tunnelCapacity: UInt64(tunnels.capacity),
+                                     tunnelEvictions: UInt64(tunnels.evictions))
+        }
         snapshot.errors.reloadFailures = reloader.failures.load(ordering: .relaxed)
         snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
         snapshot.queryLog = .init(written: recorder.writtenRecords.value, lost: recorder.lostRecords.value,

@@ -36,6 +36,13 @@ public struct StatsSnapshot: Codable, Sendable {
     public struct OverrideTargets: Codable, Sendable {
         public var queries: UInt64 = 0, failures: UInt64 = 0, cacheHits: UInt64 = 0, overflows: UInt64 = 0
     }
+    /// The tunnelling detector's table (all zero while no rule looks for tunnels).
+    public struct Threats: Codable, Sendable {
+        /// (client, registrable domain) pairs followed now, and the table's size.
+        public var tunnelPairs: UInt64 = 0, tunnelCapacity: UInt64 = 0
+        /// Pairs pushed out to make room for others.
+        public var tunnelEvictions: UInt64 = 0
+    }
     public struct Rule: Codable, Sendable {
         public var group: String
         public var rule: String
@@ -100,6 +107,7 @@ public struct StatsSnapshot: Codable, Sendable {
     public var responses = Responses()
     public var tcp = TCP()
     public var overrideTargets = OverrideTargets()
+    public var threats = Threats()
     public var rules: [Rule] = []
     public var lists: [List] = []
     public var queues: [Queue] = []
@@ -143,6 +151,9 @@ public struct StatsSnapshot: Codable, Sendable {
         ("tcp_connections_open", "gauge", "DNS-over-TCP connections open now."),
         ("tcp_messages_total", "counter", "DNS-over-TCP messages by direction."),
         ("override_target_total", "counter", "OVERRIDE CNAME targets by how they were found."),
+        ("tunnel_pairs", "gauge", "(client, registrable domain) pairs the tunnelling detector follows."),
+        ("tunnel_pairs_capacity", "gauge", "Pairs the tunnelling detector's table holds at most."),
+        ("tunnel_evictions_total", "counter", "Pairs pushed out of the tunnelling detector's full table."),
         ("errors_total", "counter", "Failures by kind."),
         ("query_log_records_total", "counter", "Query-log records written."),
         ("query_log_failing", "gauge", "1 while the query log cannot be written."),
@@ -186,6 +197,9 @@ public struct StatsSnapshot: Codable, Sendable {
                 ("outcome", "kept_copy")),
             row("override_targets", "overflows", overrideTargets.overflows, "override_target_total",
                 ("outcome", "overflow")),
+            row("threats", "tunnel_pairs", threats.tunnelPairs, "tunnel_pairs"),
+            row("threats", "tunnel_capacity", threats.tunnelCapacity, "tunnel_pairs_capacity"),
+            row("threats", "tunnel_evictions", threats.tunnelEvictions, "tunnel_evictions_total"),
             row("errors", "inject_failures", errors.injectFailures, "errors_total", ("kind", "inject")),
             row("errors", "reload_failures", errors.reloadFailures, "errors_total", ("kind", "reload")),
             row("errors", "verdict_failures", errors.verdictFailures, "errors_total", ("kind", "verdict")),

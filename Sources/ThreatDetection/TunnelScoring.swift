@@ -41,9 +41,23 @@ enum TunnelScoring {
         gain += Float(max(0, shape.length - plainLengthAllowance)) / lengthBytesPerUnit
         if shape.unusualBytes > 0 { gain += unusualBytesGain }
         // Service labels (`_dmarc`, `_sip._udp`, `_acme-challenge`) ask TXT and SRV for a living.
-        if !shape.leadingUnderscore { gain += typeGain(type) }
+        if !shape.leadingUnderscore { gain += typeGain(type, shape: shape) }
         return gain
     }
+
+    /// A data-carrying type counts in full under an encoded-looking name and a
+    /// quarter under a plain one: mail servers ask MX, TXT (DKIM selectors,
+    /// DNSBL) and CNAME of plain names all day. NULL and the private types
+    /// count in full whatever the name.
+    @inline(__always)
+    static func typeGain(_ type: QueryType, shape: SubdomainShape) -> Float {
+        let weight = typeGain(type)
+        guard weight < 1 else { return weight }
+        return weight * min(1, plainNameTypeShare + shape.encodedBytes / encodedBytesForFullTypeWeight)
+    }
+
+    static let plainNameTypeShare: Float = 0.1
+    static let encodedBytesForFullTypeWeight: Float = 8
 
     /// What the record type says: the types that carry data back to a tunnel
     /// client, which browsers and apps hardly ask for under a new name.
