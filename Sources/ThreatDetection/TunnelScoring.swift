@@ -30,30 +30,36 @@ enum TunnelScoring {
     /// Bytes no host name holds (base64 `+/=`, raw 8-bit, spaces).
     static let unusualBytesGain: Float = 0.6
 
-    /// What a query for a new name adds to its pair's evidence; also the
-    /// name's own worth, which may justify a level alone.
+    /// What a query for a new name adds to its pair's evidence (`gain`; also
+    /// the name's own worth, which may justify a level alone), and what its
+    /// data-carrying type adds on top once the pair keeps asking such types
+    /// (`typeBonus`).
+    struct Worth {
+        var gain: Float
+        var typeBonus: Float
+    }
+
+    /// A pair's data-carrying queries of new names after which their type
+    /// counts in full whatever the name: a mail server asks a domain for a
+    /// few (a DKIM selector, a CNAME), a tunnel's polls never stop.
+    static let dataTypeNamesBeforeFullWeight: UInt8 = 3
+
     @inline(__always)
-    static func gain(of shape: SubdomainShape, type: QueryType) -> Float {
-        guard shape.length > 0 else { return 0 }
+    static func worth(of shape: SubdomainShape, type: QueryType) -> Worth {
+        guard shape.length > 0 else { return Worth(gain: 0, typeBonus: 0) }
         var gain = newNameGain
         let addressType = type == .a || type == .aaaa || type == .https || type == .svcb
         gain += shape.encodedBytes / encodedBytesPerUnit * (addressType ? addressTypeDiscount : 1)
         gain += Float(max(0, shape.length - plainLengthAllowance)) / lengthBytesPerUnit
         if shape.unusualBytes > 0 { gain += unusualBytesGain }
         // Service labels (`_dmarc`, `_sip._udp`, `_acme-challenge`) ask TXT and SRV for a living.
-        if !shape.leadingUnderscore { gain += typeGain(type, shape: shape) }
-        return gain
-    }
-
-    /// A data-carrying type counts in full under an encoded-looking name and a
-    /// quarter under a plain one: mail servers ask MX, TXT (DKIM selectors,
-    /// DNSBL) and CNAME of plain names all day. NULL and the private types
-    /// count in full whatever the name.
-    @inline(__always)
-    static func typeGain(_ type: QueryType, shape: SubdomainShape) -> Float {
+        guard !shape.leadingUnderscore else { return Worth(gain: gain, typeBonus: 0) }
         let weight = typeGain(type)
-        guard weight < 1 else { return weight }
-        return weight * min(1, plainNameTypeShare + shape.encodedBytes / encodedBytesForFullTypeWeight)
+        // In full under an encoded-looking name, a tenth under a plain one
+        // (mail servers ask MX, TXT and CNAME of plain names all day); NULL and
+        // the private types in full whatever the name.
+        let share = weight >= 1 ? 1 : min(1, plainNameTypeShare + shape.encodedBytes / encodedBytesForFullTypeWeight)
+        return Worth(gain: gain + weight * share, typeBonus: weight * (1 - share))
     }
 
     static let plainNameTypeShare: Float = 0.1

@@ -104,7 +104,7 @@ public final class TunnelTracker: Sendable {
         // floods (scanners, log resolvers) look exactly like a tunnel otherwise.
         if start == 0 || Self.isReverseZone(name) { return .benign }
         let shape = SubdomainShape(name: name, registrableStart: start)
-        let nameGain = TunnelScoring.gain(of: shape, type: type)
+        let worth = TunnelScoring.worth(of: shape, type: type)
         let key = Self.pairKey(client: client, registrableHash: name.suffixHash(fromLabel: start))
 
         // The key's top 32 bits scaled to the bucket count (no division).
@@ -114,7 +114,7 @@ public final class TunnelTracker: Sendable {
         let nameFingerprint = UInt16(truncatingIfNeeded: shape.hash >> 48) | 1
         return stripes[stripe].stripe.withLock { stripe -> ThreatFinding in
             let slot = stripe.findOrClaim(key: key, firstSlot: firstSlot, now: now)
-            return stripe.slots[slot].record(nameFingerprint: nameFingerprint, nameGain: nameGain, now: now)
+            return stripe.slots[slot].record(nameFingerprint: nameFingerprint, worth: worth, now: now)
         }
     }
 
@@ -157,6 +157,8 @@ struct PairState {
     var evidence: Float = 0
     var heldLevel: UInt8 = 0
     var recentCursor: UInt8 = 0
+    /// New names asked with a data-carrying type (saturating).
+    var dataTypeNames: UInt8 = 0
     /// Fingerprints of the pair's last names: a repeat carries no new data.
     var recentNames = InlineArray<16, UInt16>(repeating: 0)
 
@@ -170,9 +172,10 @@ struct PairState {
     }
 
     /// Adds one query named with fingerprint `nameFingerprint` and worth
-    /// `nameGain` when new, and returns the pair's standing.
+    /// `worth` when new, and returns the pair's standing.
     @inline(__always)
-    mutating func record(nameFingerprint: UInt16, nameGain: Float, now: UInt64) -> ThreatFinding {
+    mutating func record(nameFingerprint: UInt16, worth: TunnelScoring.Worth, now: UInt64) -> ThreatFinding {
+        var nameGain = worth.gain
         evidence = TunnelScoring.decayed(evidence, elapsed: now &- min(now, lastSeen))
         lastSeen = max(lastSeen, now)
         var seen = false
@@ -180,6 +183,10 @@ struct PairState {
         if !seen {
             recentNames[Int(recentCursor) & 15] = nameFingerprint
             recentCursor &+= 1
+            if worth.typeBonus > 0 {
+                if dataTypeNames >= TunnelScoring.dataTypeNamesBeforeFullWeight { nameGain += worth.typeBonus }
+                dataTypeNames = dataTypeNames &+ (dataTypeNames < .max ? 1 : 0)
+            }
             // A pair looks at most a few times worse than its current name:
             // a flood of plain names (PTR sweeps, CDN hosts, telemetry IDs)
             // cannot add up to a tunnel, while a tunnel's poll keeps its standing.
