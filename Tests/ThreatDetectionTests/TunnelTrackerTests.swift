@@ -388,3 +388,50 @@ struct TunnelHarness {
         }
     }
 }
+
+@Suite struct TunnelShapesOfOtherToolsTests {
+    /// The shapes of tools the labelled stream does not hold: each reaches
+    /// HIGH within 10 queries and stays there.
+    @Test(arguments: ["dnscat2", "cobalt-strike", "dnsexfiltrator", "iodine", "ozymandns", "cname-polls"])
+    func reachesHighWithinTenQueries(tool: String) {
+        var harness = TunnelHarness()
+        var random = SplitMix(state: 99)
+        var levels: [ConfidenceLevel] = []
+        let beacon = random.string(hexAlphabet, count: 8)
+        for index in 0..<30 {
+            let (name, type): (String, QueryType)
+            switch tool {
+            case "dnscat2":  // hex payload in labels of up to 63, TXT, CNAME or MX
+                let payload = random.string(hexAlphabet, count: [18, 40, 120, 200][index % 4])
+                let labels = stride(from: 0, to: payload.count, by: 63).map {
+                    String(payload.dropFirst($0).prefix(63))
+                }
+                name = (labels + ["c2.example-dnscat.com"]).joined(separator: ".")
+                type = [.txt, .cname, .mx][index % 3]
+            case "cobalt-strike":  // a beacon ID's A heartbeats, metadata over A, output over TXT
+                let hex = random.string(hexAlphabet, count: 56)
+                (name, type) = [("\(beacon).cs.example.net", .a), ("api.\(hex.prefix(14)).\(beacon).cs.example.net", .a),
+                                ("post.1\(hex).\(beacon).cs.example.net", .txt)][index % 3]
+            case "dnsexfiltrator":  // base64url chunks over TXT
+                name = "\(index).\(random.string(base64URLAlphabet, count: 60)).\(random.string(base64URLAlphabet, count: 27)).exfil.example.org"
+                type = .txt
+            case "iodine":  // base32 data under NULL
+                name = "p\(random.string(base32Alphabet, count: 62)).\(random.string(base32Alphabet, count: 30)).t.example.info"
+                type = .null
+            case "ozymandns":  // base32 up over A, sequence and session labels
+                name = "\(random.string(base32Alphabet, count: 48)).\(random.string(base32Alphabet, count: 40)).\(index).id-7.up.example.com"
+                type = .a
+            default:  // a download: nothing but short polls, answered with data in CNAMEs
+                name = "r\(10_000 + random.next() % 90_000).polls.example.net"
+                type = .cname
+            }
+            levels.append(harness.observe("192.0.2.44", name, type).level)
+        }
+        let first = levels.firstIndex(of: .high)
+        #expect(first != nil && first! < 10, "\(tool): \(levels)")
+        #expect(levels.dropFirst((first ?? 0) + 1).allSatisfy { $0 == .high },
+                "\(tool): once HIGH, a tunnel stays HIGH: \(levels)")
+    }
+}
+
+let base64URLAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
