@@ -129,13 +129,19 @@ def test_a_synthetic_tunnel_is_alerted_then_blocked_within_ten_queries(gateway, 
     tunnel, browsing = synthetic_tunnel(30), popular(60)
     tunnel_results, browsing_results = run_tunnel(lab, tunnel, browsing)
     assert all(r["rcode"] == "NOERROR" for r in tunnel_results + browsing_results), "ALERT lets everything through"
-    alerts = wait_until(lambda: [r for r in log_records(lab) if r.get("firewall_rule_action") == "ALERT"] or None)
-    assert len(alerts) >= 20, f"{len(alerts)} alerts for 30 tunnel queries"
+    stats = lab.stats()
+    alerted = stats["verdicts"]["alert"]
+    assert alerted >= 20, f"{alerted} alerts for 30 tunnel queries"
+    assert stats["threats"]["tunnel_capacity"] == 65536 and 1 <= stats["threats"]["tunnel_pairs"] <= 65536
+
+    def alert_records():
+        found = [r for r in log_records(lab) if r.get("firewall_rule_action") == "ALERT"]
+        return found if len(found) == alerted else None
+    alerts = wait_until(alert_records)  # the log thread writes what the workers counted, a moment later
     record = alerts[-1]
     assert record["dns_threat_protection"] == "DNS_TUNNELING" and record["confidence_threshold"] == "LOW"
     assert record["threat_confidence"] in ("LOW", "MEDIUM", "HIGH") and 0 < float(record["threat_score"]) <= 1
     assert all("exfil-lab.net" in r["query_name"] for r in alerts), "only tunnel queries are alerted"
-    assert lab.stats()["verdicts"]["alert"] == len(alerts)
 
     # The same tunnel, now under a HIGH BLOCK rule (a fresh daemon: no state carried).
     lab.stop_dnsgate()
