@@ -90,7 +90,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DnsgateDaemonTests",
-            dependencies: ["DnsgateDaemon", "DnsgatePolicy", "DNSWire"],
+            dependencies: ["DnsgateDaemon", "DnsgatePolicy", "DNSWire", "ThreatDetection"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

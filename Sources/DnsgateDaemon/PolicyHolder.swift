@@ -13,15 +13,26 @@ final class PolicyState: Sendable {
     let ruleHits: [[RuleHitCounter]]
     /// What the tunnelling detector has seen, when some rule looks for tunnels.
     let tunnels: TunnelTracker?
+    /// The table size asked for (`threat_detection.tunnel_pairs`).
+    let tunnelPairs: Int
 
     /// `previous` is the state this one replaces: what its tunnelling
-    /// detector has seen carries over a reload.
+    /// detector has seen carries over a reload that keeps a tunnel rule and
+    /// the table's size (a new size starts an empty table).
     init(policy: CompiledPolicy, workers: Int, tunnelPairs: Int = ThreatDetectionConfig().tunnelPairs,
          previous: PolicyState? = nil) {
         self.policy = policy
+        self.tunnelPairs = tunnelPairs
         ruleHits = (0..<workers).map { _ in policy.rules.map { _ in RuleHitCounter() } }
-        tunnels = policy.threatsInUse.contains(.tunneling)
-            ? previous?.tunnels ?? TunnelTracker(capacity: tunnelPairs) : nil
+        if policy.threatsInUse.contains(.tunneling) {
+            if let previous, previous.tunnelPairs == tunnelPairs, let kept = previous.tunnels {
+                tunnels = kept
+            } else {
+                tunnels = TunnelTracker(capacity: tunnelPairs)
+            }
+        } else {
+            tunnels = nil
+        }
     }
 
     func hits(ofRule index: Int) -> UInt64 {

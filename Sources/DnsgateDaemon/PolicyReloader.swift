@@ -68,8 +68,12 @@ final class PolicyReloader: Sendable {
             }
             generation += 1
             recorder.policyInForce(policy)
-            policies.replace(with: PolicyState(policy: policy, workers: deciders,
-                                               tunnelPairs: tunnelPairs, previous: policies.state))
+            let previous = policies.state
+            let state = PolicyState(policy: policy, workers: deciders, tunnelPairs: tunnelPairs, previous: previous)
+            if let tunnels = state.tunnels, tunnels !== previous.tunnels, previous.tunnels != nil {
+                logger.notice("tunnel table now holds \(tunnels.capacity) pairs; what the old one had seen is dropped")
+            }
+            policies.replace(with: state)
             MemoryTuning.releaseFreePages()
             let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
             logger.info("reloaded: \(message)")

@@ -111,7 +111,11 @@ struct QueryJudge {
         var blocked = false
         Self.forEachQuestion(of: query, in: message) { question in
             let policy = state.policy
-            if let decision = policy.decide(name: question.name, type: question.type, client: question.source, mac: mac),
+            // The per-name detectors only: a response is no query for the tunnel table to count.
+            let threats = policy.threatModels == nil ? ThreatAssessment()
+                : policy.assess(name: question.name, type: question.type, client: question.source, now: 0, tunnels: nil)
+            if let decision = policy.decide(name: question.name, type: question.type, client: question.source, mac: mac,
+                                            threats: threats),
                policy.outcome(of: decision).action == .block {
                 blocked = true
             }

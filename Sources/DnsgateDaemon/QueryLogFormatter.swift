@@ -54,8 +54,10 @@ struct QueryLogFormatter {
             // What the detector found for this query (the rule's constant fields follow).
             out.append(contentsOf: #","threat_confidence":"#.utf8)
             Self.string(record.threat.level.configName, to: &out)
-            out.append(contentsOf: #","threat_score":"#.utf8)
-            Self.decimal(Int(record.threat.score * 1000), minimumDigits: 4, fractionDigits: 3, to: &out)
+            out.append(contentsOf: #","threat_score":""#.utf8)  // a string, as Route 53 writes its numbers
+            Self.decimal(Int((min(max(record.threat.score, 0), 1) * 1000).rounded()), minimumDigits: 4, fractionDigits: 3,
+                         to: &out)
+            out.append(UInt8(ascii: "\""))
         }
         let key = RuleKey(rule: record.ruleIndex, action: record.action, blockResponse: record.blockResponse)
         if let fields = ruleFields[key] {

@@ -451,7 +451,7 @@ public enum ConfigReader {
             if let list = mapping["public_suffix_list"].flatMap({ string($0, "threat_detection.public_suffix_list") }) {
                 settings.publicSuffixList = ConfigPaths.resolve(list, relativeTo: path)
             }
-            if let pairs = mapping["tunnel_pairs"].flatMap({ integer($0, "threat_detection.tunnel_pairs", 1024...16_777_216) }) {
+            if let pairs = mapping["tunnel_pairs"].flatMap({ integer($0, "threat_detection.tunnel_pairs", 1024...1_048_576) }) {
                 settings.tunnelPairs = pairs
             }
             return settings

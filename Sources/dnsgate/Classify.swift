@@ -67,8 +67,8 @@ struct LineClassifier {
     var now: UInt64 = 1_000_000_000
     /// The last client and query type read, as text and parsed: a stream
     /// repeats them, and parsing each line's anew would cost more than scoring.
-    private var lastClient: ([UInt8], IPAddress) = ([], .v4(0))
-    private var lastType: ([UInt8], QueryType) = ([], QueryType(rawValue: 0))
+    private var lastClient: ([UInt8], IPAddress?) = ([], nil)
+    private var lastType: ([UInt8], QueryType?) = ([], nil)
 
     init(models: ThreatModels, stream: Bool, tunnels: TunnelTracker?, step: UInt64) {
         self.models = models
@@ -100,13 +100,16 @@ struct LineClassifier {
             let clientText = line.extracting(fields[0]), typeText = line.extracting(fields[2])
             if !Self.same(clientText, lastClient.0) {
                 let bytes = Self.array(clientText)
-                lastClient = (bytes, IPAddress(String(decoding: bytes, as: UTF8.self)) ?? .v4(0))
+                lastClient = (bytes, IPAddress(String(decoding: bytes, as: UTF8.self)))
             }
             if !Self.same(typeText, lastType.0) {
                 let bytes = Self.array(typeText)
-                lastType = (bytes, QueryType(mnemonic: String(decoding: bytes, as: UTF8.self)) ?? QueryType(rawValue: 0))
+                lastType = (bytes, QueryType(mnemonic: String(decoding: bytes, as: UTF8.self)))
             }
-            let client = lastClient.1, type = lastType.1
+            guard let client = lastClient.1, let type = lastType.1 else {
+                output.append("invalid - 0\n")
+                return
+            }
             now &+= step
             assessment = models.assess(name: name, type: type, client: client, now: now, names: false, tunnels: tunnels)
         } else {
@@ -137,11 +140,16 @@ struct LineClassifier {
 }
 
 /// Lines of standard input, read in large blocks (a line per `readLine`
-/// call would cost more than scoring it).
+/// call would cost more than scoring it). A line longer than
+/// `maximumLineBytes` (no name or query comes near) is handed on empty, so
+/// it costs a line of output and bounded memory.
 struct StandardInputLines {
     static let blockBytes = 1 << 20
+    static let maximumLineBytes = 64 << 10
     private var buffer: [UInt8] = []
     private var start = 0
+    /// Inside a line that passed `maximumLineBytes`: its rest is dropped.
+    private var skipping = false
 
     /// Calls `body` with each line, without its newline, to the end of input.
     mutating func forEach(_ body: (Span<UInt8>) -> Void) {
@@ -152,11 +160,20 @@ struct StandardInputLines {
             start = 0
             buffer.append(contentsOf: block)
             while let newline = buffer[start...].firstIndex(of: 0x0a) {  // each turn consumes a line
-                body(buffer.span.extracting(start..<newline))
+                if skipping {
+                    skipping = false
+                } else {
+                    body(buffer.span.extracting(start..<newline))
+                }
                 start = newline + 1
             }
+            if buffer.count - start > Self.maximumLineBytes {
+                if !skipping { body(buffer.span.extracting(0..<0)) }
+                skipping = true
+                start = buffer.count
+            }
         }
-        if start < buffer.count { body(buffer.span.extracting(start..<buffer.count)) }
+        if start < buffer.count, !skipping { body(buffer.span.extracting(start..<buffer.count)) }
     }
 }
 

@@ -130,6 +130,11 @@ extension Dnsgate {
                 }
                 print(line + " [\(source)]")
             }
+            if let models = result.policy?.threatModels {
+                let threats = Threat.allCases.filter { result.policy!.threatsInUse.contains($0) }.map(\.configName)
+                print("threat detection (\(threats.joined(separator: ", "))): model \(models.modelFile), "
+                    + "public suffix list \(models.suffixFile)")
+            }
             // The config against this machine: installed rules' queues, allowed CPUs.
             let diagnostics = result.diagnostics + (config.map(Deployment.diagnostics) ?? [])
             for diagnostic in diagnostics { print(diagnostic) }

@@ -3,6 +3,7 @@ import DNSWire
 @testable import DnsgatePolicy
 import Foundation
 import Testing
+import ThreatDetection
 @testable import DnsgateDaemon
 
 /// The daemon's pure parts: the counter table behind every stats view, the
@@ -111,6 +112,66 @@ struct DaemonPartsTests {
         #expect(line["firewall_rule_action"] as? String == "BLOCK")
         #expect(line["block_response"] as? String == "NXDOMAIN")
         #expect(line["firewall_rule"] as? String == "block-bad" && line["firewall_domain_list"] as? String == "bad")
+    }
+
+    /// A policy of one threat rule, with the shipped model and suffix list.
+    static func threatPolicy(_ threat: String = "DNS_TUNNELING", generation: Int = 2) throws -> CompiledPolicy {
+        let detect = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../detect")
+            .standardized.path
+        var files: [String: [UInt8]] = ["/c.yaml": Array("""
+            threat_detection: {model: /model.txt, public_suffix_list: /psl.dat}
+            rule_groups: [{name: threats, priority: 1, rules: [{name: tunnels, priority: 1, threat: \(threat), confidence: MEDIUM, action: ALERT}]}]
+            """.utf8)]
+        files["/model.txt"] = FileManager.default.contents(atPath: detect + "/threat-model.txt").map { [UInt8]($0) }
+        files["/psl.dat"] = FileManager.default.contents(atPath: detect + "/public_suffix_list.dat").map { [UInt8]($0) }
+        let compiler = PolicyCompiler(keepLines: false) { files[$0] ?? [] }
+        return try #require(compiler.load(configPath: "/c.yaml", generation: generation).1.policy)
+    }
+
+    @Test("what the tunnel table has seen carries over a reload that keeps a tunnel rule and its size")
+    func tunnelTableAcrossReloads() throws {
+        let first = PolicyState(policy: try Self.threatPolicy(), workers: 1, tunnelPairs: 4096)
+        let kept = PolicyState(policy: try Self.threatPolicy(generation: 3), workers: 1, tunnelPairs: 4096, previous: first)
+        #expect(first.tunnels != nil && kept.tunnels === first.tunnels)
+        let resized = PolicyState(policy: try Self.threatPolicy(generation: 4), workers: 1, tunnelPairs: 8192, previous: kept)
+        #expect(resized.tunnels !== kept.tunnels && resized.tunnels?.capacity == 8192)
+        let none = PolicyState(policy: try Self.threatPolicy("DGA", generation: 5), workers: 1, tunnelPairs: 8192,
+                               previous: resized)
+        #expect(none.tunnels == nil, "no tunnel rule, no table")
+    }
+
+    @Test("a threat rule's log line names the threat, the rule's threshold and what the detector found")
+    func threatLogLine() throws {
+        let policy = try Self.threatPolicy()
+        let name = try #require(DomainName(text: "aGVsbG8gd29ybGQ.t.example.net"))
+        var threats = ThreatAssessment()
+        threats.tunneling = ThreatFinding(level: .high, score: 0.8765)
+        let decision = try #require(policy.decide(name: name, type: .txt, client: IPAddress("192.0.2.9")!, threats: threats))
+        let record = DecisionRecord(
+            seconds: 1_700_000_000, microseconds: 0, source: IPAddress("192.0.2.9")!, sourcePort: 5353,
+            destination: IPAddress("198.51.100.53")!, destinationPort: 53, name: name, type: .txt,
+            queryClass: .internet, transport: .udp, generation: policy.generation, ruleIndex: decision.ruleIndex,
+            action: .alert, blockResponse: .nxdomain, threat: threats.tunneling)
+        var formatter = QueryLogFormatter()
+        formatter.use(RuleLabels(policy), generation: policy.generation)
+        var out: [UInt8] = []
+        formatter.append(record, to: &out)
+        formatter.append(record, to: &out)  // the rule's fields from the cache the second time
+        let lines = out.split(separator: UInt8(ascii: "\n"))
+        #expect(lines.count == 2 && lines[0] == lines[1])
+        let line = try #require(JSONSerialization.jsonObject(with: Data(lines[0])) as? [String: Any])
+        #expect(line["dns_threat_protection"] as? String == "DNS_TUNNELING")
+        #expect(line["confidence_threshold"] as? String == "MEDIUM")
+        #expect(line["threat_confidence"] as? String == "HIGH")
+        #expect(line["threat_score"] as? String == "0.877", "rounded to three decimals")
+        #expect(line["firewall_rule_action"] as? String == "ALERT" && line["firewall_domain_list"] == nil)
+    }
+
+    @Test("decimal fractions", arguments: [(0, "0.000"), (5, "0.005"), (877, "0.877"), (1000, "1.000")])
+    func decimalFractions(value: Int, text: String) {
+        var out: [UInt8] = []
+        QueryLogFormatter.decimal(value, minimumDigits: 4, fractionDigits: 3, to: &out)
+        #expect(String(decoding: out, as: UTF8.self) == text)
     }
 
     @Test("each decider's ring reaches the log; a full ring drops and counts, never waits")

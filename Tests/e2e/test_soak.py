@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A bounded soak at load: memory stays flat per query, per reload and per list
-refresh."""
+refresh, with threat rules (every reload reads the model and the suffix list
+anew; every query is scored and recorded in the tunnel table)."""
 import re
 import subprocess
 import threading
@@ -29,7 +30,9 @@ domain_lists:
   - {{name: feed, url: "http://{UPSTREAM_V4}:8080/feed.txt", refresh: 1s, format: domains}}
 rule_groups:
   - {{name: g, priority: 1, rules: [{{name: local, priority: 1, domain_list: local, action: BLOCK}},
-                                   {{name: feed, priority: 2, domain_list: feed, action: BLOCK}}]}}
+                                   {{name: feed, priority: 2, domain_list: feed, action: BLOCK}},
+                                   {{name: dga, priority: 3, threat: DGA, confidence: LOW, action: ALERT}},
+                                   {{name: tunnels, priority: 4, threat: DNS_TUNNELING, confidence: LOW, action: ALERT}}]}}
 """, "soak.yaml")
     lab.apply_rules()
     lab.start_dnsgate(config)
