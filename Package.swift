@@ -24,6 +24,9 @@ let package = Package(
         // (URLSession queues every piece for its delegate with no backpressure:
         // a fast feed piled up gigabytes before a cancel landed).
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        // SHA-256 for the name model's popular list (already in the graph through
+        // async-http-client; named here because ThreatDetection uses it itself).
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // The system libraries, found with pkg-config.
@@ -42,7 +45,11 @@ let package = Package(
         .target(name: "DNSWire", swiftSettings: swiftSettings),
         // Pure core: behavioural detectors (DGA names, tunnels) and the public
         // suffix list. No I/O: models and lists come in as text.
-        .target(name: "ThreatDetection", dependencies: ["DNSWire"], swiftSettings: swiftSettings),
+        .target(
+            name: "ThreatDetection",
+            dependencies: ["DNSWire", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
         // Pure core: config model, list parsers, compiled policy, decisions. No I/O.
         .target(
             name: "DnsgatePolicy",

@@ -306,8 +306,10 @@ public struct Explanation: Sendable {
     public var listsContainingName: [String]
     /// What the detectors make of the name (when some rule names a threat).
     public var threats: ThreatAssessment?
-    /// The registrable domain the detectors scored.
+    /// The registrable domain the name model scored (ICANN section only).
     public var registrableDomain: String?
+    /// The registrable domain the tunnelling detector counts per (both sections).
+    public var tunnelRegistrableDomain: String?
 }
 
 extension CompiledPolicy {
@@ -321,8 +323,9 @@ extension CompiledPolicy {
             groupsConsidered: groups.map { ($0.name, $0.applies(to: client, mac: mac)) },
             listsContainingName: lists.indices.filter { matches.contains($0) }.map { lists[$0].name })
         explanation.threats = threats
-        if let start = threatModels?.suffixes.registrableDomainStart(name) {
-            explanation.registrableDomain = name.text(fromLabel: start)
+        if let starts = threatModels?.suffixes.registrableDomainStarts(name) {
+            explanation.registrableDomain = starts.icann.map { name.text(fromLabel: $0) }
+            explanation.tunnelRegistrableDomain = starts.all.map { name.text(fromLabel: $0) }
         }
         if let ruleIndex, rules[ruleIndex].threat == nil {
             explanation.matchedEntry = entry(in: rules[ruleIndex].listIndex, matching: name)

@@ -23,14 +23,18 @@ public final class ThreatModels: Sendable {
 
     /// What the detectors make of one query: the name model when `names`,
     /// the tunnelling detector (which also records the query) when `tunnels`
-    /// is given. Names without a registrable domain are not scored.
+    /// is given. The name model scores the ICANN registrable domain (what a
+    /// DGA registers: not `d2908q01vomqb2` of `d2908q01vomqb2.cloudfront.net`,
+    /// a platform's random tenant ID); the tunnelling detector counts per the
+    /// registrable domain under both sections (each tenant its own domain).
+    /// A name without the one the detector needs is not looked at by it.
     /// Allocation-free; `now` is monotonic nanoseconds.
     @inline(__always)
     public func assess(name: DomainName, type: QueryType, client: IPAddress, now: UInt64, names scoresNames: Bool,
                        tunnels: TunnelTracker?) -> ThreatAssessment {
         var assessment = ThreatAssessment()
-        guard let start = suffixes.registrableDomainStart(name) else { return assessment }
-        if scoresNames {
+        let starts = suffixes.registrableDomainStarts(name)
+        if scoresNames, let start = starts.icann {
             let key = nameScores.key(name, registrableStart: start)
             if let known = nameScores.lookup(key) {
                 (assessment.dga, assessment.dictionaryDGA) = known
@@ -40,7 +44,7 @@ public final class ThreatModels: Sendable {
                 (assessment.dga, assessment.dictionaryDGA) = scored
             }
         }
-        if let tunnels {
+        if let tunnels, let start = starts.all {
             assessment.tunneling = tunnels.observe(client: client, name: name, registrableStart: start, type: type, now: now)
         }
         return assessment

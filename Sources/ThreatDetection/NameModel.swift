@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+import Crypto
 public import DNSWire
 #if canImport(Glibc)
 import Glibc
@@ -11,12 +12,15 @@ import Darwin
 /// The trained per-name model (DGA, dictionary DGA), read from the text that
 /// `scripts/train-detect` writes (`detect/threat-model.txt`, format at its top).
 ///
-/// It scores the registrable label (the one label left of the public suffix):
+/// It scores the registrable label (the one label left of the ICANN public
+/// suffix: what a registrar sold, see PublicSuffixList):
 /// a character trigram log-likelihood under benign names, a word segmentation
 /// against a word list, and two logistic regressions. The features must match
 /// `features()` in scripts/train-detect exactly; the parity test checks it.
 public struct NameModel: Sendable {
-    static let version = "dnsgate-name-model 1"
+    static let versionPrefix = "dnsgate-name-model "
+    /// 2: `popular` holds truncated SHA-256 digests (1 held FNV-1a hashes).
+    static let version = versionPrefix + "2"
     static let classCount = 39
     static let boundary = 38
     static let minimumWord = 3
@@ -37,7 +41,10 @@ public struct NameModel: Sendable {
     private var dictWeights: [Float] = []
     private var dgaThresholds: [Float] = []
     private var dictThresholds: [Float] = []
-    /// NameHash of popular registrable domains that look generated; never flagged.
+    /// Popular registrable domains that look generated, never flagged: the first
+    /// 8 bytes of the SHA-256 of their lowercase text. A keyed or cryptographic
+    /// hash, because FNV-1a is invertible: a meet-in-the-middle search finds a
+    /// generated name with a listed hash in about 2^32 steps.
     private var popular: [UInt64] = []
     private var popularMask = 0
     /// x·log2(x) for the entropy of a label (≤ 63 bytes).
@@ -50,6 +57,9 @@ public struct NameModel: Sendable {
         var defaultLogFrequency: Float? = nil
         var popularHashes: [UInt64] = []
         var sawVersion = false
+        /// The single-line sections seen, so that a repeated one is an error
+        /// (the second would silently win).
+        var seenKeys: Set<Substring> = []
         var lineNumber = 0
         func fail(_ message: String) -> ThreatDetectionError {
             ThreatDetectionError(file: file, line: lineNumber, message: message)
@@ -63,32 +73,50 @@ public struct NameModel: Sendable {
             }
             return values
         }
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character: split on it too, or a CRLF file is one line.
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
-            if line.isEmpty || line.hasPrefix("#") { continue }
+            // Fields are separated by spaces; a line of whitespace alone is blank.
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            guard let key = fields.first, !key.hasPrefix("#") else { continue }
             if !sawVersion {
-                guard line == Self.version else { throw fail("not a \(Self.version) file (first line '\(line.prefix(40))')") }
+                guard line == Self.version else {
+                    if line.hasPrefix(Self.versionPrefix) {
+                        throw fail("model format '\(line.prefix(40))' is not the one this dnsgate reads (\(Self.version)): "
+                            + "retrain with scripts/train-detect or install the model shipped with this dnsgate")
+                    }
+                    throw fail("not a \(Self.version) file (first line '\(line.prefix(40))')")
+                }
                 sawVersion = true
                 continue
             }
-            let fields = line.split(separator: " ")
-            switch fields[0] {
+            if key != "trigram" && key != "word" && key != "popular" {
+                guard !seenKeys.contains(key) else { throw fail("'\(key.prefix(40))' given twice") }
+                seenKeys.insert(key)
+            }
+            switch key {
             case "trigram":
                 guard fields.count == 3 + Self.classCount, let first = Int(fields[1]), let second = Int(fields[2]),
                       (0..<Self.classCount).contains(first), (0..<Self.classCount).contains(second) else {
                     throw fail("trigram: C1 C2 and \(Self.classCount) numbers expected")
                 }
                 let values = try floats(fields[3...], count: Self.classCount, "trigram")
+                // Log-probabilities: finite and at most 0 (a sum of 64 of them stays finite).
+                guard values.allSatisfy({ $0 <= 0 }) else { throw fail("trigram: log-probability above 0") }
                 let context = first * Self.classCount + second
+                guard !trigramSeen[context] else { throw fail("trigram \(first) \(second) given twice") }
                 trigramSeen[context] = true
                 for next in 0..<Self.classCount { trigram[context * Self.classCount + next] = values[next] }
             case "word":
                 guard fields.count == 2 || fields.count == 3 else { throw fail("word: WORD [LOGFREQ] expected") }
                 let word = Array(fields[1].utf8)
                 guard (Self.minimumWord...Self.maximumWord).contains(word.count),
-                      word.allSatisfy({ $0 &- 0x61 < 26 }) else { throw fail("word: '\(fields[1])' is not \(Self.minimumWord)-\(Self.maximumWord) letters a-z") }
-                words.append((word, fields.count == 3 ? try floats(fields[2...], count: 1, "word")[0] : nil))
-                if let frequency = words.last?.logFrequency, frequency > 0 { throw fail("word: log-frequency above 0") }
+                      word.allSatisfy({ $0 &- 0x61 < 26 }) else {
+                    throw fail("word: '\(fields[1].prefix(40))' is not \(Self.minimumWord)-\(Self.maximumWord) letters a-z")
+                }
+                let logFrequency = fields.count == 3 ? try floats(fields[2...], count: 1, "word")[0] : nil
+                if let logFrequency, logFrequency > 0 { throw fail("word: log-frequency above 0") }
+                words.append((word, logFrequency))
             case "word-logfreq-default":
                 defaultLogFrequency = try floats(fields[1...], count: 1, "word-logfreq-default")[0]
             case "dga":
@@ -100,10 +128,15 @@ public struct NameModel: Sendable {
             case "dict-thresholds":
                 dictThresholds = try floats(fields[1...], count: 3, "dict-thresholds")
             case "popular":
-                guard fields.count == 2, let hash = UInt64(fields[1], radix: 16) else { throw fail("popular: one hex hash expected") }
-                popularHashes.append(hash)
+                // Hex digits only: UInt64(_:radix:) would also take a sign.
+                guard fields.count == 2, fields[1].utf8.count == 16,
+                      fields[1].utf8.allSatisfy({ $0 &- 0x30 < 10 || ($0 | 0x20) &- 0x61 < 6 }),
+                      let digest = UInt64(fields[1], radix: 16) else {
+                    throw fail("popular: one digest of 16 hex digits expected")
+                }
+                popularHashes.append(digest)
             default:
-                throw fail("unknown key '\(fields[0].prefix(40))'")
+                throw fail("unknown key '\(key.prefix(40))'")
             }
         }
         lineNumber = 0
@@ -115,6 +148,7 @@ public struct NameModel: Sendable {
             throw fail("thresholds missing or not LOW ≤ MEDIUM ≤ HIGH")
         }
         guard !words.isEmpty, let defaultLogFrequency else { throw fail("no words, or no word-logfreq-default") }
+        guard defaultLogFrequency <= 0 else { throw fail("word-logfreq-default: log-frequency above 0") }
 
         (trie, trieLogFrequencies) = Self.buildTrie(words.map { ($0.word, $0.logFrequency ?? defaultLogFrequency) })
 
@@ -315,17 +349,39 @@ public struct NameModel: Sendable {
         return .none
     }
 
+    /// The popular-list digest of a registrable domain: the first 8 bytes
+    /// (big-endian) of the SHA-256 of its lowercase text, labels joined by dots.
+    static func popularDigest(_ name: DomainName, fromLabel start: Int) -> UInt64 {
+        var text: [UInt8] = []
+        text.reserveCapacity(name.length)
+        for label in start..<name.labelCount {  // ≤ 127 labels, ≤ 254 bytes in all
+            if label > start { text.append(UInt8(ascii: ".")) }
+            for offset in name.labelStart(label) + 1..<name.labelStart(label + 1) {
+                var byte = name.wireByte(offset)
+                if byte &- 0x41 < 26 { byte |= 0x20 }
+                text.append(byte)
+            }
+        }
+        var digest: UInt64 = 0
+        for byte in SHA256.hash(data: text).prefix(8) { digest = digest << 8 | UInt64(byte) }
+        return digest
+    }
+
+    /// Asked only of a name the model flags: the digest costs more than the scoring.
     private func isPopular(_ name: DomainName, registrableStart: Int) -> Bool {
-        let hash = name.suffixHash(fromLabel: registrableStart)
-        var slot = Int(truncatingIfNeeded: hash) & popularMask
+        let digest = Self.popularDigest(name, fromLabel: registrableStart)
+        var slot = Int(truncatingIfNeeded: digest) & popularMask
         while popular[slot] != 0 {  // load ≤ 1/2: ends
-            if popular[slot] == hash { return true }
+            if popular[slot] == digest { return true }
             slot = (slot + 1) & popularMask
         }
         return false
     }
 
-    /// Scores the registrable domain of `name` (which starts at label `registrableStart`).
+    /// Scores the registrable domain of `name` (which starts at label
+    /// `registrableStart`; the ICANN one, see PublicSuffixList). Each detector's
+    /// finding stands on its own, so that a DICT_DGA rule sees a dictionary
+    /// name the DGA detector rates higher, and the other way round.
     public func assess(_ name: DomainName, registrableStart: Int) -> (dga: ThreatFinding, dictionaryDGA: ThreatFinding) {
         guard registrableStart >= 0, registrableStart < name.labelCount else { return (.benign, .benign) }
         let (dgaLogit, dictLogit) = logits(name, label: registrableStart)
@@ -333,10 +389,9 @@ public struct NameModel: Sendable {
         let dictLevel = dictLogit.map { Self.level($0, dictThresholds) } ?? .none
         if dgaLevel == .none && dictLevel == .none { return (.benign, .benign) }
         if isPopular(name, registrableStart: registrableStart) { return (.benign, .benign) }
-        if dictLevel > .none && dictLevel >= dgaLevel, let dictLogit {
-            return (.benign, ThreatFinding(level: dictLevel, score: Self.score(dictLogit)))
-        }
-        return (ThreatFinding(level: dgaLevel, score: Self.score(dgaLogit)), .benign)
+        let dga = dgaLevel > .none ? ThreatFinding(level: dgaLevel, score: Self.score(dgaLogit)) : .benign
+        let dictionary = dictLevel > .none ? ThreatFinding(level: dictLevel, score: Self.score(dictLogit ?? 0)) : .benign
+        return (dga, dictionary)
     }
 
     @inline(__always)

@@ -7,8 +7,9 @@ import Synchronization
 /// one (a trigram pass and a word segmentation over a lexicon larger than the
 /// CPU's caches) costs several times what looking it up here does.
 ///
-/// Direct-mapped, in stripes with a lock each; an entry is one word: 40 bits
-/// of the domain's key and 24 of result. Keys are hashed with a seed drawn at
+/// Direct-mapped, in stripes with a lock each; an entry is one word: 31 bits
+/// of the domain's key (its low 24 bits chose the slot), a marker bit and
+/// both detectors' findings, 16 bits each. Keys are hashed with a seed drawn at
 /// start, so nobody can pick a generated name that lands on a popular
 /// domain's entry and inherits its verdict.
 public final class NameScoreCache: Sendable {
@@ -61,7 +62,10 @@ public final class NameScoreCache: Sendable {
         stripes[stripe].slots.withLock { $0[slot] = entry }
     }
 
-    static let tagMask: UInt64 = ~0xff_ffff
+    /// The key's top 31 bits; the slot came from its low 24.
+    static let tagMask: UInt64 = ~(1 << 33 - 1)
+    /// Set in every entry, so that an empty slot (0) never looks like a benign result.
+    static let occupied: UInt64 = 1 << 32
 
     @inline(__always)
     func place(_ key: UInt64) -> (stripe: Int, slot: Int) {
@@ -69,24 +73,30 @@ public final class NameScoreCache: Sendable {
         return (low & (Self.stripeCount - 1), (low >> 6) % slotsPerStripe)
     }
 
-    /// 2 bits which (1 benign, 2 DGA, 3 dictionary DGA: never 0), 2 the level,
-    /// 16 the score.
+    /// The marker, then the dictionary finding in bits 16…31 and the DGA one
+    /// in 0…15: each 2 bits of level and 14 of score (1/16383: the printed
+    /// score has 3 decimals).
     @inline(__always)
     static func pack(_ result: (dga: ThreatFinding, dictionaryDGA: ThreatFinding)) -> UInt64 {
-        let (which, finding): (UInt64, ThreatFinding) = result.dictionaryDGA.level > .none ? (3, result.dictionaryDGA)
-            : result.dga.level > .none ? (2, result.dga) : (1, .benign)
-        let score = UInt64((min(max(finding.score, 0), 1) * 65_535).rounded())
-        return which << 18 | UInt64(finding.level.rawValue) << 16 | score
+        occupied | packFinding(result.dictionaryDGA) << 16 | packFinding(result.dga)
     }
 
     @inline(__always)
     static func unpack(_ entry: UInt64) -> (dga: ThreatFinding, dictionaryDGA: ThreatFinding) {
-        let finding = ThreatFinding(level: ConfidenceLevel(rawValue: UInt8(entry >> 16 & 3)) ?? .none,
-                                    score: Float(entry & 0xffff) / 65_535)
-        switch entry >> 18 & 3 {
-        case 2: return (finding, .benign)
-        case 3: return (.benign, finding)
-        default: return (.benign, .benign)
-        }
+        (unpackFinding(entry & 0xffff), unpackFinding(entry >> 16 & 0xffff))
+    }
+
+    static let scoreSteps: Float = 16_383
+
+    @inline(__always)
+    static func packFinding(_ finding: ThreatFinding) -> UInt64 {
+        let score = finding.level == .none ? 0 : UInt64((min(max(finding.score, 0), 1) * scoreSteps).rounded())
+        return UInt64(finding.level.rawValue) << 14 | score
+    }
+
+    @inline(__always)
+    static func unpackFinding(_ bits: UInt64) -> ThreatFinding {
+        guard let level = ConfidenceLevel(rawValue: UInt8(bits >> 14 & 3)), level > .none else { return .benign }
+        return ThreatFinding(level: level, score: Float(bits & 0x3fff) / scoreSteps)
     }
 }

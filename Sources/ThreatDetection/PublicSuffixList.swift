@@ -3,18 +3,21 @@ public import DNSWire
 
 /// The Public Suffix List, compiled for lookups that do not allocate.
 ///
-/// Both sections are used, ICANN and PRIVATE (as browsers do for cookies):
-/// a private suffix such as `github.io`, `blogspot.com` or
-/// `s3.amazonaws.com` is where one owner's names end and another's begin, so
-/// the label left of it is the one its owner chose. That is the label a DGA
-/// writes and the unit a tunnel is counted per; with ICANN rules only, every
-/// `*.github.io` name would be scored as `github` and counted as one domain.
+/// One walk gives two registrable domains:
+/// - `all`, from both sections, ICANN and PRIVATE (as browsers do for
+///   cookies): a private suffix such as `github.io` or `cloudfront.net` is
+///   where one tenant's names end and another's begin. The tunnelling
+///   detector counts per this domain, so each tenant is its own unit.
+/// - `icann`, from the ICANN section only: what was bought at a registrar.
+///   DGA malware registers its domains there, so the name model scores this
+///   one; the label left of a private suffix is a platform's tenant ID
+///   (`d2908q01vomqb2.cloudfront.net`), random by design, not a DGA's choice.
 public struct PublicSuffixList: Sendable {
     /// One rule (or the interior suffix of a longer rule) per entry.
     private struct Entry: Sendable {
         var keyOffset: Int32
         var keyLength: UInt8
-        /// `Kind` bits.
+        /// `Kind` bits: ICANN rules in the low nibble, PRIVATE ones shifted by `Kind.privateShift`.
         var kinds: UInt8
     }
 
@@ -22,7 +25,13 @@ public struct PublicSuffixList: Sendable {
         static let normal: UInt8 = 1       // `co.uk`
         static let wildcard: UInt8 = 2     // `*.ck`: every child of this suffix is a suffix
         static let exception: UInt8 = 4    // `!www.ck`: this name is registrable after all
+        static let privateShift: UInt8 = 4
+        static let icannMask: UInt8 = 0x0f
     }
+
+    /// The section markers of publicsuffix.org's file (in comment lines).
+    private static let privateBegins = "===BEGIN PRIVATE DOMAINS==="
+    private static let privateEnds = "===END PRIVATE DOMAINS==="
 
     /// Keys' lowercase wire forms, back to back.
     private var keyBytes: [UInt8] = []
@@ -40,8 +49,15 @@ public struct PublicSuffixList: Sendable {
     public init(text: String, file: String) throws(ThreatDetectionError) {
         var rules: [(key: [UInt8], kind: UInt8)] = []
         var lineNumber = 0
-        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        var inPrivateSection = false
+        // "\r\n" is one Character: split on it too, or a CRLF file is one line.
+        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
+            if rawLine.hasPrefix("//") {
+                if rawLine.contains(Self.privateBegins) { inPrivateSection = true }
+                if rawLine.contains(Self.privateEnds) { inPrivateSection = false }
+                continue
+            }
             // A rule is the line up to its first whitespace.
             guard let rule = rawLine.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).first,
                   !rule.hasPrefix("//") else { continue }
@@ -66,7 +82,7 @@ public struct PublicSuffixList: Sendable {
             guard key.count <= 253 else {
                 throw ThreatDetectionError(file: file, line: lineNumber, message: "rule too long '\(rule)'")
             }
-            rules.append((key, kind))
+            rules.append((key, inPrivateSection ? kind << Kind.privateShift : kind))
         }
         guard !rules.isEmpty else { throw ThreatDetectionError(file: file, line: 0, message: "no rules") }
 
@@ -134,21 +150,61 @@ public struct PublicSuffixList: Sendable {
     }
 
     /// Index of the first label of the registrable domain (the longest public
-    /// suffix plus one label), or nil when the name is itself a public suffix.
+    /// suffix plus one label) under both sections, or nil when the name is
+    /// itself a public suffix.
     public func registrableDomainStart(_ name: DomainName) -> Int? {
+        registrableDomainStarts(name).all
+    }
+
+    /// Where one walk of the suffix's rules leaves the registrable domain.
+    private struct SuffixWalk {
+        /// The first label of the longest public suffix found so far; the
+        /// default rule `*` makes an unknown TLD a suffix.
+        var suffixStart: Int
+        var parentKinds: UInt8 = 0
+        var done = false
+
+        /// One more label to the left (`label`), whose suffix has rule bits
+        /// `kinds` (nil: no rule ends with it, nor does any longer one).
+        @inline(__always)
+        mutating func step(label: Int, kinds: UInt8?) {
+            guard !done else { return }
+            if parentKinds & Kind.wildcard != 0 { suffixStart = label }
+            guard let kinds else {
+                done = true
+                return
+            }
+            if kinds & Kind.exception != 0 {
+                suffixStart = label + 1
+                done = true
+                return
+            }
+            if kinds & Kind.normal != 0 { suffixStart = label }
+            parentKinds = kinds
+        }
+
+        var registrableStart: Int? { suffixStart > 0 ? suffixStart - 1 : nil }
+    }
+
+    /// The first label of the registrable domain under the ICANN section alone
+    /// (`icann`: what a registrar sold; the name model scores it) and under
+    /// both sections (`all`: a private suffix's tenant; the tunnelling
+    /// detector counts per it), nil when the name is itself such a suffix.
+    /// One pass over the name's bytes, allocation-free: it is on the packet path.
+    public func registrableDomainStarts(_ name: DomainName) -> (icann: Int?, all: Int?) {
         let count = name.labelCount
-        guard count > 0 else { return nil }
-        var suffixStart = count - 1  // the default rule `*`: an unknown TLD is a suffix
+        guard count > 0 else { return (nil, nil) }
+        var icann = SuffixWalk(suffixStart: count - 1)
+        var all = SuffixWalk(suffixStart: count - 1)
         // NameHash of the suffix from `label`, and its bytes (lowercase, last first),
         // gathered here: each DomainName accessor is a call across modules that
         // copies the name's storage, so every byte is read once.
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         var reversed = InlineArray<256, UInt8>(repeating: 0)
         var gathered = 0
-        var parentKinds: UInt8 = 0
         var label = count - 1
         var end = name.length
-        while label >= 0 {  // at most labelCount steps
+        while label >= 0 && !(icann.done && all.done) {  // at most labelCount steps
             let first = name.labelStart(label)
             var offset = end - 1
             while offset >= first {  // the label's bytes, then its length octet (≤ 254 in all)
@@ -161,17 +217,13 @@ public struct PublicSuffixList: Sendable {
             }
             end = first
             let found = kinds(ofReversed: reversed, length: gathered, hash: hash)
-            if parentKinds & Kind.wildcard != 0 { suffixStart = label }
-            guard let kinds = found else { break }
-            if kinds & Kind.exception != 0 {
-                suffixStart = label + 1
-                break
-            }
-            if kinds & Kind.normal != 0 { suffixStart = label }
-            parentKinds = kinds
+            // An entry that only PRIVATE rules made has no ICANN bits: the ICANN
+            // walk goes on through it unchanged, as if it had stopped there.
+            icann.step(label: label, kinds: found.map { $0 & Kind.icannMask })
+            all.step(label: label, kinds: found.map { ($0 | $0 >> Kind.privateShift) & Kind.icannMask })
             label -= 1
         }
-        return suffixStart > 0 ? suffixStart - 1 : nil
+        return (icann.registrableStart, all.registrableStart)
     }
 }
 

@@ -25,6 +25,11 @@ public enum Threat: UInt8, Sendable, CaseIterable {
         self = threat
     }
 
+    /// The order `dnsgate classify` breaks a tie of levels in: a name both
+    /// name detectors rate alike is labelled a dictionary DGA (the dictionary
+    /// detector only looks at word concatenations, so it is the sharper word).
+    public static let classifyPrecedence: [Threat] = [.dictionaryDGA, .dga, .tunneling]
+
     /// The label `dnsgate classify` prints.
     public var classifyLabel: String {
         switch self {

@@ -115,7 +115,7 @@ struct LineClassifier {
         } else {
             assessment = models.assess(name: name, type: QueryType.a, client: .v4(0), now: now, names: true, tunnels: nil)
         }
-        guard let (threat, finding) = assessment.strongest(of: Threat.allCases) else {
+        guard let (threat, finding) = assessment.strongest(of: Threat.classifyPrecedence) else {
             output.append("benign - 0\n")
             return
         }

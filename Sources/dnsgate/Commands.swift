@@ -187,8 +187,14 @@ extension Dnsgate {
             }
             print("lists containing the name: \(explanation.listsContainingName.isEmpty ? "none" : explanation.listsContainingName.joined(separator: ", "))")
             if let threats {
-                let scored = models?.suffixes.registrableDomainStart(queryName).map { queryName.text(fromLabel: $0) }
-                print("threats: registrable domain \(scored ?? "none (a public suffix): not scored")")
+                // The policy may have no models of its own (no threat rule): ask the loaded ones.
+                let starts = models?.suffixes.registrableDomainStarts(queryName)
+                let scored = starts?.icann.map { queryName.text(fromLabel: $0) }
+                let tunnelUnit = starts?.all.map { queryName.text(fromLabel: $0) }
+                print("threats: registrable domain \(scored ?? "none (a public suffix): not scored") "
+                    + "(ICANN section: DGA and DICT_DGA score its first label)")
+                print("  the tunnel detector counts per \(tunnelUnit ?? "none (a public suffix): not counted") "
+                    + "(ICANN and PRIVATE sections: a platform's tenant is its own domain)")
                 for threat in Threat.allCases {
                     let finding = threats[threat]
                     let note = threat == .tunneling ? " (this name alone; the daemon also weighs the client's recent queries)" : ""

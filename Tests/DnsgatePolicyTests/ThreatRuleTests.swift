@@ -129,4 +129,33 @@ struct ThreatRuleTests {
         #expect(policy.decide(name: name("xjw4kq9vzt2pl8rb7yhc.com"), type: .a, client: address("192.0.2.1"),
                               threats: generated) != nil)
     }
+
+    @Test("the name model scores the ICANN registrable domain; the tunnel detector counts per tenant")
+    func platformTenants() throws {
+        let result = detectionFiles.compile(detectionSettings + """
+        rule_groups: [{name: g, priority: 1, rules: [{name: r, priority: 1, threat: DGA, confidence: LOW, action: BLOCK}]}]
+        """)
+        let policy = try #require(result.policy, "\(result.diagnostics)")
+        // CloudFront's tenant IDs: `d` and 13 random characters (deterministic here).
+        var state: UInt64 = 1
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz0123456789")
+        var flagged: [String] = []
+        for _ in 0..<2000 {
+            let id = (0..<13).map { _ in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return alphabet[Int(state >> 33) % alphabet.count]
+            }
+            let text = "d" + String(id) + ".cloudfront.net"
+            let assessment = policy.assess(name: name(text), type: .a, client: address("192.0.2.1"), now: 0, tunnels: nil)
+            if assessment.dga.level > .none || assessment.dictionaryDGA.level > .none { flagged.append(text) }
+        }
+        #expect(flagged.isEmpty, "\(flagged.count) of 2000 flagged, e.g. \(flagged.prefix(3))")
+        let explanation = policy.explain(name: name("a.d2908q01vomqb2.cloudfront.net"), type: .a, client: address("192.0.2.1"))
+        #expect(explanation.registrableDomain == "cloudfront.net")
+        #expect(explanation.tunnelRegistrableDomain == "d2908q01vomqb2.cloudfront.net")
+        // The tunnel detector still sees a tenant: each is its own registrable domain.
+        let models = try #require(policy.threatModels)
+        let starts = models.suffixes.registrableDomainStarts(name("a.d2908q01vomqb2.cloudfront.net"))
+        #expect(starts.icann == 2 && starts.all == 1)
+    }
 }

@@ -9,10 +9,13 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().path
 let shippedListPath = repositoryRoot + "/detect/public_suffix_list.dat"
 
-/// The registrable domain of `text` under `list`, as text; nil when none.
-func registrable(_ text: String, _ list: PublicSuffixList) throws -> String? {
+/// The registrable domain of `text` under `list` (both sections, or the ICANN
+/// section alone), as text; nil when none.
+func registrable(_ text: String, _ list: PublicSuffixList, icannOnly: Bool = false) throws -> String? {
     let name = try #require(DomainName(text: text))
-    guard let start = list.registrableDomainStart(name) else { return nil }
+    let starts = list.registrableDomainStarts(name)
+    #expect(starts.all == list.registrableDomainStart(name), "\(text): the one-result call is `all`")
+    guard let start = icannOnly ? starts.icann : starts.all else { return nil }
     return (start..<name.labelCount).map { label in
         String(decoding: (name.labelStart(label) + 1..<name.labelStart(label + 1)).map { name.wireByte($0) }, as: UTF8.self)
     }.joined(separator: ".").lowercased()
@@ -88,6 +91,61 @@ func registrable(_ text: String, _ list: PublicSuffixList) throws -> String? {
             Issue.record("an inner wildcard was accepted")
         } catch {
             #expect(error.line == 3)
+        }
+    }
+
+    /// Sections as publicsuffix.org marks them; a PRIVATE rule below an ICANN one.
+    let sectioned = try! PublicSuffixList(text: """
+        // ===BEGIN ICANN DOMAINS===
+        com
+        net
+        io
+        jp
+        *.kobe.jp
+        !city.kobe.jp
+        // ===END ICANN DOMAINS===
+        // ===BEGIN PRIVATE DOMAINS===
+        cloudfront.net
+        github.io
+        *.compute.example.com
+        !www.compute.example.com
+        *.private.jp
+        // ===END PRIVATE DOMAINS===
+        """, file: "sectioned.dat")
+
+    @Test func icannAndPrivateRegistrableDomainsInOneWalk() throws {
+        let cases: [(name: String, icann: String?, all: String?)] = [
+            ("www.example.com", "example.com", "example.com"),
+            ("d2908q01vomqb2.cloudfront.net", "cloudfront.net", "d2908q01vomqb2.cloudfront.net"),
+            ("a.b.d2908q01vomqb2.CloudFront.net", "cloudfront.net", "d2908q01vomqb2.cloudfront.net"),
+            ("cloudfront.net", "cloudfront.net", nil),  // a private suffix: registrable at a registrar
+            ("user.github.io", "github.io", "user.github.io"),
+            ("x.host.compute.example.com", "example.com", "x.host.compute.example.com"),
+            ("host.compute.example.com", "example.com", nil),
+            ("a.www.compute.example.com", "example.com", "www.compute.example.com"),
+            ("a.b.c.kobe.jp", "b.c.kobe.jp", "b.c.kobe.jp"),
+            ("www.city.kobe.jp", "city.kobe.jp", "city.kobe.jp"),
+            ("a.b.private.jp", "private.jp", "a.b.private.jp"),  // `*.private.jp`: b.private.jp is a suffix
+            ("net", nil, nil),
+            ("example.unknowntld", "example.unknowntld", "example.unknowntld"),  // the default rule `*`
+        ]
+        for (name, icann, all) in cases {
+            #expect(try registrable(name, sectioned, icannOnly: true) == icann, "\(name) ICANN")
+            #expect(try registrable(name, sectioned) == all, "\(name) both sections")
+        }
+        #expect(sectioned.registrableDomainStarts(DomainName()) == (nil, nil))
+    }
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: shippedListPath), "detect/public_suffix_list.dat missing"))
+    func theShippedListsSectionsSplitTenantsFromRegistrars() throws {
+        let list = try PublicSuffixList(text: String(contentsOfFile: shippedListPath, encoding: .utf8), file: shippedListPath)
+        for (name, icann, all) in [("d2908q01vomqb2.cloudfront.net", "cloudfront.net", "d2908q01vomqb2.cloudfront.net"),
+                                   ("foo-9f8e7d6c5b4a.azurewebsites.net", "azurewebsites.net", "foo-9f8e7d6c5b4a.azurewebsites.net"),
+                                   ("www.bdtbgkwhsvtobpxq.firebaseapp.com", "firebaseapp.com", "bdtbgkwhsvtobpxq.firebaseapp.com"),
+                                   ("someone.github.io", "github.io", "someone.github.io"),
+                                   ("a.example.co.uk", "example.co.uk", "example.co.uk")] {
+            #expect(try registrable(name, list, icannOnly: true) == icann, "\(name)")
+            #expect(try registrable(name, list) == all, "\(name)")
         }
     }
 
