@@ -48,11 +48,12 @@ extension Dnsgate {
             var output = OutputBuffer()
             var lines = StandardInputLines()
             var classifierState = classifier
+            // A reader that leaves (`| head`) ends the run, quietly.
             lines.forEach { line in
                 classifierState.classify(line, into: &output)
-                output.flushIfFull()
+                return output.flushIfFull()
             }
-            output.flush()
+            _ = output.flush()
         }
     }
 }
@@ -151,8 +152,9 @@ struct StandardInputLines {
     /// Inside a line that passed `maximumLineBytes`: its rest is dropped.
     private var skipping = false
 
-    /// Calls `body` with each line, without its newline, to the end of input.
-    mutating func forEach(_ body: (Span<UInt8>) -> Void) {
+    /// Calls `body` with each line, without its newline, to the end of
+    /// input or until `body` returns false.
+    mutating func forEach(_ body: (Span<UInt8>) -> Bool) {
         while true {
             let block = (try? FileHandle.standardInput.read(upToCount: Self.blockBytes)) ?? nil
             guard let block, !block.isEmpty else { break }
@@ -162,18 +164,18 @@ struct StandardInputLines {
             while let newline = buffer[start...].firstIndex(of: 0x0a) {  // each turn consumes a line
                 if skipping {
                     skipping = false
-                } else {
-                    body(buffer.span.extracting(start..<newline))
+                } else if !body(buffer.span.extracting(start..<newline)) {
+                    return
                 }
                 start = newline + 1
             }
             if buffer.count - start > Self.maximumLineBytes {
-                if !skipping { body(buffer.span.extracting(0..<0)) }
+                if !skipping, !body(buffer.span.extracting(0..<0)) { return }
                 skipping = true
                 start = buffer.count
             }
         }
-        if start < buffer.count, !skipping { body(buffer.span.extracting(start..<buffer.count)) }
+        if start < buffer.count, !skipping { _ = body(buffer.span.extracting(start..<buffer.count)) }
     }
 }
 
@@ -199,12 +201,19 @@ struct OutputBuffer {
         bytes.append(UInt8(ascii: "0") + UInt8(thousandths % 10))
     }
 
-    mutating func flushIfFull() {
-        if bytes.count >= 1 << 16 { flush() }
+    /// False once standard output is closed.
+    mutating func flushIfFull() -> Bool {
+        bytes.count >= 1 << 16 ? flush() : true
     }
 
-    mutating func flush() {
-        FileHandle.standardOutput.write(Data(bytes))
-        bytes.removeAll(keepingCapacity: true)
+    /// False when standard output is closed (the reader left).
+    mutating func flush() -> Bool {
+        defer { bytes.removeAll(keepingCapacity: true) }
+        do {
+            try FileHandle.standardOutput.write(contentsOf: bytes)
+            return true
+        } catch {
+            return false
+        }
     }
 }
