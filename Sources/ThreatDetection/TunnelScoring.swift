@@ -68,8 +68,8 @@ enum TunnelScoring {
     /// What keeping a newcomer would be worth right after its first query,
     /// on the scale of `PairState.standing`: its evidence plus the level its
     /// name justifies. One name proves at most HIGH, so its evidence counts
-    /// up to `highEvidence`: a pair at HIGH that is still sending new names
-    /// outweighs any single name.
+    /// up to `highEvidence`: a pair at HIGH with at least that much evidence
+    /// (a tunnel still sending data) outweighs any single name.
     @inline(__always)
     static func newcomerRetention(gain: Float) -> Float {
         min(gain, highEvidence) + Float(level(for: gain).rawValue)
