@@ -151,7 +151,7 @@ public struct StatsSnapshot: Codable, Sendable {
         ("tcp_connections_open", "gauge", "DNS-over-TCP connections open now."),
         ("tcp_messages_total", "counter", "DNS-over-TCP messages by direction."),
         ("override_target_total", "counter", "OVERRIDE CNAME targets by how they were found."),
-        ("tunnel_pairs", "gauge", "(client, registrable domain) pairs the tunnelling detector follows."),
+        ("tunnel_pairs", "gauge", "(client, registrable domain) pairs in the tunnelling detector's table; quiet ones stay until evicted."),
         ("tunnel_pairs_capacity", "gauge", "Pairs the tunnelling detector's table holds at most."),
         ("tunnel_evictions_total", "counter", "Pairs pushed out of the tunnelling detector's full table."),
         ("errors_total", "counter", "Failures by kind."),

@@ -52,14 +52,27 @@ enum TunnelScoring {
         gain += shape.encodedBytes / encodedBytesPerUnit * (addressType ? addressTypeDiscount : 1)
         gain += Float(max(0, shape.length - plainLengthAllowance)) / lengthBytesPerUnit
         if shape.unusualBytes > 0 { gain += unusualBytesGain }
-        // Service labels (`_dmarc`, `_sip._udp`, `_acme-challenge`) ask TXT and SRV for a living.
-        guard !shape.leadingUnderscore else { return Worth(gain: gain, typeBonus: 0) }
         let weight = typeGain(type)
+        // Service labels (`_dmarc`, `_sip._udp`, `_acme-challenge`) ask TXT
+        // and SRV of plain names for a living: under one the type counts only
+        // for encoded-looking bytes. No service asks NULL or a private type.
+        let service = shape.startsWithServiceLabel && weight < 1
         // In full under an encoded-looking name, a tenth under a plain one
         // (mail servers ask MX, TXT and CNAME of plain names all day); NULL and
         // the private types in full whatever the name.
-        let share = weight >= 1 ? 1 : min(1, plainNameTypeShare + shape.encodedBytes / encodedBytesForFullTypeWeight)
-        return Worth(gain: gain + weight * share, typeBonus: weight * (1 - share))
+        let plainShare = service ? 0 : plainNameTypeShare
+        let share = weight >= 1 ? 1 : min(1, plainShare + shape.encodedBytes / encodedBytesForFullTypeWeight)
+        return Worth(gain: gain + weight * share, typeBonus: service ? 0 : weight * (1 - share))
+    }
+
+    /// What keeping a newcomer would be worth right after its first query,
+    /// on the scale of `PairState.standing`: its evidence plus the level its
+    /// name justifies. One name proves at most HIGH, so its evidence counts
+    /// up to `highEvidence`: a pair at HIGH with at least that much evidence
+    /// (a tunnel still sending data) outweighs any single name.
+    @inline(__always)
+    static func newcomerRetention(gain: Float) -> Float {
+        min(gain, highEvidence) + Float(level(for: gain).rawValue)
     }
 
     static let plainNameTypeShare: Float = 0.1
@@ -133,32 +146,54 @@ struct SubdomainShape {
     var unusualBytes = 0
     /// Σ label length × how random the label looks (0…1).
     var encodedBytes: Float = 0
-    /// The first label starts with `_` (a service label).
-    var leadingUnderscore = false
-    /// A hash of the part, ASCII case folded, so repeats are recognised.
-    var hash: UInt64 = 0
+    /// The first label looks like a service label: `_` and then 1…15
+    /// letters, digits or `-` (`_dmarc`, `_sip`, `_acme-challenge`).
+    var startsWithServiceLabel = false
+    /// Seeded hash of the part's wire bytes, ASCII case folded: 32 bits,
+    /// never 0, so that repeats are recognised and cannot be forged.
+    var fingerprint: UInt32 = 1
+
+    static let longestServiceLabel = 16
 
     @inline(__always)
-    init(name: DomainName, registrableStart: Int) {
+    init(name: DomainName, registrableStart: Int, seed: UInt64) {
         let labels = min(max(registrableStart, 0), name.labelCount)
-        if labels > 0 { leadingUnderscore = name.wireByte(name.labelStart(0) + 1) == UInt8(ascii: "_") }
+        if labels > 0 { startsWithServiceLabel = Self.isServiceLabel(name, label: 0) }
+        var hasher = SeededByteHasher(seed: seed)
         for label in 0..<labels {  // ≤ 127 labels, ≤ 254 bytes in all
             let start = name.labelStart(label) + 1
             let end = name.labelStart(label + 1)
+            // The length octet too: `ab.c` and `a.bc` differ.
+            hasher.add(caseFolded: name.wireByte(start - 1))
             var stats = LabelStatistics()
             for offset in start..<end {
                 let byte = name.wireByte(offset)
                 stats.add(byte)
-                // Rotate-xor: one cycle a byte (FNV's multiply chain costs
-                // three); `mix` below spreads the bits.
-                hash = (hash << 7 | hash >> 57) ^ UInt64(byte &- 0x41 < 26 ? byte | 0x20 : byte)
+                hasher.add(caseFolded: byte)
             }
-            hash = (hash << 7 | hash >> 57) ^ 0x2e
             length += end - start
             unusualBytes += stats.unusual
             encodedBytes += Float(end - start) * stats.randomness(count: end - start)
         }
-        hash = TunnelTracker.mix(hash)
+        let hash = hasher.finalize()
+        fingerprint = UInt32(truncatingIfNeeded: hash >> 32)
+        if fingerprint == 0 { fingerprint = UInt32(truncatingIfNeeded: hash) | 1 }
+    }
+
+    /// `_` and then 1…15 letters, digits or `-`.
+    @inline(__always)
+    static func isServiceLabel(_ name: DomainName, label: Int) -> Bool {
+        let start = name.labelStart(label) + 1
+        let end = name.labelStart(label + 1)
+        guard end - start >= 2, end - start <= longestServiceLabel,
+              name.wireByte(start) == UInt8(ascii: "_") else { return false }
+        for offset in start + 1..<end {  // ≤ 15 bytes
+            let byte = name.wireByte(offset)
+            let letter = (byte | 0x20) &- 0x61 < 26
+            let digit = byte &- 0x30 < 10
+            if !(letter || digit || byte == UInt8(ascii: "-")) { return false }
+        }
+        return true
     }
 }
 

@@ -19,26 +19,41 @@ import Synchronization
 /// The table is set-associative (`ways` slots a bucket), split into stripes
 /// with a lock each. A miss takes an empty slot or evicts the bucket's
 /// coldest, least suspicious entry, so a flood of new pairs evicts itself
-/// rather than a pair under suspicion. `observe` never allocates.
+/// rather than a pair under suspicion; a pair holding MEDIUM or HIGH is never
+/// pushed out for a newcomer worth less (when a whole bucket is such pairs,
+/// the newcomer is scored from its own name and not kept). `observe` never
+/// allocates.
+///
+/// Pair keys and name fingerprints are SipHash (`Hasher`) with a secret
+/// per-tracker seed: someone who knows this code still cannot choose names
+/// that pass for repeats, nor pairs that land in a tunnel's bucket.
 public final class TunnelTracker: Sendable {
     /// Slots in the table (the requested capacity, rounded down to whole buckets).
     public let capacity: Int
     let bucketsPerStripe: Int
     static let ways = 8
     static let maximumStripes = 64
+    /// Hashed ahead of every key and fingerprint, on top of `Hasher`'s own
+    /// per-process seed (which `SWIFT_DETERMINISTIC_HASHING` turns off).
+    let seed: UInt64
 
     /// One stripe's buckets and counts: only code holding its lock touches them.
     struct Stripe {
         /// Pair keys (0: empty), `ways` a bucket: a bucket's keys are read together.
         var keys: [UInt64]
         var slots: [PairState]
+        /// Slots ever claimed: a slot is reused, never emptied.
         var occupied = 0
+        /// Pairs pushed out of their slot for a newcomer.
         var evictions = 0
+        /// Newcomers left out because every way held a pair worth more.
+        var refusedNewcomers = 0
 
         /// The slot holding `key` in the bucket from `firstSlot`, or an empty
-        /// or evicted one now holding it.
+        /// or evicted one now holding it; nil when every way holds a pair at
+        /// MEDIUM or HIGH worth at least `newcomerWorth`.
         @inline(__always)
-        mutating func findOrClaim(key: UInt64, firstSlot: Int, now: UInt64) -> Int {
+        mutating func findOrClaim(key: UInt64, firstSlot: Int, newcomerWorth: Float, now: UInt64) -> Int? {
             var empty = -1
             for way in 0..<TunnelTracker.ways {
                 if keys[firstSlot + way] == key { return firstSlot + way }
@@ -48,14 +63,20 @@ public final class TunnelTracker: Sendable {
             if victim >= 0 {
                 occupied += 1
             } else {
-                // Full: evict the entry least worth keeping.
+                // Full: evict the entry least worth keeping, among those a
+                // newcomer of this worth may push out.
                 var victimValue = Float.infinity
                 for way in 0..<TunnelTracker.ways {
-                    let value = slots[firstSlot + way].retentionValue(now: now)
-                    if value < victimValue {
+                    let standing = slots[firstSlot + way].standing(now: now)
+                    if standing.level >= .medium, standing.retention >= newcomerWorth { continue }
+                    if standing.retention < victimValue {
                         victim = way
-                        victimValue = value
+                        victimValue = standing.retention
                     }
+                }
+                guard victim >= 0 else {
+                    refusedNewcomers += 1
+                    return nil
                 }
                 evictions += 1
             }
@@ -81,13 +102,22 @@ public final class TunnelTracker: Sendable {
         bucketsPerStripe = buckets / stripeCount
         self.capacity = stripeCount * bucketsPerStripe * Self.ways
         stripes = (0..<stripeCount).map { [bucketsPerStripe] _ in LockedStripe(slots: bucketsPerStripe * Self.ways) }
+        var generator = SystemRandomNumberGenerator()
+        seed = generator.next()
     }
 
-    /// Pairs held now (never more than `capacity`).
+    /// Pairs in the table now, never more than `capacity`. Slots are only
+    /// ever reused, never emptied: a pair that went quiet stays (and counts)
+    /// until a newcomer evicts it, so once the table has filled this is
+    /// `capacity` whatever the traffic.
     public var count: Int { stripes.reduce(0) { $0 + $1.stripe.withLock(\.occupied) } }
 
-    /// Pairs pushed out to make room for others since start.
+    /// Pairs pushed out of the table to make room for others since start (a
+    /// newcomer taking an empty slot, or left out, evicts nothing).
     public var evictions: Int { stripes.reduce(0) { $0 + $1.stripe.withLock(\.evictions) } }
+
+    /// Newcomers scored from their own name and not kept, since start.
+    var refusedNewcomers: Int { stripes.reduce(0) { $0 + $1.stripe.withLock(\.refusedNewcomers) } }
 
     /// The table's memory, all of it allocated at init.
     public var memoryBytes: Int {
@@ -100,42 +130,54 @@ public final class TunnelTracker: Sendable {
     public func observe(client: IPAddress, name: DomainName, registrableStart: Int, type: QueryType,
                         now: UInt64) -> ThreatFinding {
         let start = min(max(registrableStart, 0), name.labelCount)
-        // Nobody can put data under a reverse zone they do not hold, and PTR
-        // floods (scanners, log resolvers) look exactly like a tunnel otherwise.
-        if start == 0 || Self.isReverseZone(name) { return .benign }
-        let shape = SubdomainShape(name: name, registrableStart: start)
+        // PTR floods (scanners, log resolvers) look exactly like a tunnel, and
+        // a PTR answer is a name, not data. Other types under `arpa` are
+        // tracked: an ip6.arpa delegation is easy to get.
+        if start == 0 || (type == .ptr && Self.isReverseZone(name)) { return .benign }
+        let shape = SubdomainShape(name: name, registrableStart: start, seed: seed)
         let worth = TunnelScoring.worth(of: shape, type: type)
-        let key = Self.pairKey(client: client, registrableHash: name.suffixHash(fromLabel: start))
+        let key = pairKey(client: client, name: name, registrableStart: start)
+        let (stripeIndex, firstSlot) = location(ofKey: key)
+        let newcomerWorth = TunnelScoring.newcomerRetention(gain: worth.gain)
+        return stripes[stripeIndex].stripe.withLock { stripe -> ThreatFinding in
+            guard let slot = stripe.findOrClaim(key: key, firstSlot: firstSlot, newcomerWorth: newcomerWorth,
+                                                now: now) else {
+                // Scored as a pair seen for the first time, and not kept.
+                var alone = PairState()
+                alone.lastSeen = now
+                return alone.record(nameFingerprint: shape.fingerprint, worth: worth, now: now)
+            }
+            return stripe.slots[slot].record(nameFingerprint: shape.fingerprint, worth: worth, now: now)
+        }
+    }
 
-        // The key's top 32 bits scaled to the bucket count (no division).
+    /// The stripe and first slot of the bucket for `key`: its top 32 bits
+    /// scaled to the bucket count (no division).
+    @inline(__always)
+    func location(ofKey key: UInt64) -> (stripe: Int, firstSlot: Int) {
         let bucket = Int(truncatingIfNeeded: ((key >> 32) &* UInt64(stripes.count * bucketsPerStripe)) >> 32)
         let stripe = bucket / bucketsPerStripe
-        let firstSlot = (bucket - stripe * bucketsPerStripe) * Self.ways
-        let nameFingerprint = UInt16(truncatingIfNeeded: shape.hash >> 48) | 1
-        return stripes[stripe].stripe.withLock { stripe -> ThreatFinding in
-            let slot = stripe.findOrClaim(key: key, firstSlot: firstSlot, now: now)
-            return stripe.slots[slot].record(nameFingerprint: nameFingerprint, worth: worth, now: now)
-        }
+        return (stripe, (bucket - stripe * bucketsPerStripe) * Self.ways)
     }
 
-    /// A 64-bit key (never 0) for the pair.
+    /// A secret 64-bit key (never 0) for the pair: the client's address and
+    /// the registrable domain's wire bytes, ASCII case folded.
     @inline(__always)
-    static func pairKey(client: IPAddress, registrableHash: UInt64) -> UInt64 {
-        let clientHash: UInt64
+    func pairKey(client: IPAddress, name: DomainName, registrableStart: Int) -> UInt64 {
+        var hasher = SeededByteHasher(seed: seed)
         switch client {
-        case .v4(let value): clientHash = mix(UInt64(value) | 0x4_0000_0000)
-        case .v6(let high, let low): clientHash = mix(high ^ mix(low))
+        case .v4(let value):
+            hasher.combine(word: 4)
+            hasher.combine(word: UInt64(value))
+        case .v6(let high, let low):
+            hasher.combine(word: 6)
+            hasher.combine(word: high)
+            hasher.combine(word: low)
         }
-        return mix(clientHash ^ (registrableHash &* 0x9e37_79b9_7f4a_7c15)) | 1
-    }
-
-    /// The splitmix64 finaliser: every input bit reaches every output bit.
-    @inline(__always)
-    static func mix(_ value: UInt64) -> UInt64 {
-        var z = value &+ 0x9e37_79b9_7f4a_7c15
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
+        for offset in name.labelStart(registrableStart)..<name.length {  // ≤ 254 bytes
+            hasher.add(caseFolded: name.wireByte(offset))
+        }
+        return hasher.finalize() | 1
     }
 
     /// Names under `arpa` (in-addr.arpa, ip6.arpa).
@@ -145,6 +187,40 @@ public final class TunnelTracker: Sendable {
         guard name.length - last == 5 else { return false }
         return name.wireByte(last + 1) | 0x20 == UInt8(ascii: "a") && name.wireByte(last + 2) | 0x20 == UInt8(ascii: "r")
             && name.wireByte(last + 3) | 0x20 == UInt8(ascii: "p") && name.wireByte(last + 4) | 0x20 == UInt8(ascii: "a")
+    }
+}
+
+/// SipHash (`Hasher`, randomly seeded per process) of a seed and then bytes,
+/// fed eight at a time: a `combine` call a byte would cost more than the hash.
+struct SeededByteHasher {
+    var hasher = Hasher()
+    var word: UInt64 = 0
+    var byteCount = 0
+
+    @inline(__always)
+    init(seed: UInt64) { hasher.combine(seed) }
+
+    /// Hashes a whole word now (fields ahead of the bytes).
+    @inline(__always)
+    mutating func combine(word value: UInt64) { hasher.combine(value) }
+
+    /// Adds one byte, ASCII letters folded to lowercase.
+    @inline(__always)
+    mutating func add(caseFolded byte: UInt8) {
+        word = word << 8 | UInt64(byte &- 0x41 < 26 ? byte | 0x20 : byte)
+        byteCount &+= 1
+        if byteCount & 7 == 0 {
+            hasher.combine(word)
+            word = 0
+        }
+    }
+
+    /// The hash; the byte count tells a short tail from leading zero bytes.
+    @inline(__always)
+    mutating func finalize() -> UInt64 {
+        hasher.combine(word)
+        hasher.combine(byteCount)
+        return UInt64(truncatingIfNeeded: hasher.finalize())
     }
 }
 
@@ -159,22 +235,25 @@ struct PairState {
     var recentCursor: UInt8 = 0
     /// New names asked with a data-carrying type (saturating).
     var dataTypeNames: UInt8 = 0
-    /// Fingerprints of the pair's last names: a repeat carries no new data.
-    var recentNames = InlineArray<16, UInt16>(repeating: 0)
+    /// Seeded fingerprints of the pair's last names (0: none): a repeat
+    /// carries no new data. 32 bits, so a chance match is one in 2^28 per name.
+    var recentNames = InlineArray<16, UInt32>(repeating: 0)
 
-    /// How much keeping this entry is worth: its evidence now, plus a level
-    /// it still holds. Cold, clean entries go first.
+    /// The level the pair holds now (an unexpired hold, or its evidence's),
+    /// and how much keeping it is worth: its evidence now plus that hold.
+    /// Cold, clean entries go first.
     @inline(__always)
-    func retentionValue(now: UInt64) -> Float {
-        var value = TunnelScoring.decayed(evidence, elapsed: now &- min(now, lastSeen))
-        if heldLevel > 0, heldUntil > now { value += Float(heldLevel) }
-        return value
+    func standing(now: UInt64) -> (level: ConfidenceLevel, retention: Float) {
+        let evidenceNow = TunnelScoring.decayed(evidence, elapsed: now &- min(now, lastSeen))
+        let hold = heldUntil > now ? heldLevel : 0
+        let level = max(TunnelScoring.level(for: evidenceNow), ConfidenceLevel(rawValue: hold) ?? .none)
+        return (level, evidenceNow + Float(hold))
     }
 
     /// Adds one query named with fingerprint `nameFingerprint` and worth
     /// `worth` when new, and returns the pair's standing.
     @inline(__always)
-    mutating func record(nameFingerprint: UInt16, worth: TunnelScoring.Worth, now: UInt64) -> ThreatFinding {
+    mutating func record(nameFingerprint: UInt32, worth: TunnelScoring.Worth, now: UInt64) -> ThreatFinding {
         var nameGain = worth.gain
         evidence = TunnelScoring.decayed(evidence, elapsed: now &- min(now, lastSeen))
         lastSeen = max(lastSeen, now)
