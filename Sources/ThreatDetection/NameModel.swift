@@ -73,11 +73,10 @@ public struct NameModel: Sendable {
             }
             return values
         }
-        // "\r\n" is one Character: split on it too, or a CRLF file is one line.
-        for line in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+        for line in textLines(text) {
             lineNumber += 1
             // Fields are separated by spaces; a line of whitespace alone is blank.
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+            let fields = textFields(line)
             guard let key = fields.first, !key.hasPrefix("#") else { continue }
             if !sawVersion {
                 guard line == Self.version else {

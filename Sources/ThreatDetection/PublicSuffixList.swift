@@ -50,8 +50,7 @@ public struct PublicSuffixList: Sendable {
         var rules: [(key: [UInt8], kind: UInt8)] = []
         var lineNumber = 0
         var inPrivateSection = false
-        // "\r\n" is one Character: split on it too, or a CRLF file is one line.
-        for rawLine in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+        for rawLine in textLines(text) {
             lineNumber += 1
             if rawLine.hasPrefix("//") {
                 if rawLine.contains(Self.privateBegins) { inPrivateSection = true }
@@ -59,7 +58,7 @@ public struct PublicSuffixList: Sendable {
                 continue
             }
             // A rule is the line up to its first whitespace.
-            guard let rule = rawLine.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).first,
+            guard let rule = textFields(rawLine).first,
                   !rule.hasPrefix("//") else { continue }
             var body = Substring(rule)
             var kind = Kind.normal
