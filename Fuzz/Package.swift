@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
 // libFuzzer targets for everything that reads untrusted input: packets (and the
-// answers built for them), list files in every format, and the config.
+// answers built for them), list files in every format, the config, and query
+// names through the threat detectors (and suffix-list files).
 // Build and run: scripts/fuzz (also part of scripts/test, briefly).
 import PackageDescription
 
@@ -21,5 +22,5 @@ let package = Package(
     name: "dnsgate-fuzz",
     platforms: [.macOS(.v15)],
     dependencies: [.package(path: "..")],
-    targets: [fuzzTarget("FuzzPacket"), fuzzTarget("FuzzLists"), fuzzTarget("FuzzConfig")]
+    targets: [fuzzTarget("FuzzPacket"), fuzzTarget("FuzzLists"), fuzzTarget("FuzzConfig"), fuzzTarget("FuzzThreats")]
 )

@@ -63,6 +63,14 @@ def main() -> None:
     configs = folder / "corpus-FuzzConfig"
     configs.mkdir(parents=True, exist_ok=True)
     (configs / "seed-example").write_text((ROOT / "config" / "dnsgate.yaml").read_text())
+    threats = folder / "corpus-FuzzThreats"
+    threats.mkdir(parents=True, exist_ok=True)
+    (threats / "seed-names").write_text(
+        "www.google.com\nxjw4kq9vzt2pl8rb7yhc.com\nkepthearsomething.net\nd2908q01vomqb2.cloudfront.net\n"
+        "nbswy3dpeb3w64tmmqqhg2lbmvzq.nbswy3dp.t.tunnel.example\nAAAAAO1kQA.=auth.srv.tunnel.com\n"
+        "_dmarc.example.org\n1.2.0.192.in-addr.arpa\nx.www.ck\nco.uk\n")
+    (threats / "seed-suffixes").write_text("// ===BEGIN ICANN DOMAINS===\ncom\n*.ck\n!www.ck\n// ===END ICANN DOMAINS===\n"
+                                           "// ===BEGIN PRIVATE DOMAINS===\ngithub.io\n// ===END PRIVATE DOMAINS===\n")
     (configs / "seed-small").write_text("queues: 1\ndomain_lists: [{name: l, file: /l}]\nrule_groups: "
                                         "[{name: g, priority: 1, rules: [{name: r, priority: 1, domain_list: l, action: BLOCK}]}]\n")
 
