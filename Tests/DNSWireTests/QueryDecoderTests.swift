@@ -375,3 +375,16 @@ struct AddressTests {
         #expect(ClientSelector.onlyFamily([ClientSelector("192.0.2.0/24")!, byMAC]) == nil)
     }
 }
+
+@Test("query type mnemonics: IANA's names, TYPEnnn for the rest, each name once")
+func queryTypeMnemonics() {
+    for (text, value) in [("SSHFP", 44), ("spf", 99), ("AXFR", 252), ("TYPE44", 44), ("TYPE65534", 65534), ("URI", 256)] {
+        #expect(QueryType(mnemonic: text)?.rawValue == UInt16(value), "\(text)")
+    }
+    #expect(QueryType(rawValue: 44).description == "SSHFP" && QueryType(rawValue: 65534).description == "TYPE65534")
+    #expect(QueryType(mnemonic: "BOGUS") == nil && QueryType(mnemonic: "TYPE70000") == nil)
+    for value in UInt16(0)...300 {
+        let type = QueryType(rawValue: value)
+        #expect(QueryType(mnemonic: type.description) == type, "\(type) does not read back")
+    }
+}
