@@ -112,8 +112,8 @@ struct QueryJudge {
         Self.forEachQuestion(of: query, in: message) { question in
             let policy = state.policy
             // The per-name detectors only: a response is no query for the tunnel table to count.
-            let threats = policy.threatModels == nil ? ThreatAssessment()
-                : policy.assess(name: question.name, type: question.type, client: question.source, now: 0, tunnels: nil)
+            let threats = policy.assess(name: question.name, type: question.type, client: question.source, now: 0,
+                                        tunnels: nil)
             if let decision = policy.decide(name: question.name, type: question.type, client: question.source, mac: mac,
                                             threats: threats),
                policy.outcome(of: decision).action == .block {
@@ -149,6 +149,7 @@ struct QueryJudge {
     private func classify(_ query: DNSQuery, transport: Transport, state: PolicyState,
                           mac: MACAddress?) -> (Decision, Outcome)? {
         let policy = state.policy
+        // Without threat rules, not even the clock is read.
         let threats = policy.threatModels == nil ? ThreatAssessment()
             : policy.assess(name: query.name, type: query.type, client: query.source, now: Self.monotonicNanoseconds(),
                             tunnels: state.tunnels)

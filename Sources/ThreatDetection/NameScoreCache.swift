@@ -33,16 +33,9 @@ public final class NameScoreCache: Sendable {
     /// The seeded key of the registrable domain of `name` (from label `start`).
     @inline(__always)
     public func key(_ name: DomainName, registrableStart start: Int) -> UInt64 {
-        var hash = seed
-        for offset in name.labelStart(start)..<name.length {  // ≤ 254 bytes
-            var byte = name.wireByte(offset)
-            if byte &- 0x41 < 26 { byte |= 0x20 }
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-        }
-        // Finalised: the slot and the stored tag come from different bits.
-        hash ^= hash >> 29
-        hash &*= 0xbf58_476d_1ce4_e5b9
-        return hash ^ (hash >> 32)
+        var hasher = SeededByteHasher(seed: seed)
+        hasher.add(name, fromLabel: start)
+        return hasher.finalize()
     }
 
     /// What the model said about this key, if it is held.

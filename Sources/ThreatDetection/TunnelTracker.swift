@@ -174,9 +174,7 @@ public final class TunnelTracker: Sendable {
             hasher.combine(word: high)
             hasher.combine(word: low)
         }
-        for offset in name.labelStart(registrableStart)..<name.length {  // ≤ 254 bytes
-            hasher.add(caseFolded: name.wireByte(offset))
-        }
+        hasher.add(name, fromLabel: registrableStart)
         return hasher.finalize() | 1
     }
 
@@ -187,40 +185,6 @@ public final class TunnelTracker: Sendable {
         guard name.length - last == 5 else { return false }
         return name.wireByte(last + 1) | 0x20 == UInt8(ascii: "a") && name.wireByte(last + 2) | 0x20 == UInt8(ascii: "r")
             && name.wireByte(last + 3) | 0x20 == UInt8(ascii: "p") && name.wireByte(last + 4) | 0x20 == UInt8(ascii: "a")
-    }
-}
-
-/// SipHash (`Hasher`, randomly seeded per process) of a seed and then bytes,
-/// fed eight at a time: a `combine` call a byte would cost more than the hash.
-struct SeededByteHasher {
-    var hasher = Hasher()
-    var word: UInt64 = 0
-    var byteCount = 0
-
-    @inline(__always)
-    init(seed: UInt64) { hasher.combine(seed) }
-
-    /// Hashes a whole word now (fields ahead of the bytes).
-    @inline(__always)
-    mutating func combine(word value: UInt64) { hasher.combine(value) }
-
-    /// Adds one byte, ASCII letters folded to lowercase.
-    @inline(__always)
-    mutating func add(caseFolded byte: UInt8) {
-        word = word << 8 | UInt64(byte &- 0x41 < 26 ? byte | 0x20 : byte)
-        byteCount &+= 1
-        if byteCount & 7 == 0 {
-            hasher.combine(word)
-            word = 0
-        }
-    }
-
-    /// The hash; the byte count tells a short tail from leading zero bytes.
-    @inline(__always)
-    mutating func finalize() -> UInt64 {
-        hasher.combine(word)
-        hasher.combine(byteCount)
-        return UInt64(truncatingIfNeeded: hasher.finalize())
     }
 }
 
