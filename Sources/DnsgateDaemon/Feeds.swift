@@ -120,9 +120,6 @@ final class Feeds: Sendable {
         }
     }
 
-    /// Due after `refresh` since the last success; after a failure, again
-    /// after a tenth of that (at least 10 s, at most `refresh`). A list with no
-    /// copy yet is tried every 10 s (at most `refresh`) until it has one.
     /// Lists whose cached copy the compiler could not use (none, or one that
     /// collapsed): fetched at once, without conditional headers, so that a
     /// server's 304 cannot keep a bad copy in place.
@@ -139,6 +136,9 @@ final class Feeds: Sendable {
         }
     }
 
+    /// Due after `refresh` since the last success; after a failure, again
+    /// after a tenth of that (at least 10 s, at most `refresh`). A list with no
+    /// copy yet is tried every 10 s (at most `refresh`) until it has one.
     static func isDue(_ feed: Feed, _ status: Status?, hasCopy: Bool, now: Date) -> Bool {
         guard let status, let attempt = status.lastAttempt else { return true }
         let interval = TimeInterval(feed.remote.refreshSeconds)

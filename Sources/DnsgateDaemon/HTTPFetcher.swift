@@ -209,7 +209,7 @@ final class HTTPFetcher: Sendable {
                 guard let value = head.headers.first(name: name) else { return nil }
                 // Printable ASCII only: a validator the client library refuses to send
                 // back would make every later conditional request fail.
-                let text = String(value.filter { $0.isASCII && (0x20...0x7e).contains($0.asciiValue ?? 0) })
+                let text = String(value.filter { (0x20...0x7e).contains($0.asciiValue ?? 0) })
                     .trimmed(of: " \t")
                 return text.isEmpty ? nil : text
             }

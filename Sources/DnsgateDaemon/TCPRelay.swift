@@ -142,8 +142,9 @@ final class TCPRelay: Sendable {
         case .v4(let value):
             return value >> 24 != 127 && value != 0 && value >> 28 != 0xe
         case .v6(let high, let low):
+            // Link-local (fe80::/10) too: a socket would need the interface the query came in on.
             let loopback = high == 0 && low == 1, unspecified = high == 0 && low == 0
-            return !loopback && !unspecified && high >> 56 != 0xff
+            return !loopback && !unspecified && high >> 56 != 0xff && high >> 54 != 0x3fa
         }
     }
 
@@ -456,11 +457,14 @@ final class TCPClientHandler: ChannelInboundHandler {
             if upstreamReading { upstreamChannel.read() }
         }
         let writable = context.channel.isWritable && (upstreamChannel?.isWritable ?? true)
-        let full = outstanding >= TCPRelay.maximumOutstanding || pendingBytes >= TCPRelay.maximumPendingBytes
+        // Queries waiting for a CNAME target hold the connection's share of
+        // the chaser: they count like relayed ones.
+        let inFlight = outstanding + chasing
+        let full = inFlight >= TCPRelay.maximumOutstanding || pendingBytes >= TCPRelay.maximumPendingBytes
         if !readingPaused, full || !writable {
             readingPaused = true
             context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-        } else if readingPaused, outstanding <= TCPRelay.maximumOutstanding / 2,
+        } else if readingPaused, inFlight <= TCPRelay.maximumOutstanding / 2,
                   pendingBytes < TCPRelay.maximumPendingBytes / 2, writable {
             readingPaused = false
             context.channel.setOption(.autoRead, value: true).whenComplete { _ in }

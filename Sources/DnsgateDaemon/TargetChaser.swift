@@ -118,7 +118,7 @@ final class TargetChaser: Sendable {
                 return
             }
             let state = loopState.value
-            guard state.waitingCount < Self.maximumWaiting, Self.canAsk(key.resolver) else {
+            guard state.waitingCount < Self.maximumWaiting, TCPRelay.isRelayable(key.resolver) else {
                 chase.overflows.wrappingAdd(1, ordering: .relaxed)
                 then(.failed)
                 return
@@ -131,14 +131,6 @@ final class TargetChaser: Sendable {
             state.waiting[key] = [then]
             ask(key, try: 0, on: loop)
         }
-    }
-
-    /// Whether a resolver at `address` can be asked from the gateway: not
-    /// loopback, multicast or unspecified, nor link-local (the socket would
-    /// need the interface the query came in on).
-    static func canAsk(_ address: IPAddress) -> Bool {
-        if case .v6(let high, _) = address, address.unmappedIPv4 == nil, high >> 54 == 0x3fa { return false }
-        return TCPRelay.isRelayable(address)
     }
 
     /// Answers a blocked UDP query (`packet`, which `question` was decoded

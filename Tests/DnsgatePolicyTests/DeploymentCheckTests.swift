@@ -14,7 +14,7 @@ struct DeploymentCheckTests {
         -A DNSGATE -p udp -j NFQUEUE --queue-num 7
         -A DNSGATE -p tcp -m comment --comment "NFQUEUE --queue-num 9" -j ACCEPT
         -A SURICATA -p udp -j NFQUEUE --queue-num 3
-        -A FORWARD -j NFQUEUE
+        -A FORWARD -j NFQUEUE --queue-num 2
         COMMIT
         """
         #expect(DeploymentCheck.queues(iptablesSave: text) == [0, 1, 7])
