@@ -14,8 +14,8 @@ import dns.rrset
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ipv4(payload: bytes) -> bytes:
-    udp = struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0) + payload
+def ipv4(payload: bytes, ports: tuple[int, int] = (40000, 53)) -> bytes:
+    udp = struct.pack("!HHHH", ports[0], ports[1], 8 + len(payload), 0) + payload
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0x4000, 64, 17, 0,
                        bytes([192, 0, 2, 10]), bytes([198, 51, 100, 53])) + udp
 
@@ -47,6 +47,16 @@ def main() -> None:
     chase.answer.append(dns.rrset.from_text("edge.cdn.example.", 30, "IN", "A", "203.0.113.53", "203.0.113.54"))
     seeds = [ipv4(m) for m in messages] + [ipv6(m) for m in messages] + [ipv6(messages[2], hop_by_hop=True)]
     seeds.append(chase.to_wire())
+    # Resolvers' responses to clients, for the answer stage: a CNAME chain, a DNAME, a private address.
+    chain = dns.message.make_response(dns.message.make_query("www.cloaked.example", "A", use_edns=0))
+    chain.answer.append(dns.rrset.from_text("www.cloaked.example.", 60, "IN", "CNAME", "tracker.blocked.example."))
+    chain.answer.append(dns.rrset.from_text("tracker.blocked.example.", 60, "IN", "A", "203.0.113.66"))
+    dname = dns.message.make_response(dns.message.make_query("x.alias.example", "AAAA"))
+    dname.answer.append(dns.rrset.from_text("alias.example.", 60, "IN", "DNAME", "blocked.example."))
+    dname.answer.append(dns.rrset.from_text("x.alias.example.", 60, "IN", "CNAME", "x.blocked.example."))
+    dname.answer.append(dns.rrset.from_text("x.blocked.example.", 60, "IN", "AAAA", "fd00::1"))
+    for response in (chain, dname):
+        seeds.append(ipv4(response.to_wire(), ports=(53, 40000)))
     for index, seed in enumerate(seeds):
         (packets / f"seed-{index}").write_bytes(seed)
     lists = folder / "corpus-FuzzLists"

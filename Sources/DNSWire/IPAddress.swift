@@ -248,3 +248,50 @@ public enum ClientSelector: Hashable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+/// The kinds of address that name no host on the Internet, which an answer
+/// for a public name should never carry (DNS rebinding: a page of an
+/// attacker's name made to reach the browser's own network).
+public enum LocalAddressClass: String, Sendable, CaseIterable {
+    /// 0.0.0.0/8, ::
+    case unspecified
+    /// 127.0.0.0/8, ::1
+    case loopback
+    /// RFC 1918: 10/8, 172.16/12, 192.168/16; the deprecated IPv6 site-local fec0::/10
+    case privateNetwork = "private"
+    /// 169.254/16, fe80::/10
+    case linkLocal = "link-local"
+    /// RFC 6598 shared address space (carrier-grade NAT): 100.64/10
+    case sharedNAT = "cgnat"
+    /// RFC 4193: fc00::/7
+    case uniqueLocal = "unique-local"
+}
+
+extension IPAddress {
+    /// Which local-use class the address is in, nil for any other address.
+    /// An IPv4-mapped IPv6 address is its IPv4 address: a dual-stack socket
+    /// connects to that.
+    public var localUseClass: LocalAddressClass? {
+        switch unmappedIPv4 ?? self {
+        case .v4(let value):
+            switch value >> 24 {
+            case 0: return .unspecified
+            case 10: return .privateNetwork
+            case 127: return .loopback
+            case 100 where value & 0xffc0_0000 == 0x6440_0000: return .sharedNAT
+            case 169 where value >> 16 == 0xa9fe: return .linkLocal
+            case 172 where value & 0xfff0_0000 == 0xac10_0000: return .privateNetwork
+            case 192 where value >> 16 == 0xc0a8: return .privateNetwork
+            default: return nil
+            }
+        case .v6(let high, let low):
+            if high == 0, low == 0 { return .unspecified }
+            if high == 0, low == 1 { return .loopback }
+            switch high >> 54 {  // the first 10 bits
+            case 0x3fa: return .linkLocal      // fe80::/10
+            case 0x3fb: return .privateNetwork // fec0::/10
+            default: return high >> 57 == 0x7e ? .uniqueLocal : nil  // fc00::/7
+            }
+        }
+    }
+}

@@ -15,6 +15,9 @@ public enum NotDNSReason: String, Sendable, CaseIterable {
     case questionCount = "question_count"
     case badName = "bad_name"
     case compressionLoop = "compression_loop"
+    /// An answer record whose RDATA is not what its type says (an A that is
+    /// not 4 bytes, a CNAME whose name does not fill it).
+    case badRecord = "bad_record"
 
     /// Whether a packet of this kind could still make a server resolve a name.
     /// Only a response (QR=1) cannot: servers drop those unanswered.
@@ -62,9 +65,13 @@ public struct DNSQuery: Sendable {
     public var type: QueryType
     public var queryClass: QueryClass
     public var edns: EDNSInfo?
+    /// Offset just past every question: where the answer section starts.
+    public var answersStart = 0
 
-    /// QR=1: a response sent to port 53.
+    /// QR=1: a response.
     public var isResponse: Bool { flags & 0x8000 != 0 }
+    /// A response's RCODE (the header's 4 bits; EDNS's extension is not read).
+    public var responseCode: ResponseCode { ResponseCode(rawValue: UInt8(flags & 0x000f)) }
 }
 
 extension DNSQuery {
@@ -221,6 +228,7 @@ public enum QueryDecoder {
                 return reason
             }
         }
+        query.answersStart = offset
         query.edns = findOPT(message, after: offset)
         return nil
     }
@@ -303,7 +311,11 @@ public enum QueryDecoder {
     /// Reads a possibly compressed name. A pointer may point anywhere but at
     /// itself (lenient servers follow forward pointers too); a fixed cap on
     /// jumps bounds loops, and the 255-octet bound of the name bounds labels.
-    static func readName(_ message: Span<UInt8>, at start: Int, into name: inout DomainName) -> NameRead {
+    /// With `backwardOnly` (names in answers, which every real server
+    /// compresses against what it wrote before) a pointer must point strictly
+    /// before itself, or the name is a compression loop.
+    static func readName(_ message: Span<UInt8>, at start: Int, into name: inout DomainName,
+                         backwardOnly: Bool = false) -> NameRead {
         var offset = start
         var end: Int? = nil
         var pointers = 0
@@ -323,7 +335,7 @@ public enum QueryDecoder {
                 guard offset + 1 < message.count else { return .failure(.truncatedDNS) }
                 let target = Int(message.u16(offset) & 0x3fff)
                 pointers += 1
-                guard target != offset, pointers <= maximumCompressionPointers else {
+                guard backwardOnly ? target < offset : target != offset, pointers <= maximumCompressionPointers else {
                     return .failure(.compressionLoop)
                 }
                 if end == nil { end = offset + 2 }

@@ -16,6 +16,7 @@ public struct QueryType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let aaaa = QueryType(rawValue: 28)
     public static let srv = QueryType(rawValue: 33)
     public static let naptr = QueryType(rawValue: 35)
+    public static let dname = QueryType(rawValue: 39)
     public static let opt = QueryType(rawValue: 41)
     public static let ds = QueryType(rawValue: 43)
     public static let rrsig = QueryType(rawValue: 46)
@@ -101,6 +102,26 @@ public struct ResponseCode: RawRepresentable, Hashable, Sendable {
     public static let nameError = ResponseCode(rawValue: 3)
     public static let notImplemented = ResponseCode(rawValue: 4)
     public static let refused = ResponseCode(rawValue: 5)
+}
+
+extension ResponseCode: CustomStringConvertible {
+    /// The IANA mnemonic (as Route 53's query logs write `rcode`), or `RCODE<n>`.
+    public var description: String {
+        switch rawValue {
+        case 0: "NOERROR"
+        case 1: "FORMERR"
+        case 2: "SERVFAIL"
+        case 3: "NXDOMAIN"
+        case 4: "NOTIMP"
+        case 5: "REFUSED"
+        case 6: "YXDOMAIN"
+        case 7: "YXRRSET"
+        case 8: "NXRRSET"
+        case 9: "NOTAUTH"
+        case 10: "NOTZONE"
+        default: "RCODE\(rawValue)"
+        }
+    }
 }
 
 /// An RFC 8914 Extended DNS Error INFO-CODE.

@@ -30,13 +30,38 @@ final class WorkerCounters: Sendable {
     let drop = Atomic<UInt64>(0)
     let injectFailures = Atomic<UInt64>(0)
     let verdictFailures = Atomic<UInt64>(0)
+    /// The answer stage: responses from port 53, decided on what they answer.
+    let answers = AnswerCounters()
     private let trailingPad: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
 
     init(queue: UInt16) { self.queue = queue }
 }
 
+/// The answer stage's counters, one object per decider like `WorkerCounters`.
+final class AnswerCounters: Sendable {
+    let received = Atomic<UInt64>(0)
+    let accepted = Atomic<UInt64>(0)
+    let dropped = Atomic<UInt64>(0)
+    /// Blocked responses replaced by a forged answer to their question (UDP).
+    let answered = Atomic<UInt64>(0)
+    /// Blocked responses whose client connection was reset (TCP).
+    let reset = Atomic<UInt64>(0)
+    /// One verdict per response: the question's ALLOW trusted the answer,
+    /// the first BLOCK, else ALERT when a rule alerted, else ALLOW when a
+    /// rule allowed, else no match; `notDNS` for an unreadable answer section.
+    let trusted = Atomic<UInt64>(0)
+    let allow = Atomic<UInt64>(0)
+    let block = Atomic<UInt64>(0)
+    let alert = Atomic<UInt64>(0)
+    let noMatch = Atomic<UInt64>(0)
+    let notDNS = Atomic<UInt64>(0)
+}
+
 final class RuleHitCounter: Sendable {
+    /// Questions the rule decided.
     let hits = Atomic<UInt64>(0)
+    /// Names and addresses of answers the rule matched.
+    let answerHits = Atomic<UInt64>(0)
 }
 
 extension Atomic where Value == UInt64 {
@@ -69,5 +94,17 @@ extension StatsSnapshot {
         responses.drop += c.drop.value
         errors.injectFailures += c.injectFailures.value
         errors.verdictFailures += c.verdictFailures.value
+        let a = c.answers
+        answers.packets.received += a.received.value
+        answers.packets.accepted += a.accepted.value
+        answers.packets.dropped += a.dropped.value
+        answers.packets.answered += a.answered.value
+        answers.packets.reset += a.reset.value
+        answers.verdicts.trusted += a.trusted.value
+        answers.verdicts.allow += a.allow.value
+        answers.verdicts.block += a.block.value
+        answers.verdicts.alert += a.alert.value
+        answers.verdicts.noMatch += a.noMatch.value
+        answers.verdicts.notDns += a.notDNS.value
     }
 }

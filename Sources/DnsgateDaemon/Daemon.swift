@@ -82,7 +82,8 @@ public final class Daemon: Sendable {
         // One ring per queue worker and one for the TCP relay.
         recorder = DecisionRecorder(log: config.queryLog, deciders: config.queues.count + 1)
         recorder.policyInForce(policy)
-        let settings = WorkerSettings(undecodable: config.undecodable, overload: config.onOverload,
+        let settings = WorkerSettings(undecodable: config.undecodable, undecodableAnswer: config.undecodableAnswer,
+                                      overload: config.onOverload,
                                       queueLength: config.queueLength, mark: Self.answerMark)
         // The queues first: a second instance fails here, before it touches anything.
         var workers: [Worker] = []
@@ -105,10 +106,10 @@ public final class Daemon: Sendable {
         for worker in workers { worker.answerCNAMETargets(with: chaser) }
         relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, chaser: chaser,
                          mark: Self.answerMark,
-                         undecodable: config.undecodable)
+                         undecodable: config.undecodable, undecodableAnswer: config.undecodableAnswer)
         reloader = PolicyReloader(configPath: configPath, logger: logger, feeds: feeds, policies: policies,
                                   recorder: recorder, deciders: config.queues.count + 1, startedWith: config)
-        logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.domainCount) names in \(policy.lists.count) lists")
+        logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.listSummary)")
     }
 
     /// Runs until SIGTERM or SIGINT.

@@ -51,7 +51,8 @@ extension Daemon {
         for worker in workers {
             let c = worker.counters
             let k = kernel[c.queue]
-            snapshot.queues.append(.init(queue: c.queue, received: c.received.value, waiting: k?.waiting ?? 0,
+            snapshot.queues.append(.init(queue: c.queue, received: c.received.value + c.answers.received.value,
+                                         waiting: k?.waiting ?? 0,
                                          kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
             // Without fail-open the kernel drops what finds the queue full and counts it.
             if config.onOverload == .drop {
@@ -82,11 +83,17 @@ extension Daemon {
         snapshot.queryLog = .init(written: recorder.writtenRecords.value, lost: recorder.lostRecords.value,
                                   lastError: recorder.lastError.withLock { $0 })
         snapshot.rules = policy.rules.enumerated().map {
-            .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0])
+            .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0].questions,
+                  answerHits: hits[$0].answers)
         }
-        var listHits = [UInt64](repeating: 0, count: policy.lists.count)
-        for (index, rule) in policy.rules.enumerated() where rule.listIndex >= 0 { listHits[rule.listIndex] += hits[index] }
-        snapshot.lists = policy.lists.enumerated().map { index, list in
+        // Domain lists, then ip lists (one name space): a rule's hits in both stages count for its list.
+        var listHits = [UInt64](repeating: 0, count: policy.lists.count + policy.addressLists.count)
+        for (index, rule) in policy.rules.enumerated() {
+            let list = rule.listIndex >= 0 ? rule.listIndex
+                : rule.addressListIndex >= 0 ? policy.lists.count + rule.addressListIndex : -1
+            if list >= 0 { listHits[list] += hits[index].questions + hits[index].answers }
+        }
+        snapshot.lists = (policy.lists + policy.addressLists).enumerated().map { index, list in
             let feed = feeds.status(of: list.name)
             return .init(name: list.name, file: list.file, url: list.url, format: list.format.rawValue,
                          entries: list.entries, skippedLines: list.skippedLines, hits: listHits[index],

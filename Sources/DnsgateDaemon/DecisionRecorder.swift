@@ -29,9 +29,39 @@ struct DecisionRecord: Sendable {
     var blockResponse: BlockResponse
     /// What the detector of a threat rule found.
     var threat = ThreatFinding.benign
+    /// For a decision on a response's answer: the answer, and what matched.
+    var answer: LoggedAnswer? = nil
 
     static let noRule = -1
     var matched: Bool { ruleIndex != Self.noRule }
+}
+
+/// A response's answer as the query log shows it: the first bytes of its DNS
+/// message (the answers past them are left out of the log), its RCODE, and
+/// the name or address of it the rule matched.
+struct LoggedAnswer: Sendable {
+    static let capacity = 512
+    var message = InlineArray<512, UInt8>(repeating: 0)
+    var length = 0
+    var answersStart = 0
+    var responseCode: ResponseCode
+    /// The name the answer redirected to that the rule matched; empty when
+    /// the rule matched the question or an address.
+    var redirection = DomainName()
+    var address: IPAddress? = nil
+
+    /// Copies what the log needs of `finding` in `response`.
+    init(_ response: DNSQuery, message source: Span<UInt8>, finding: borrowing AnswerFinding) {
+        length = min(source.count, Self.capacity)
+        for offset in 0..<length { message[offset] = source[offset] }
+        answersStart = response.answersStart
+        responseCode = response.responseCode
+        switch finding.subject {
+        case .question: break
+        case .redirection(let name): redirection = name
+        case .address(let matched): address = matched
+        }
+    }
 }
 
 /// What the query log says about each rule of one policy generation: a few
@@ -42,12 +72,18 @@ struct RuleLabels: Sendable {
     var list: [String]
     /// A threat rule's threat and confidence threshold.
     var threat: [(threat: Threat, level: ConfidenceLevel)?]
+    /// The query-log field naming the rule's list: a domain list, an ip list,
+    /// or none for a rebinding rule.
+    var listField: [String?]
 
     init(_ policy: CompiledPolicy) {
         group = policy.rules.map(\.group)
         rule = policy.rules.map(\.name)
         list = policy.rules.map(\.listName)
         threat = policy.rules.map(\.threat)
+        listField = policy.rules.map { rule in
+            rule.rebindingExemptions != nil ? nil : rule.addressListIndex >= 0 ? "firewall_ip_list" : "firewall_domain_list"
+        }
     }
 }
 

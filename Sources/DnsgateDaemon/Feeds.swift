@@ -18,6 +18,7 @@ final class Feeds: Sendable {
         var cachePath: String
         var format: ListFormat
         var matchSubdomains: Bool
+        var kind = ListKind.domains
         var allowEmpty: Bool
     }
 
@@ -52,10 +53,10 @@ final class Feeds: Sendable {
     func configure(_ config: DnsgateConfig) {
         // Absolute: the config reader resolved it, as the compiler sees it.
         let directory = config.cacheDirectory
-        let feeds: [Feed] = config.domainLists.compactMap { list in
+        let feeds: [Feed] = (config.domainLists + config.ipLists).compactMap { list in
             guard case .url(let remote) = list.source else { return nil }
             return Feed(name: list.name, remote: remote, cachePath: list.cachePath(in: directory), format: list.format,
-                        matchSubdomains: list.matchSubdomains, allowEmpty: list.allowEmpty)
+                        matchSubdomains: list.matchSubdomains, kind: list.kind, allowEmpty: list.allowEmpty)
         }
         if !feeds.isEmpty {
             try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
@@ -208,8 +209,10 @@ final class Feeds: Sendable {
         if let binary = ListHealth.binaryContent(body.span, list: feed.name, file: feed.remote.url) {
             return describe(binary)
         }
-        let report = ListParser.read(body.span, format: feed.format, file: feed.remote.url,
-                                     matchSubdomains: feed.matchSubdomains) { _, _ in }
+        let report = feed.kind == .domains
+            ? ListParser.read(body.span, format: feed.format, file: feed.remote.url,
+                              matchSubdomains: feed.matchSubdomains) { _, _ in }
+            : AddressListParser.read(body.span, format: feed.format, file: feed.remote.url) { _, _, _ in }
         if let collapse = ListHealth.collapse(report, list: feed.name, file: feed.remote.url, allowEmpty: feed.allowEmpty) {
             return describe(collapse)
         }

@@ -35,8 +35,27 @@ final class PolicyState: Sendable {
         }
     }
 
-    func hits(ofRule index: Int) -> UInt64 {
-        ruleHits.reduce(0) { $0 + $1[index].hits.value }
+    func hits(ofRule index: Int) -> RuleHits {
+        ruleHits.reduce(RuleHits()) { $0 + RuleHits($1[index]) }
+    }
+}
+
+/// A rule's hits in both stages.
+struct RuleHits: Sendable {
+    var questions: UInt64 = 0
+    var answers: UInt64 = 0
+
+    init() {}
+    init(_ counter: RuleHitCounter) {
+        questions = counter.hits.value
+        answers = counter.answerHits.value
+    }
+
+    static func + (lhs: RuleHits, rhs: RuleHits) -> RuleHits {
+        var sum = lhs
+        sum.questions &+= rhs.questions
+        sum.answers &+= rhs.answers
+        return sum
     }
 }
 
@@ -56,7 +75,7 @@ final class PolicyHolder: Sendable {
         /// Counters of the policy replaced last: a worker may still be counting a packet on them.
         var previous: Retired?
         /// Hits of older generations, by "group/rule".
-        var retiredHits: [String: UInt64] = [:]
+        var retiredHits: [String: RuleHits] = [:]
     }
     private let guarded: Mutex<Guarded>
     /// Bumped after every swap: workers compare it per packet (a plain load of
@@ -83,13 +102,13 @@ final class PolicyHolder: Sendable {
 
     /// Hits per rule of the current policy, including those its namesakes in
     /// earlier generations counted.
-    func ruleHits() -> (PolicyState, [UInt64]) {
+    func ruleHits() -> (PolicyState, [RuleHits]) {
         guarded.withLock { guarded in
             var totals = guarded.retiredHits
             if let previous = guarded.previous { Self.fold(previous, into: &totals) }
             let current = guarded.current
             let hits = current.policy.rules.indices.map { index in
-                current.hits(ofRule: index) + (totals[Self.key(current.policy.rules[index])] ?? 0)
+                current.hits(ofRule: index) + (totals[Self.key(current.policy.rules[index])] ?? RuleHits())
             }
             return (current, hits)
         }
@@ -97,9 +116,9 @@ final class PolicyHolder: Sendable {
 
     private static func key(_ rule: CompiledRule) -> String { rule.group + "/" + rule.name }
 
-    private static func fold(_ retired: Retired, into totals: inout [String: UInt64]) {
+    private static func fold(_ retired: Retired, into totals: inout [String: RuleHits]) {
         for (index, key) in retired.keys.enumerated() {
-            totals[key, default: 0] += retired.ruleHits.reduce(0) { $0 + $1[index].hits.value }
+            totals[key] = (totals[key] ?? RuleHits()) + retired.ruleHits.reduce(RuleHits()) { $0 + RuleHits($1[index]) }
         }
     }
 }

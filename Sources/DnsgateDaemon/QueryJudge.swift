@@ -2,6 +2,7 @@
 import DNSWire
 import DnsgatePolicy
 import Foundation
+import NetfilterQueue
 import ThreatDetection
 
 /// Rules on every DNS message, for the UDP workers and the TCP relay alike:
@@ -15,26 +16,129 @@ struct QueryJudge {
     let index: Int
     /// What a message whose question cannot be read gets.
     let undecodable: PacketAction
+    /// What a response whose answer cannot be read gets: as `fail_mode` says
+    /// (a resolver's client parses it, not a server).
+    var undecodableAnswer = PacketAction.drop
 
     /// What becomes of a message.
     enum Ruling {
-        /// On to its server.
+        /// On to its server (or, a response, to its client).
         case pass
         /// Nowhere, unanswered.
         case drop
         /// Dropped and answered with a forged answer to `question` (the blocked
-        /// one), on behalf of rule `rule`.
-        case answer(question: DNSQuery, kind: ForgedAnswerKind, rule: Int)
+        /// one), on behalf of rule `rule`. For a response blocked on its
+        /// answer (`stage` `.answer`), `question` is the query it answers.
+        case answer(question: DNSQuery, kind: ForgedAnswerKind, rule: Int, stage: Stage)
     }
 
-    /// Rules on one message as the decoder left it; `packet` holds the query's
-    /// DNS message at its `dnsOffset`. Counts the packet as accepted or dropped.
+    /// Which stage a decision was made in: on a query's question, or on a
+    /// resolver's answer.
+    enum Stage { case question, answer }
+
+    /// Rules on one message as the decoder left it; `packet` holds the DNS
+    /// message at its `dnsOffset`. Counts the packet as received, and as
+    /// accepted or dropped, in its stage: a response from port 53 to a
+    /// client is decided on its answer (`ruleResponse`), anything else on
+    /// its question.
     @inline(__always)
     func rule(_ decoded: DecodeResult, packet: Span<UInt8>, transport: Transport, state: PolicyState,
               mac: MACAddress?) -> Ruling {
+        if case .query(let response) = decoded, response.isAnswerToClient {
+            return ruleResponse(decoded, packet: packet, transport: transport, state: state,
+                                mac: state.policy.namesMACAddresses ? Self.hardwareAddress(of: response.destination) : nil)
+        }
+        counters.received.increment()
         let ruling = ruleUncounted(decoded, packet: packet, transport: transport, state: state, mac: mac)
         if case .pass = ruling { counters.accepted.increment() } else { counters.dropped.increment() }
         return ruling
+    }
+
+    /// Rules on a response (QR=1) from a resolver on what it answers: the
+    /// names its answer redirects to and the addresses it carries (see
+    /// `CompiledPolicy.inspect`). Blocked, it is dropped, and its client gets
+    /// the blocking rule's answer to its question instead. Counted in the
+    /// answer stage; one that cannot be read is `not_dns` (in both stages'
+    /// counters) and goes as `undecodableAnswer` says, but for one without a
+    /// question and an answer (a FORMERR, say), which passes.
+    func ruleResponse(_ decoded: DecodeResult, packet: Span<UInt8>, transport: Transport, state: PolicyState,
+                      mac: MACAddress?) -> Ruling {
+        let counts = counters.answers
+        counts.received.increment()
+        let response: DNSQuery
+        switch decoded {
+        case .query(let decodedResponse):
+            response = decodedResponse
+        case .notDNS(let reason):
+            let message = packet.extracting(0..<packet.count)
+            if reason == .notQuery, message.count >= 12, message[6] == 0, message[7] == 0 {
+                counts.noMatch.increment()
+                counts.accepted.increment()
+                return .pass
+            }
+            return undecodableResponse()
+        }
+        let policy = state.policy
+        let message = packet.extracting(response.dnsOffset..<(response.dnsOffset + response.dnsLength))
+        var alerted = false
+        let verdict = policy.inspect(response: response, message: message, client: response.destination, mac: mac) { finding in
+            state.ruleHits[index][finding.decision.ruleIndex].answerHits.increment()
+            if finding.outcome.action == .alert { alerted = true }
+            if recorder.wants(finding.outcome.action) {
+                recordAnswer(response, message: message, finding: finding, transport: transport,
+                             generation: policy.generation)
+            }
+        }
+        let ruling: Ruling
+        switch verdict {
+        case .trusted:
+            counts.trusted.increment()
+            ruling = .pass
+        case .passed(let matched):
+            if alerted {
+                counts.alert.increment()
+            } else if matched {
+                counts.allow.increment()
+            } else {
+                counts.noMatch.increment()
+            }
+            ruling = .pass
+        case .malformed:
+            return undecodableResponse()
+        case .blocked(let finding):
+            counts.block.increment()
+            if let kind = finding.outcome.forgedAnswer {
+                ruling = .answer(question: response.queryItAnswers, kind: kind, rule: finding.decision.ruleIndex,
+                                 stage: .answer)
+            } else {
+                ruling = .drop
+            }
+        }
+        if case .pass = ruling { counts.accepted.increment() } else { counts.dropped.increment() }
+        return ruling
+    }
+
+    /// A response that cannot be read: `not_dns` in both stages.
+    private func undecodableResponse() -> Ruling {
+        let counts = counters.answers
+        counts.notDNS.increment()
+        counters.received.increment()
+        counters.notDNS.increment()
+        let ruling: Ruling = undecodableAnswer == .pass ? .pass : .drop
+        if case .pass = ruling {
+            counters.accepted.increment()
+            counts.accepted.increment()
+        } else {
+            counters.dropped.increment()
+            counts.dropped.increment()
+        }
+        return ruling
+    }
+
+    /// The hardware address of a client the gateway has seen, for policies
+    /// with groups of MAC addresses: a response carries its resolver's.
+    static func hardwareAddress(of client: IPAddress) -> MACAddress? {
+        NeighbourTable.hardwareAddress(of: client.bytes).map(MACAddress.init(value:))
     }
 
     @inline(__always)
@@ -69,7 +173,7 @@ struct QueryJudge {
             counters.drop.increment()
             return .drop
         }
-        return .answer(question: question, kind: kind, rule: decision.ruleIndex)
+        return .answer(question: question, kind: kind, rule: decision.ruleIndex, stage: .question)
     }
 
     enum Judgement {
@@ -194,6 +298,22 @@ extension QueryJudge {
             from: index)
     }
 
+    /// Hands one decision on a response's answer to the recorder.
+    private func recordAnswer(_ response: DNSQuery, message: Span<UInt8>, finding: borrowing AnswerFinding,
+                              transport: Transport, generation: Int) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        // Addressed as the query was: from the client to its resolver.
+        recorder.append(DecisionRecord(
+            seconds: now.tv_sec, microseconds: now.tv_nsec / 1000, source: response.destination,
+            sourcePort: response.destinationPort, destination: response.source, destinationPort: response.sourcePort,
+            name: response.name, type: response.type, queryClass: response.queryClass, transport: transport,
+            generation: generation, ruleIndex: finding.decision.ruleIndex, action: finding.outcome.action,
+            blockResponse: finding.outcome.blockResponse, threat: finding.threat,
+            answer: LoggedAnswer(response, message: message, finding: finding)),
+            from: index)
+    }
+
     /// For the tunnelling detector's windows: a coarse clock is read without
     /// a system call and its few milliseconds of grain are plenty.
     @inline(__always)
@@ -204,9 +324,20 @@ extension QueryJudge {
     }
 }
 
+extension DNSQuery {
+    /// A response from a server's port 53 to a client's port: decided on its
+    /// answer. (A "response" to port 53 is no answer a client waits for: it
+    /// is decided on its question, in case some server reads it anyway.)
+    var isAnswerToClient: Bool { isResponse && sourcePort == 53 && destinationPort != 53 }
+}
+
 extension WorkerCounters {
     /// Counts a forged answer that was sent.
-    func countAnswer(_ kind: ForgedAnswerKind) {
+    func countAnswer(_ kind: ForgedAnswerKind, stage: QueryJudge.Stage) {
+        guard stage == .question else {
+            answers.answered.increment()
+            return
+        }
         answered.increment()
         switch kind {
         case .nxdomain: nxdomain.increment()

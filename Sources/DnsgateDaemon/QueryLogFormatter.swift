@@ -45,6 +45,7 @@ struct QueryLogFormatter {
         Self.string(record.type.description, to: &out)
         out.append(contentsOf: #","query_class":"#.utf8)
         Self.string(record.queryClass.description, to: &out)
+        if let answer = record.answer { Self.answerFields(answer, to: &out) }
         guard record.matched else {
             // As Route 53 logs a query no rule matched: no firewall fields.
             out.append(contentsOf: "}\n".utf8)
@@ -76,9 +77,13 @@ struct QueryLogFormatter {
                 Self.string(threat.configName, to: &fields)
                 fields.append(contentsOf: #","confidence_threshold":"#.utf8)
                 Self.string(level.configName, to: &fields)
-            } else {
-                fields.append(contentsOf: #","firewall_domain_list":"#.utf8)
+            } else if !known || labels!.listField[index] != nil {
+                fields.append(contentsOf: #",""#.utf8)
+                fields.append(contentsOf: (known ? labels!.listField[index]! : "firewall_domain_list").utf8)
+                fields.append(contentsOf: #"":"#.utf8)
                 Self.string(known ? labels!.list[index] : "?", to: &fields)
+            } else {
+                fields.append(contentsOf: #","firewall_rebinding_protection":true"#.utf8)
             }
             fields.append(contentsOf: #","firewall_rule_action":"#.utf8)
             Self.string(record.action.rawValue, to: &fields)
@@ -89,6 +94,52 @@ struct QueryLogFormatter {
             fields.append(contentsOf: "}\n".utf8)
             ruleFields[key] = fields
             out.append(contentsOf: fields)
+        }
+    }
+
+    /// Most answer records a line lists.
+    static let maximumLoggedAnswers = 32
+
+    /// A decision on a response: its `rcode` and `answers` as Route 53 names
+    /// them (RDATA in presentation form; types dnsgate does not read in RFC
+    /// 3597's generic form), what the rule matched in it, and the stage.
+    static func answerFields(_ answer: LoggedAnswer, to out: inout [UInt8]) {
+        out.append(contentsOf: #","rcode":"#.utf8)
+        string(answer.responseCode.description, to: &out)
+        out.append(contentsOf: #","answers":["#.utf8)
+        let message = answer.message.span.extracting(0..<answer.length)
+        var listed = 0
+        _ = AnswerSection.forEach(in: message, from: answer.answersStart) { record in
+            if listed > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: #"{"Rdata":"#.utf8)
+            switch record.data {
+            case .address(let address): string(address.description, to: &out)
+            case .redirection(let target): string(target.text + ".", to: &out)
+            case .other:
+                var generic = "\\# \(record.dataRange.count)"
+                if !record.dataRange.isEmpty { generic += " " }
+                for offset in record.dataRange {
+                    generic.unicodeScalars.append(UnicodeScalar(hexDigits[Int(message[offset] >> 4)]))
+                    generic.unicodeScalars.append(UnicodeScalar(hexDigits[Int(message[offset] & 0xf)]))
+                }
+                string(generic, to: &out)
+            }
+            out.append(contentsOf: #","Type":"#.utf8)
+            string(record.type.description, to: &out)
+            out.append(contentsOf: #","Class":"#.utf8)
+            string(record.recordClass.description, to: &out)
+            out.append(UInt8(ascii: "}"))
+            listed += 1
+            return listed < maximumLoggedAnswers
+        }
+        out.append(contentsOf: #"],"decision_stage":"ANSWER""#.utf8)
+        if answer.redirection.labelCount > 0 {
+            out.append(contentsOf: #","redirection_domain":"#.utf8)
+            string(answer.redirection.text + ".", to: &out)
+        } else if let address = answer.address {
+            out.append(contentsOf: #","answer_address":""#.utf8)
+            Self.address(address, to: &out)
+            out.append(UInt8(ascii: "\""))
         }
     }
 

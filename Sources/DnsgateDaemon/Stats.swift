@@ -43,11 +43,30 @@ public struct StatsSnapshot: Codable, Sendable {
         /// Pairs pushed out to make room for others.
         public var tunnelEvictions: UInt64 = 0
     }
+    /// The answer stage: responses from resolvers, decided on the names their
+    /// answers redirect to and the addresses they carry. Apart from
+    /// `packets`, `verdicts` and `responses`, which count questions (a
+    /// malformed response counts in `verdicts.not_dns` there too).
+    public struct Answers: Codable, Sendable {
+        public struct Packets: Codable, Sendable {
+            public var received: UInt64 = 0, accepted: UInt64 = 0, dropped: UInt64 = 0, answered: UInt64 = 0
+            public var reset: UInt64 = 0
+        }
+        public struct Verdicts: Codable, Sendable {
+            public var trusted: UInt64 = 0, allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0
+            public var noMatch: UInt64 = 0, notDns: UInt64 = 0
+        }
+        public var packets = Packets()
+        public var verdicts = Verdicts()
+    }
     public struct Rule: Codable, Sendable {
         public var group: String
         public var rule: String
         public var action: String
+        /// Questions the rule decided.
         public var hits: UInt64
+        /// Names and addresses of answers the rule matched.
+        public var answerHits: UInt64 = 0
     }
     public struct Queue: Codable, Sendable {
         public var queue: UInt16
@@ -105,6 +124,7 @@ public struct StatsSnapshot: Codable, Sendable {
     public var packets = Packets()
     public var verdicts = Verdicts()
     public var responses = Responses()
+    public var answers = Answers()
     public var tcp = TCP()
     public var overrideTargets = OverrideTargets()
     public var threats = Threats()
@@ -147,6 +167,8 @@ public struct StatsSnapshot: Codable, Sendable {
         ("no_match_dropped_total", "counter",
          "Queries no rule matched, dropped while a remote list had no copy yet (fail_mode closed)."),
         ("responses_total", "counter", "Blocked queries by block response."),
+        ("answer_packets_total", "counter", "Responses from resolvers (the answer stage) by what became of them."),
+        ("answer_verdicts_total", "counter", "Responses by the answer stage's verdict."),
         ("tcp_connections_total", "counter", "DNS-over-TCP connections by what happened to them."),
         ("tcp_connections_open", "gauge", "DNS-over-TCP connections open now."),
         ("tcp_messages_total", "counter", "DNS-over-TCP messages by direction."),
@@ -183,6 +205,17 @@ public struct StatsSnapshot: Codable, Sendable {
             row("responses", "refused", responses.refused, "responses_total", ("response", "refused")),
             row("responses", "override", responses.override, "responses_total", ("response", "override")),
             row("responses", "drop", responses.drop, "responses_total", ("response", "drop")),
+            row("answers", "received", answers.packets.received, "answer_packets_total", ("outcome", "received")),
+            row("answers", "accepted", answers.packets.accepted, "answer_packets_total", ("outcome", "accepted")),
+            row("answers", "dropped", answers.packets.dropped, "answer_packets_total", ("outcome", "dropped")),
+            row("answers", "answered", answers.packets.answered, "answer_packets_total", ("outcome", "answered")),
+            row("answers", "reset", answers.packets.reset, "answer_packets_total", ("outcome", "reset")),
+            row("answers", "trusted", answers.verdicts.trusted, "answer_verdicts_total", ("verdict", "trusted")),
+            row("answers", "allow", answers.verdicts.allow, "answer_verdicts_total", ("verdict", "allow")),
+            row("answers", "block", answers.verdicts.block, "answer_verdicts_total", ("verdict", "block")),
+            row("answers", "alert", answers.verdicts.alert, "answer_verdicts_total", ("verdict", "alert")),
+            row("answers", "no_match", answers.verdicts.noMatch, "answer_verdicts_total", ("verdict", "no_match")),
+            row("answers", "not_dns", answers.verdicts.notDns, "answer_verdicts_total", ("verdict", "not_dns")),
             row("tcp", "connections", tcp.connections, "tcp_connections_total", ("outcome", "accepted")),
             row("tcp", "refused", tcp.refused, "tcp_connections_total", ("outcome", "refused")),
             row("tcp", "idle_closed", tcp.idleClosed, "tcp_connections_total", ("outcome", "idle_closed")),
@@ -244,6 +277,8 @@ public struct StatsSnapshot: Codable, Sendable {
         }
         family("rule_hits_total", "counter", "Queries each rule decided.",
                rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.hits) })
+        family("rule_answer_hits_total", "counter", "Names and addresses of answers each rule matched.",
+               rules.map { ("\(label("group", $0.group)),\(label("rule", $0.rule)),\(label("action", $0.action))", $0.answerHits) })
         family("list_hits_total", "counter", "Queries decided by rules using each list.",
                lists.map { (label("list", $0.name), $0.hits) })
         family("list_entries", "gauge", "Entries loaded per list.", lists.map { (label("list", $0.name), UInt64($0.entries)) })

@@ -61,9 +61,10 @@ final class TCPRelay: Sendable {
     private let listeners = Mutex<[Channel]>([])
 
     init(judgeIndex: Int, policies: PolicyHolder, recorder: DecisionRecorder, chaser: TargetChaser, mark: UInt32,
-         undecodable: PacketAction) {
+         undecodable: PacketAction, undecodableAnswer: PacketAction) {
         counters = WorkerCounters(queue: 0)
-        judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex, undecodable: undecodable)
+        judge = QueryJudge(counters: counters, recorder: recorder, index: judgeIndex, undecodable: undecodable,
+                           undecodableAnswer: undecodableAnswer)
         self.policies = policies
         self.chaser = chaser
         self.mark = mark
@@ -326,7 +327,6 @@ final class TCPClientHandler: ChannelInboundHandler {
     /// worker would, then relays it, answers it in the stream, or drops it.
     private func handle(_ framed: ByteBuffer, context: ChannelHandlerContext) {
         guard let client, let server else { return }
-        relay.counters.received.increment()
         let bytes = Array(framed.readableBytesView.dropFirst(2))
         var query = DNSQuery(source: client.address, sourcePort: client.port, destination: server.address,
                              destinationPort: 53, message: 0..<bytes.count, packetLength: bytes.count)
@@ -341,7 +341,7 @@ final class TCPClientHandler: ChannelInboundHandler {
             forward(framed)
         case .drop:
             break
-        case .answer(let question, let kind, let rule):
+        case .answer(let question, let kind, let rule, _):
             let policy = state.policy
             let settings = policy.answerSettings, extraText = policy.rules[rule].extraText
             guard let key = TargetChaser.key(for: question, kind: kind) else {
@@ -388,7 +388,7 @@ final class TCPClientHandler: ChannelInboundHandler {
         answer[0] = UInt8(truncatingIfNeeded: (end - 2) >> 8)
         answer[1] = UInt8(truncatingIfNeeded: end - 2)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer[..<end])), promise: nil)
-        relay.counters.countAnswer(kind)
+        relay.counters.countAnswer(kind, stage: .question)
     }
 
     /// Sends a message, length in front, on to the server, connecting first if needed.
@@ -428,14 +428,43 @@ final class TCPClientHandler: ChannelInboundHandler {
         updateReading()
     }
 
-    /// An answer from the server, length prefix included.
+    /// An answer from the server, length prefix included: decided on what it
+    /// answers, like a UDP response, then relayed. A blocked one resets the
+    /// client's connection (and the server's): the stream has no place for
+    /// the answer the client was to get.
     func relayAnswer(_ framed: ByteBuffer) {
-        guard let context else { return }
-        relay.tcp.answersRelayed.increment()
+        guard let context, let client, let server else { return }
         outstanding = max(outstanding - 1, 0)
+        let bytes = Array(framed.readableBytesView.dropFirst(2))
+        var response = DNSQuery(source: server.address, sourcePort: 53, destination: client.address,
+                                destinationPort: client.port, message: 0..<bytes.count, packetLength: bytes.count)
+        let decoded = QueryDecoder.decodeMessage(bytes.span, into: &response).map(DecodeResult.notDNS) ?? .query(response)
+        let state = relay.policies.state
+        guard case .some(let mac) = macAddress(for: state.policy) else {
+            reset(context)
+            return
+        }
+        guard case .pass = relay.judge.ruleResponse(decoded, packet: bytes.span, transport: .tcp, state: state,
+                                                    mac: mac) else {
+            reset(context)
+            return
+        }
+        relay.tcp.answersRelayed.increment()
         context.writeAndFlush(wrapOutboundOut(framed), promise: nil)
         updateReading()
         closeIfDone()
+    }
+
+    /// Ends the client's connection with a reset (SO_LINGER 0), and the server's.
+    private func reset(_ context: ChannelHandlerContext) {
+        relay.counters.answers.reset.increment()
+        upstreamChannel?.close(promise: nil)
+        let channel = context.channel
+        guard let options = channel as? SocketOptionProvider else {
+            channel.close(promise: nil)
+            return
+        }
+        options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -136,7 +136,7 @@ final class TargetChaser: Sendable {
     /// Answers a blocked UDP query (`packet`, which `question` was decoded
     /// from) once its target is known: from the raw socket, as a worker would.
     func answerLater(packet: [UInt8], question: DNSQuery, kind: ForgedAnswerKind, key: Key,
-                     settings: ForgedAnswerSettings, extraText: [UInt8]) {
+                     settings: ForgedAnswerSettings, extraText: [UInt8], stage: QueryJudge.Stage) {
         resolve(key) { [self] target in
             let sent: Bool
             do {
@@ -147,7 +147,7 @@ final class TargetChaser: Sendable {
             } catch {
                 sent = false
             }
-            if sent { counters.countAnswer(kind) } else { counters.injectFailures.increment() }
+            if sent { counters.countAnswer(kind, stage: stage) } else { counters.injectFailures.increment() }
         }
     }
 

@@ -9,6 +9,8 @@ import Synchronization
 struct WorkerSettings: Sendable {
     /// What a UDP/53 packet that cannot be read as a question gets.
     var undecodable: PacketAction
+    /// What a response whose answer cannot be read gets.
+    var undecodableAnswer: PacketAction
     /// What a packet that finds the queue full gets (the kernel applies it).
     var overload: PacketAction
     var queueLength: UInt32
@@ -43,7 +45,8 @@ final class Worker: @unchecked Sendable {
                                 failOpen: settings.overload == .pass)
         injector = try PacketInjector(mark: settings.mark)
         counters = WorkerCounters(queue: queueNumber)
-        judge = QueryJudge(counters: counters, recorder: recorder, index: index, undecodable: settings.undecodable)
+        judge = QueryJudge(counters: counters, recorder: recorder, index: index, undecodable: settings.undecodable,
+                           undecodableAnswer: settings.undecodableAnswer)
         self.policies = policies
         self.settings = settings
         self.running = running
@@ -94,33 +97,34 @@ final class Worker: @unchecked Sendable {
 
     @inline(__always)
     func handle(_ packet: Span<UInt8>, wireLength: Int, mac: MACAddress?, state: PolicyState) -> Verdict {
-        counters.received.increment()
         switch judge.rule(QueryDecoder.decode(packet: packet, wireLength: wireLength), packet: packet,
                           transport: .udp, state: state, mac: mac) {
         case .pass:
             return .accept
         case .drop:
             return .drop
-        case .answer(let question, let kind, let rule):
+        case .answer(let question, let kind, let rule, let stage):
             let policy = state.policy
             guard let chaser, let key = TargetChaser.key(for: question, kind: kind) else {
-                sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: policy, chase: nil)
+                sendAnswer(to: question, kind: kind, rule: rule, stage: stage, packet: packet, policy: policy, chase: nil)
                 return .drop
             }
             if let chased = chaser.cached(key) {
-                sendAnswer(to: question, kind: kind, rule: rule, packet: packet, policy: policy, chase: chased)
+                sendAnswer(to: question, kind: kind, rule: rule, stage: stage, packet: packet, policy: policy,
+                           chase: chased)
             } else {
                 // Rare (once per target, resolver and TTL): the copy is the only allocation.
                 chaser.answerLater(packet: (0..<packet.count).map { packet[$0] }, question: question, kind: kind,
-                                   key: key, settings: policy.answerSettings, extraText: policy.rules[rule].extraText)
+                                   key: key, settings: policy.answerSettings, extraText: policy.rules[rule].extraText,
+                                   stage: stage)
             }
             return .drop
         }
     }
 
     /// Forges the answer from the raw socket; counts it or its failure.
-    private func sendAnswer(to question: DNSQuery, kind: ForgedAnswerKind, rule: Int, packet: Span<UInt8>,
-                            policy: CompiledPolicy, chase: ChasedTarget?) {
+    private func sendAnswer(to question: DNSQuery, kind: ForgedAnswerKind, rule: Int, stage: QueryJudge.Stage,
+                            packet: Span<UInt8>, policy: CompiledPolicy, chase: ChasedTarget?) {
         let extraText = policy.rules[rule].extraText
         let sent: Bool
         do {
@@ -132,6 +136,6 @@ final class Worker: @unchecked Sendable {
         } catch {
             sent = false
         }
-        if sent { counters.countAnswer(kind) } else { counters.injectFailures.increment() }
+        if sent { counters.countAnswer(kind, stage: stage) } else { counters.injectFailures.increment() }
     }
 }

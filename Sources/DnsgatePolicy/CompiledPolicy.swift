@@ -47,10 +47,17 @@ public struct Decision: Sendable {
 public struct CompiledRule: Sendable {
     public var group: String
     public var name: String
-    /// The rule's domain list, or -1 for a threat rule.
+    /// The rule's domain list, or -1 for a rule of another kind.
     public var listIndex: Int
-    /// The list's name, or "" for a threat rule.
+    /// The list's name (domain or ip list), or "" for a threat or rebinding rule.
     public var listName: String
+    /// The rule's ip list (an index into `CompiledPolicy.addressTables`), or -1.
+    public var addressListIndex = -1
+    /// For a rebinding rule, the domain lists whose names may be answered
+    /// with local-use addresses; nil for a rule of another kind.
+    public var rebindingExemptions: ListMatches? = nil
+    /// `redirection: TRUST`: the rule looks at the question only.
+    public var trustsRedirection = false
     /// What a threat rule looks for, and from which confidence level on.
     public var threat: (threat: Threat, level: ConfidenceLevel)?
     /// The rule's action as configured (counters are kept per rule by it).
@@ -67,6 +74,9 @@ public struct CompiledRule: Sendable {
     func applies(to type: QueryType) -> Bool {
         queryTypes.isEmpty || queryTypes.contains(type)
     }
+
+    /// Whether the rule matches addresses of answers (an ip list or rebinding).
+    public var matchesAddresses: Bool { addressListIndex >= 0 || rebindingExemptions != nil }
 }
 
 public struct CompiledGroup: Sendable {
@@ -127,6 +137,12 @@ public final class CompiledPolicy: Sendable {
     let threatRules: [ThreatRule]
     /// The detectors' data; nil when no rule names a threat.
     public let threatModels: ThreatModels?
+    /// Address lists (`ip_lists`), in config order, and their tables.
+    public let addressLists: [ListInfo]
+    let addressTables: [AddressTable]
+    /// Rules on answer addresses (ip lists, rebinding), in evaluation order.
+    let addressRules: [Int32]
+    let hasRebindingRules: Bool
     /// Whether some rule looks for DGA names, and for tunnels.
     let scoresNames: Bool
     let tracksTunnels: Bool
@@ -139,8 +155,10 @@ public final class CompiledPolicy: Sendable {
 
     init(generation: Int, groups: [CompiledGroup], rules: [CompiledRule], lists: [ListInfo],
          entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable, dropsUnmatched: Bool = false,
-         threatModels: ThreatModels? = nil) {
+         threatModels: ThreatModels? = nil, addressLists: [ListInfo] = [], addressTables: [AddressTable] = []) {
         self.threatModels = threatModels
+        self.addressLists = addressLists
+        self.addressTables = addressTables
         self.dropsUnmatched = dropsUnmatched
         self.generation = generation
         self.groups = groups
@@ -151,13 +169,18 @@ public final class CompiledPolicy: Sendable {
         self.table = table
         var rulesByList = [[Int32]](repeating: [], count: lists.count)
         var threatRules: [ThreatRule] = []
+        var addressRules: [Int32] = []
         for (index, rule) in rules.enumerated() {
             if let (threat, level) = rule.threat {
                 threatRules.append(ThreatRule(index: index, threat: threat, level: level))
+            } else if rule.matchesAddresses {
+                addressRules.append(Int32(index))
             } else {
                 rulesByList[rule.listIndex].append(Int32(index))
             }
         }
+        self.addressRules = addressRules
+        hasRebindingRules = rules.contains { $0.rebindingExemptions != nil }
         self.rulesByList = rulesByList
         self.threatRules = threatRules
         scoresNames = threatRules.contains { $0.threat != .tunneling }
@@ -173,6 +196,15 @@ public final class CompiledPolicy: Sendable {
     @inline(__always)
     public func outcome(of decision: Decision) -> Outcome {
         decision.entryOutcome < 0 ? rules[decision.ruleIndex].outcome : entryOutcomes[decision.entryOutcome]
+    }
+
+    /// What the lists hold, for summaries: "7 names in 2 lists", and the ip lists' prefixes when there are any.
+    public var listSummary: String {
+        var text = "\(domainCount) names in \(lists.count) lists"
+        if !addressLists.isEmpty {
+            text += ", \(addressTables.reduce(0) { $0 + $1.count }) prefixes in \(addressLists.count) ip lists"
+        }
+        return text
     }
 
     /// Distinct names in all lists.
@@ -237,9 +269,11 @@ public final class CompiledPolicy: Sendable {
     /// The rule that decides this query, or nil when none matches. Allocation-free.
     /// `mac` is the client's hardware address when the packet showed it;
     /// `threats` what `assess` found (threat rules match nothing without it).
+    /// A name an answer `redirected` to is decided by the rules that inspect
+    /// redirections only (not `redirection: TRUST`).
     @inline(__always)
     public func decide(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress? = nil,
-                       threats: ThreatAssessment = ThreatAssessment()) -> Decision? {
+                       threats: ThreatAssessment = ThreatAssessment(), redirected: Bool = false) -> Decision? {
         if rules.isEmpty { return nil }
         let matches = matchingLists(name)
         // Rules are numbered in evaluation order (group priority, then rule
@@ -250,7 +284,8 @@ public final class CompiledPolicy: Sendable {
             for candidate in rulesByList[list] {
                 let index = Int(candidate)
                 if index >= first { break }
-                if rules[index].applies(to: type), groups[Int(groupOfRule[index])].applies(to: client, mac: mac) {
+                if rules[index].applies(to: type), !(redirected && rules[index].trustsRedirection),
+                   groups[Int(groupOfRule[index])].applies(to: client, mac: mac) {
                     first = index
                     break
                 }
@@ -259,6 +294,7 @@ public final class CompiledPolicy: Sendable {
         for rule in threatRules {
             if rule.index >= first { break }
             if threats[rule.threat].level >= rule.level, rules[rule.index].applies(to: type),
+               !(redirected && rules[rule.index].trustsRedirection),
                groups[Int(groupOfRule[rule.index])].applies(to: client, mac: mac) {
                 first = rule.index
                 break

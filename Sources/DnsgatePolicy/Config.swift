@@ -14,7 +14,29 @@ public enum BlockResponse: String, Sendable, CaseIterable {
     case nxdomain = "NXDOMAIN", nodata = "NODATA", refused = "REFUSED", drop = "DROP", override = "OVERRIDE"
 }
 
-public enum ListFormat: String, Sendable, CaseIterable { case auto, domains, hosts, adblock, rpz }
+public enum ListFormat: String, Sendable, CaseIterable { case auto, domains, hosts, adblock, rpz, addresses }
+
+/// What a list holds: names a question or a chain is matched against
+/// (`domain_lists`), or addresses an answer is matched against (`ip_lists`).
+public enum ListKind: Sendable {
+    case domains, addresses
+
+    /// How messages name such a list.
+    public var noun: String { self == .domains ? "domain list" : "ip list" }
+    /// The formats its `format:` accepts.
+    public var formats: [ListFormat] {
+        self == .domains ? [.auto, .domains, .hosts, .adblock, .rpz] : [.auto, .addresses, .rpz]
+    }
+}
+
+/// What a rule does with the names an answer redirects to (CNAME, DNAME), as
+/// Route 53's `FirewallDomainRedirectionAction`.
+public enum RedirectionAction: String, Sendable, CaseIterable {
+    /// Every name of the chain is decided like a question (the default).
+    case inspect = "INSPECT"
+    /// The rule looks at the question only; an ALLOW lets its whole answer through.
+    case trust = "TRUST"
+}
 
 /// The config file as written (SPEC §2), before lists are read.
 public struct DnsgateConfig: Sendable {
@@ -28,6 +50,9 @@ public struct DnsgateConfig: Sendable {
     /// otherwise, in both fail modes: a flood is in an attacker's hands, and
     /// letting its overflow through would let blocked queries through with it.
     public var onOverload: PacketAction = .drop
+    /// A response whose answer section cannot be read goes as `fail_mode`
+    /// says: its reader is a client, and a resolver never sends one.
+    public var undecodableAnswer: PacketAction { failMode == .open ? .pass : .drop }
     /// Port of the transparent listener the shipped rules redirect TCP/53 to.
     public var tcpPort: UInt16 = 5053
     /// Packets the kernel holds per queue before the fail mode applies.
@@ -53,6 +78,8 @@ public struct DnsgateConfig: Sendable {
     public var blockTTL: UInt32 = 60
     public var extendedError = true
     public var domainLists: [DomainListConfig] = []
+    /// Address lists (`ip_lists`), for rules on the addresses of answers.
+    public var ipLists: [DomainListConfig] = []
     public var ruleGroups: [RuleGroupConfig] = []
     public var threatDetection = ThreatDetectionConfig()
 
@@ -82,6 +109,7 @@ public struct DomainListConfig: Sendable {
     public var source: Source
     public var format: ListFormat
     public var matchSubdomains: Bool
+    public var kind = ListKind.domains
     /// Line of the list's definition in the config file.
     public var line: Int
     /// `allow_empty: true`: the list may load with no entries, or with most of
@@ -133,10 +161,14 @@ public struct RuleGroupConfig: Sendable {
 }
 
 /// What a rule looks for: the names of a domain list, or a threat its
-/// detector finds at a confidence level or above.
+/// detector finds at a confidence level or above (in questions and the
+/// names answers redirect to); the addresses of an ip list, or private
+/// addresses answered for a name outside the exempt domain lists (in answers).
 public enum RuleMatch: Sendable, Equatable {
     case domainList(String)
     case threat(Threat, ConfidenceLevel)
+    case ipList(String)
+    case rebinding(exempt: [String])
 }
 
 /// Where the detectors' data comes from (`threat_detection:`); read only when
@@ -161,10 +193,17 @@ public struct RuleConfig: Sendable {
     public var override: OverrideRecord?
     public var queryTypes: [QueryType]?
     public var line: Int
+    public var redirection = RedirectionAction.inspect
 
     /// The domain list the rule uses, if it uses one.
     public var domainList: String? {
         if case .domainList(let name) = match { return name }
+        return nil
+    }
+
+    /// The ip list the rule uses, if it uses one.
+    public var ipList: String? {
+        if case .ipList(let name) = match { return name }
         return nil
     }
 }

@@ -23,7 +23,7 @@ public enum ConfigReader {
         }
         var config = DnsgateConfig(path: path)
         context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
-                                             "block_defaults", "domain_lists", "rule_groups", "threat_detection"], in: "the config")
+                                             "block_defaults", "domain_lists", "ip_lists", "rule_groups", "threat_detection"], in: "the config")
         if let node = mapping["queues"] {
             config.queues = context.queues(node)
             config.queuesLine = node.mark?.line ?? 0
@@ -70,7 +70,12 @@ public enum ConfigReader {
         if let node = mapping["threat_detection"] { config.threatDetection = context.threatDetection(node, config: path) }
         if let node = mapping["domain_lists"] {
             for item in context.sequence(node, "domain_lists") {
-                if let list = context.domainList(item) { config.domainLists.append(list) }
+                if let list = context.list(item, kind: .domains) { config.domainLists.append(list) }
+            }
+        }
+        if let node = mapping["ip_lists"] {
+            for item in context.sequence(node, "ip_lists") {
+                if let list = context.list(item, kind: .addresses) { config.ipLists.append(list) }
             }
         }
         if let node = mapping["rule_groups"] {
@@ -202,18 +207,27 @@ public enum ConfigReader {
             return QueryLogConfig(path: path, actions: actions, logsNoMatch: logsNoMatch)
         }
 
-        mutating func domainList(_ node: Node) -> DomainListConfig? {
-            guard let mapping = mapping(node, "a domain list") else { return nil }
-            checkKeys(mapping, allowed: ["name", "domains", "file", "url", "refresh", "max_size", "format",
-                                        "match_subdomains", "allow_empty"], in: "domain list")
-            guard let nameNode = mapping["name"], let name = string(nameNode, "domain list name") else {
-                if mapping["name"] == nil { error(node, "a domain list needs a 'name'") }
+        /// A domain list (`domain_lists`) or an address list (`ip_lists`):
+        /// the same sources, refresh and limits; inline entries under
+        /// `domains` or `addresses`.
+        mutating func list(_ node: Node, kind: ListKind) -> DomainListConfig? {
+            let noun = kind.noun
+            let inlineKey = kind == .domains ? "domains" : "addresses"
+            guard let mapping = mapping(node, "a \(noun)") else { return nil }
+            checkKeys(mapping, allowed: Set(["name", inlineKey, "file", "url", "refresh", "max_size", "format", "allow_empty"]
+                                            + (kind == .domains ? ["match_subdomains"] : [])), in: noun)
+            guard let nameNode = mapping["name"], let name = string(nameNode, "\(noun) name") else {
+                if mapping["name"] == nil { error(node, "a \(noun) needs a 'name'") }
                 return nil
             }
             let line = node.mark?.line ?? 0
             var format = ListFormat.auto
             if let formatNode = mapping["format"], let value: ListFormat = enumeration(formatNode, "format") {
-                format = value
+                if kind.formats.contains(value) {
+                    format = value
+                } else {
+                    error(formatNode, "\(noun) '\(name)': format must be one of \(kind.formats.map(\.rawValue).joined(separator: ", "))")
+                }
             }
             var matchSubdomains = false
             if let flag = mapping["match_subdomains"], let value = bool(flag, "match_subdomains") {
@@ -223,30 +237,30 @@ public enum ConfigReader {
             if let flag = mapping["allow_empty"], let value = bool(flag, "allow_empty") {
                 allowEmpty = value
             }
-            let sources = ["domains", "file", "url"].filter { mapping[$0] != nil }
+            let sources = [inlineKey, "file", "url"].filter { mapping[$0] != nil }
             guard sources.count == 1 else {
-                error(node, sources.isEmpty ? "domain list '\(name)': needs 'domains', 'file' or 'url'"
-                    : "domain list '\(name)': give one of 'domains', 'file' or 'url', not \(sources.joined(separator: " and "))")
+                error(node, sources.isEmpty ? "\(noun) '\(name)': needs '\(inlineKey)', 'file' or 'url'"
+                    : "\(noun) '\(name)': give one of '\(inlineKey)', 'file' or 'url', not \(sources.joined(separator: " and "))")
                 return nil
             }
             if sources[0] != "url", mapping["refresh"] != nil {
-                error(mapping["refresh"], "domain list '\(name)': 'refresh' only applies to a 'url' list")
+                error(mapping["refresh"], "\(noun) '\(name)': 'refresh' only applies to a 'url' list")
             }
-            if sources[0] == "domains" {
+            if sources[0] == inlineKey {
                 for key in ["max_size", "allow_empty"] where mapping[key] != nil {
-                    error(mapping[key], "domain list '\(name)': '\(key)' only applies to a 'file' or 'url' list")
+                    error(mapping[key], "\(noun) '\(name)': '\(key)' only applies to a 'file' or 'url' list")
                 }
             }
             switch sources[0] {
-            case "domains":
-                let domains = mapping["domains"]!
-                let names = sequence(domains, "domains").compactMap { string($0, "a domain") }
-                return DomainListConfig(name: name, source: .inline(names), format: .domains,
-                                        matchSubdomains: matchSubdomains, line: domains.mark?.line ?? line)
+            case inlineKey:
+                let entries = mapping[inlineKey]!
+                let names = sequence(entries, inlineKey).compactMap { string($0, kind == .domains ? "a domain" : "an address") }
+                return DomainListConfig(name: name, source: .inline(names), format: kind == .domains ? .domains : .addresses,
+                                        matchSubdomains: matchSubdomains, kind: kind, line: entries.mark?.line ?? line)
             case "file":
                 guard let listFile = string(mapping["file"]!, "file") else { return nil }
                 var list = DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
-                                            format: format, matchSubdomains: matchSubdomains, line: line,
+                                            format: format, matchSubdomains: matchSubdomains, kind: kind, line: line,
                                             allowEmpty: allowEmpty)
                 if let sizeNode = mapping["max_size"] {
                     guard let bytes = byteSize(sizeNode), bytes > 0 else {
@@ -260,7 +274,7 @@ public enum ConfigReader {
                 let urlNode = mapping["url"]!
                 guard let url = string(urlNode, "url") else { return nil }
                 guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.count > 8 else {
-                    error(urlNode, "domain list '\(name)': url must start with http:// or https://")
+                    error(urlNode, "\(noun) '\(name)': url must start with http:// or https://")
                     return nil
                 }
                 var remote = RemoteSource(url: url, refreshSeconds: RemoteSource.defaultRefreshSeconds,
@@ -280,7 +294,7 @@ public enum ConfigReader {
                     remote.maximumBytes = bytes
                 }
                 return DomainListConfig(name: name, source: .url(remote), format: format,
-                                        matchSubdomains: matchSubdomains, line: line, allowEmpty: allowEmpty)
+                                        matchSubdomains: matchSubdomains, kind: kind, line: line, allowEmpty: allowEmpty)
             }
         }
 
@@ -358,17 +372,19 @@ public enum ConfigReader {
 
         mutating func rule(_ node: Node, group: String) -> RuleConfig? {
             guard let mapping = mapping(node, "a rule") else { return nil }
-            checkKeys(mapping, allowed: ["name", "priority", "domain_list", "threat", "confidence", "action", "block_response",
-                                         "override", "qtypes"],
+            checkKeys(mapping, allowed: ["name", "priority", "domain_list", "threat", "confidence", "ip_list",
+                                         "rebinding_protection", "exempt_domain_lists", "redirection", "action",
+                                         "block_response", "override", "qtypes"],
                       in: "rule")
             guard let name = mapping["name"].flatMap({ string($0, "rule name") }) else {
                 if mapping["name"] == nil { error(node, "a rule in group '\(group)' needs a 'name'") }
                 return nil
             }
             let place = "rule '\(group)/\(name)'"
-            guard let priorityNode = mapping["priority"], let actionNode = mapping["action"],
-                  (mapping["domain_list"] == nil) != (mapping["threat"] == nil) else {
-                error(node, "\(place) needs 'priority', 'action' and one of 'domain_list' or 'threat'")
+            let matchKeys = ["domain_list", "threat", "ip_list", "rebinding_protection"].filter { mapping[$0] != nil }
+            guard let priorityNode = mapping["priority"], let actionNode = mapping["action"], matchKeys.count == 1 else {
+                error(node, "\(place) needs 'priority', 'action' and one of 'domain_list', 'threat', 'ip_list' or 'rebinding_protection'"
+                      + (matchKeys.count > 1 ? ", not \(matchKeys.joined(separator: " and "))" : ""))
                 return nil
             }
             guard let priority = integer(priorityNode, "priority", 0...Int(Int32.max)),
@@ -405,15 +421,42 @@ public enum ConfigReader {
                 }
                 queryTypes = types
             }
+            var redirection = RedirectionAction.inspect
+            if let redirectionNode = mapping["redirection"] {
+                guard let value: RedirectionAction = enumeration(redirectionNode, "redirection") else { return nil }
+                if mapping["domain_list"] == nil, mapping["threat"] == nil {
+                    error(redirectionNode, "\(place): 'redirection' applies to rules on names ('domain_list' or 'threat')")
+                }
+                redirection = value
+            }
             return RuleConfig(name: name, priority: priority, match: match, action: action,
                               blockResponse: response, override: override, queryTypes: queryTypes,
-                              line: node.mark?.line ?? 0)
+                              line: node.mark?.line ?? 0, redirection: redirection)
         }
 
         /// A rule's `domain_list`, or its `threat` with its `confidence`
         /// (Route 53: a threat rule blocks or alerts, never allows; a false
         /// positive is let through by an ALLOW rule of a list before it).
         mutating func ruleMatch(_ mapping: Node.Mapping, action: RuleAction, place: String) -> RuleMatch? {
+            if let exempt = mapping["exempt_domain_lists"], mapping["rebinding_protection"] == nil {
+                error(exempt, "\(place): 'exempt_domain_lists' only applies to a rule with 'rebinding_protection'")
+            }
+            if let listNode = mapping["ip_list"] {
+                return string(listNode, "ip_list").map(RuleMatch.ipList)
+            }
+            if let flagNode = mapping["rebinding_protection"] {
+                guard let flag = bool(flagNode, "rebinding_protection") else { return nil }
+                guard flag else {
+                    error(flagNode, "\(place): 'rebinding_protection' is either true or left out")
+                    return nil
+                }
+                if action == .allow {
+                    error(flagNode, "\(place): a rebinding rule can only BLOCK or ALERT; exempt names with 'exempt_domain_lists'")
+                    return nil
+                }
+                let exempt = mapping["exempt_domain_lists"].map { sequence($0, "exempt_domain_lists").compactMap { string($0, "a domain list") } }
+                return .rebinding(exempt: exempt ?? [])
+            }
             if let listNode = mapping["domain_list"] {
                 if let confidence = mapping["confidence"] {
                     error(confidence, "\(place): 'confidence' only applies to a rule with 'threat'")
@@ -495,10 +538,13 @@ public enum ConfigReader {
         }
 
         mutating func checkReferences(_ config: DnsgateConfig) {
-            var listNames: Set<String> = []
-            for list in config.domainLists where !listNames.insert(list.name).inserted {
-                diagnostics.append(Diagnostic(.error, file: file, line: list.line, "domain list '\(list.name)' is defined twice"))
+            // One name space for both kinds: a list's name is its cached copy's file name too.
+            var allNames: Set<String> = []
+            for list in config.domainLists + config.ipLists where !allNames.insert(list.name).inserted {
+                diagnostics.append(Diagnostic(.error, file: file, line: list.line, "list '\(list.name)' is defined twice"))
             }
+            let listNames = Set(config.domainLists.map(\.name))
+            let addressListNames = Set(config.ipLists.map(\.name))
             var priorities: [Int: String] = [:]
             var groupNames: Set<String> = []
             for group in config.ruleGroups {
@@ -511,9 +557,21 @@ public enum ConfigReader {
                 }
                 priorities[group.priority] = group.name
                 for rule in group.rules {
-                    guard let list = rule.domainList, !listNames.contains(list) else { continue }
-                    diagnostics.append(Diagnostic(.error, file: file, line: rule.line,
-                        "rule '\(group.name)/\(rule.name)' uses domain list '\(list)', which is not defined"))
+                    var missing: [String] = []
+                    switch rule.match {
+                    case .domainList(let list) where !listNames.contains(list):
+                        missing = ["domain list '\(list)'" + (addressListNames.contains(list) ? " (an ip list by that name: use 'ip_list')" : "")]
+                    case .ipList(let list) where !addressListNames.contains(list):
+                        missing = ["ip list '\(list)'" + (listNames.contains(list) ? " (a domain list by that name: use 'domain_list')" : "")]
+                    case .rebinding(let exempt):
+                        missing = exempt.filter { !listNames.contains($0) }.map { "domain list '\($0)'" }
+                    default:
+                        break
+                    }
+                    for what in missing {
+                        diagnostics.append(Diagnostic(.error, file: file, line: rule.line,
+                            "rule '\(group.name)/\(rule.name)' uses \(what), which is not defined"))
+                    }
                 }
             }
         }

@@ -104,7 +104,7 @@ public enum ListParser {
 
     static func readFormat(_ bytes: Span<UInt8>, format: ListFormat, file: String, report: inout ListReport, sink: Sink) {
         switch format {
-        case .domains, .auto: readLines(bytes, file: file, report: &report) { domainsLine($0, $1, &$2, sink) }
+        case .domains, .auto, .addresses: readLines(bytes, file: file, report: &report) { domainsLine($0, $1, &$2, sink) }
         case .hosts: readLines(bytes, file: file, report: &report) { hostsLine($0, $1, &$2, sink) }
         case .adblock:
             readLines(bytes, file: file, commentBytes: [UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "[")],

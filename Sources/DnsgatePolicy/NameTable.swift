@@ -237,6 +237,13 @@ public struct ListMatches: Sendable, Equatable {
         return true
     }
 
+    /// Whether some list is in both sets.
+    @inline(__always)
+    public func intersects(_ other: ListMatches) -> Bool {
+        for index in 0..<8 where words[index] & other.words[index] != 0 { return true }
+        return false
+    }
+
     /// Calls `body` with each list, in ascending order.
     @inline(__always)
     public func forEach(_ body: (Int) -> Void) {

@@ -161,31 +161,62 @@ public struct PolicyCompiler {
         }
         sources.removeAll()
         table.shrinkToFit()
+        var addressTables: [AddressTable] = []
+        var addressInfos: [ListInfo] = []
+        for list in config.ipLists {
+            let (addresses, info, report) = loadAddressList(list, of: config) { action in
+                if let known = outcomeIndex[action] { return known }
+                guard entryOutcomes.count < NameTable.maximumOutcomes else { return -1 }
+                outcomeIndex[action] = entryOutcomes.count
+                entryOutcomes.append(Outcome(action))
+                return entryOutcomes.count - 1
+            }
+            addressTables.append(addresses)
+            addressInfos.append(info)
+            summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
+            diagnostics += report.diagnostics
+        }
         guard !diagnostics.contains(where: { $0.severity == .error }) else {
             return Result(policy: nil, lists: summaries, diagnostics: diagnostics)
         }
         // A name defined twice is already an error of the config; the first definition is used.
         let listIndex = Dictionary(config.domainLists.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let addressListIndex = Dictionary(config.ipLists.enumerated().map { ($1.name, $0) },
+                                          uniquingKeysWith: { first, _ in first })
         var rules: [CompiledRule] = []
         var groups: [CompiledGroup] = []
         for group in config.ruleGroups.sorted(by: { $0.priority < $1.priority }) {
             let first = rules.count
             for rule in group.rules {
                 var index = -1
+                var addressIndex = -1
                 var threat: (Threat, ConfidenceLevel)? = nil
+                var exemptions: ListMatches? = nil
+                var entryActions = false
                 switch rule.match {
                 case .domainList(let list):
                     guard let found = listIndex[list], found < infos.count else { continue }
                     index = found
+                    entryActions = infos[found].hasEntryActions
                 case .threat(let named, let level):
                     threat = (named, level)
+                case .ipList(let list):
+                    guard let found = addressListIndex[list], found < addressInfos.count else { continue }
+                    addressIndex = found
+                    entryActions = addressInfos[found].hasEntryActions
+                case .rebinding(let exempt):
+                    var lists = ListMatches()
+                    for name in exempt { if let found = listIndex[name] { lists.insert(found) } }
+                    exemptions = lists
                 }
                 let text = "blocked by dnsgate rule \(group.name)/\(rule.name)"
                 rules.append(CompiledRule(
-                    group: group.name, name: rule.name, listIndex: index, listName: rule.domainList ?? "",
+                    group: group.name, name: rule.name, listIndex: index, listName: rule.domainList ?? rule.ipList ?? "",
+                    addressListIndex: addressIndex, rebindingExemptions: exemptions,
+                    trustsRedirection: rule.redirection == .trust,
                     threat: threat, action: rule.action,
                     outcome: Outcome(action: rule.action, blockResponse: rule.blockResponse, override: rule.override),
-                    usesEntryActions: rule.action == .block && index >= 0 && infos[index].hasEntryActions,
+                    usesEntryActions: rule.action == .block && entryActions,
                     queryTypes: rule.queryTypes ?? [],
                     extraText: Array(text.utf8.prefix(ForgedAnswerBuilder.maximumExtraTextLength))))
             }
@@ -201,11 +232,54 @@ public struct PolicyCompiler {
         let settings = ForgedAnswerSettings(negativeTTL: config.blockTTL, extendedError: config.extendedError, serialNumber: UInt32(truncatingIfNeeded: generation))
         // Until every remote list has a copy, the policy is not whole: in
         // fail_mode closed, what no rule matches might be in a missing list.
-        let awaiting = infos.contains(where: \.awaitingFirstCopy)
+        let awaiting = (infos + addressInfos).contains(where: \.awaitingFirstCopy)
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
                                     entryOutcomes: entryOutcomes, answerSettings: settings, table: table,
-                                    dropsUnmatched: awaiting && config.failMode == .closed, threatModels: threatModels)
+                                    dropsUnmatched: awaiting && config.failMode == .closed, threatModels: threatModels,
+                                    addressLists: addressInfos, addressTables: addressTables)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
+    }
+
+    /// Reads an address list into its table; `outcome` numbers an RPZ
+    /// entry's own action (-1 when there is no room for another).
+    func loadAddressList(_ list: DomainListConfig, of config: DnsgateConfig,
+                         outcome: (EntryAction) -> Int) -> (AddressTable, ListInfo, ListReport) {
+        let source = read(list, of: config)
+        var entries: [AddressTable.Entry] = []
+        var hasEntryActions = false
+        let add: AddressListParser.Sink = { prefix, line, action in
+            var index = -1
+            if let action {
+                hasEntryActions = true
+                index = outcome(action)
+            }
+            entries.append(AddressTable.Entry(prefix: prefix, line: Int32(clamping: line), outcome: Int32(index)))
+        }
+        var report: ListReport
+        var collapsedCopy = false
+        if case .inline(let addresses) = list.source {
+            report = AddressListParser.readInline(addresses, file: source.file, line: list.line, add: add)
+        } else if let bytes = source.bytes {
+            report = AddressListParser.read(bytes.span, format: list.format, file: source.file, add: add)
+            if var collapse = ListHealth.collapse(report, list: list.name, file: source.file, allowEmpty: list.allowEmpty) {
+                if case .url = list.source {
+                    collapse.severity = .warning
+                    collapsedCopy = true
+                }
+                report.diagnostics.append(collapse)
+            }
+        } else {
+            report = ListReport(format: list.format)
+        }
+        report.diagnostics = source.diagnostics + report.diagnostics
+        let table = AddressTable(entries)
+        let info = ListInfo(name: list.name, file: source.file,
+                            inline: { if case .inline = list.source { true } else { false } }(),
+                            url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
+                            format: report.format, entries: table.count, skippedLines: report.skippedLines,
+                            skipReasons: report.skipReasons, hasEntryActions: hasEntryActions,
+                            awaitingFirstCopy: source.awaitingFirstCopy || collapsedCopy)
+        return (table, info, report)
     }
 
     /// One list's bytes as read, before parsing.
@@ -232,7 +306,7 @@ public struct PolicyCompiler {
                 source.bytes = try readFile(file, limit)
             } catch {
                 source.diagnostics.append(Diagnostic(.error, file: config.path, line: list.line,
-                    "domain list '\(list.name)': cannot read \(file): \(error)"))
+                    "\(list.kind.noun) '\(list.name)': cannot read \(file): \(error)"))
                 return source
             }
             source.bytes = checked(source.bytes!, limit: limit, list: list, file: file, diagnostics: &source.diagnostics)
@@ -245,7 +319,7 @@ public struct PolicyCompiler {
             func awaitingCopy(_ why: String) -> ListSource {
                 source.awaitingFirstCopy = true
                 source.diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
-                    "domain list '\(list.name)': no usable copy of \(remote.url) yet (\(source.file): \(why)); it is empty until a download succeeds"))
+                    "\(list.kind.noun) '\(list.name)': no usable copy of \(remote.url) yet (\(source.file): \(why)); it is empty until a download succeeds"))
                 return source
             }
             let bytes: [UInt8]
@@ -272,7 +346,7 @@ public struct PolicyCompiler {
                  diagnostics: inout [Diagnostic]) -> [UInt8]? {
         if bytes.count > limit {
             diagnostics.append(Diagnostic(.error, file: file, line: 0,
-                                          "domain list '\(list.name)': \(Self.tooLarge(bytes.count, limit: limit))"))
+                                          "\(list.kind.noun) '\(list.name)': \(Self.tooLarge(bytes.count, limit: limit))"))
             return nil
         }
         if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: file) {

@@ -143,7 +143,7 @@ extension Dnsgate {
                 throw CommandFailure(message: "\(options.config): invalid, \(errors) error(s)")
             }
             print("\(options.config): valid; \(config.ruleGroups.count) rule groups, \(policy.rules.count) rules, "
-                + "\(policy.domainCount) names in \(policy.lists.count) lists; queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue)")
+                + "\(policy.listSummary); queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue)")
         }
     }
 
@@ -154,9 +154,16 @@ extension Dnsgate {
         @Option(help: "Query type (A, AAAA, TXT, … or TYPEnnn).") var type = "A"
         @Option(help: "Client address.") var client = "192.0.2.1"
         @Option(help: "Client MAC address (for groups that name MAC addresses).") var mac: String?
+        @Option(name: .customLong("answer"),
+                help: ArgumentHelp("A record of the resolver's answer, in chain order: CNAME:NAME, DNAME:NAME, A:ADDRESS or AAAA:ADDRESS (repeat the option). Shows how the answer stage decides the response.",
+                                   valueName: "TYPE:VALUE"))
+        var answers: [String] = []
         @OptionGroup var options: ConfigOption
 
         func validate() throws {
+            for answer in answers where ExplainedRecord(text: answer) == nil {
+                throw ValidationError("'\(answer)' is not an answer record (CNAME:NAME, DNAME:NAME, A:ADDRESS or AAAA:ADDRESS)")
+            }
             guard QueryType(mnemonic: type) != nil else { throw ValidationError("'\(type)' is not a query type") }
             guard IPAddress(client) != nil else { throw ValidationError("'\(client)' is not an IP address") }
             if let mac, MACAddress(mac) == nil { throw ValidationError("'\(mac)' is not a MAC address") }
@@ -201,6 +208,7 @@ extension Dnsgate {
                     print("  \(threat.configName): score \(String(format: "%.3f", finding.score)), level \(finding.level.configName)\(note)")
                 }
             }
+            defer { if !answers.isEmpty { explainAnswer(policy, name: queryName, type: queryType, client: address, mac: hardware) } }
             guard let decision = explanation.decision else {
                 if policy.dropsUnmatched {
                     print("decision: no rule matches; dropped while \(policy.listsAwaitingFirstCopy.joined(separator: ", ")) "
@@ -220,6 +228,44 @@ extension Dnsgate {
             print("decision: \(text) by rule \(rule.group)/\(rule.name), \(match)\(source)")
             if let entry = explanation.matchedEntry {
                 print("entry:   \(entry.text) (\(entry.kind)) at \(entry.file):\(entry.line)")
+            }
+        }
+
+        /// The answer stage's view of a response carrying `answers`.
+        func explainAnswer(_ policy: CompiledPolicy, name: DomainName, type: QueryType, client: IPAddress,
+                           mac: MACAddress?) {
+            let records = answers.compactMap(ExplainedRecord.init(text:))
+            let (verdict, findings) = policy.explainAnswer(name: name, type: type, client: client, mac: mac,
+                                                           records: records)
+            print("answer:  \(answers.joined(separator: " "))")
+            for finding in findings {
+                let rule = policy.rules[finding.decision.ruleIndex]
+                let subject: String
+                switch finding.subject {
+                case .question(let name): subject = "question \(name.text)."
+                case .redirection(let name): subject = "redirection to \(name.text)."
+                case .address(let address): subject = "address \(address)" + (address.localUseClass.map { " (\($0.rawValue))" } ?? "")
+                }
+                var action = finding.outcome.action.rawValue
+                if finding.outcome.action == .block { action += " (\(finding.outcome.blockResponse.rawValue))" }
+                let match = rule.threat.map { "threat \($0.threat.configName)" }
+                    ?? (rule.rebindingExemptions != nil ? "rebinding protection" : "list \(rule.listName)")
+                let entry = policy.entry(of: finding).map { ", entry \($0.text) at \($0.file):\($0.line)" } ?? ""
+                print("  \(subject): \(action) by rule \(rule.group)/\(rule.name), \(match)\(entry)")
+            }
+            switch verdict {
+            case .trusted(let decision):
+                let rule = policy.rules[decision.ruleIndex]
+                print("answer decision: trusted: ALLOW with redirection TRUST by rule \(rule.group)/\(rule.name); the whole answer goes through")
+            case .passed(let matched):
+                print("answer decision: passed\(matched ? "" : " (no rule matches a name or address of the answer)")")
+            case .blocked(let finding):
+                let rule = policy.rules[finding.decision.ruleIndex]
+                let response = finding.outcome.forgedAnswer == nil ? "dropped unanswered"
+                    : "dropped; the client gets \(finding.outcome.blockResponse.rawValue) for \(name.text). (over TCP, its connection is reset)"
+                print("answer decision: BLOCK by rule \(rule.group)/\(rule.name): the response is \(response)")
+            case .malformed(let reason):
+                print("answer decision: the answer cannot be read (\(reason.rawValue))")
             }
         }
     }

@@ -304,8 +304,53 @@ struct JudgeAndSwapTests {
                           state: state, mac: nil) {
         case .pass: return "pass"
         case .drop: return "drop"
-        case .answer(let question, let kind, _): return "answer \(question.name) \(kind)"
+        case .answer(let question, let kind, _, let stage):
+            return "answer \(question.name) \(kind)" + (stage == .answer ? " to \(question.source):\(question.sourcePort)" : "")
         }
+    }
+
+    /// A response from 198.51.100.53:53 to 192.0.2.10:40000 for `name` A,
+    /// whose answer is a CNAME to `target` (when given) and `address`.
+    static func response(_ name: String, target: String? = nil, address: [UInt8] = [203, 0, 113, 7],
+                         cutBy: Int = 0) -> [UInt8] {
+        func wire(_ text: String) -> [UInt8] {
+            text.split(separator: ".").flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) } + [0]
+        }
+        var dns: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 1, 0, target == nil ? 1 : 2, 0, 0, 0, 0] + wire(name) + [0, 1, 0, 1]
+        var owner: [UInt8] = [0xc0, 12]
+        if let target {
+            dns += owner + [0, 5, 0, 1, 0, 0, 0, 60, 0, UInt8(wire(target).count)] + wire(target)
+            owner = wire(target)
+        }
+        dns += owner + [0, 1, 0, 1, 0, 0, 0, 60, 0, 4] + address
+        dns.removeLast(cutBy)
+        let udp: [UInt8] = [0, 53, 0x9c, 0x40, UInt8((8 + dns.count) >> 8), UInt8((8 + dns.count) & 0xff), 0, 0]
+        let total = 20 + udp.count + dns.count
+        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 53,
+                192, 0, 2, 10] + udp + dns
+    }
+
+    @Test("a response is decided on its answer and counted in the answer stage only")
+    func answerStage() throws {
+        let policy = try Self.policy(generation: 1, rules: "{name: nx, priority: 1, domain_list: bad, action: BLOCK}")
+        let counters = WorkerCounters(queue: 0)
+        let judge = QueryJudge(counters: counters, recorder: DecisionRecorder(log: nil, deciders: 1), index: 0,
+                               undecodable: .drop)
+        let state = PolicyState(policy: policy, workers: 1)
+        #expect(Self.rule(judge, Self.response("www.good.example"), state: state) == "pass")
+        #expect(Self.rule(judge, Self.response("www.good.example", target: "t.bad.example"), state: state)
+                == "answer www.good.example nxdomain to 192.0.2.10:40000", "the forged answer goes to the client")
+        #expect(Self.rule(judge, Self.response("www.good.example", cutBy: 2), state: state)
+                == "drop", "an answer section cut short is undecodable")
+        #expect(Self.rule(judge, Self.response("www.good.example", target: "t.bad.example", cutBy: 2), state: state)
+                == "answer www.good.example nxdomain to 192.0.2.10:40000", "a blocked name before the damage still blocks")
+        let answers = counters.answers
+        #expect(answers.received.value == 4 && answers.accepted.value == 1 && answers.dropped.value == 3)
+        #expect(answers.block.value == 2 && answers.noMatch.value == 1 && answers.notDNS.value == 1)
+        #expect(counters.received.value == 1 && counters.notDNS.value == 1 && counters.dropped.value == 1,
+                "a malformed response is not_dns in the question stage's counters too")
+        #expect(counters.block.value == 0 && counters.noMatch.value == 0, "no question was decided")
+        #expect(state.hits(ofRule: 0).answers == 2 && state.hits(ofRule: 0).questions == 0)
     }
 
     @Test("a query is passed, dropped or answered, and counted once either way")
@@ -320,10 +365,11 @@ struct JudgeAndSwapTests {
         #expect(Self.rule(judge, [0x45, 0, 0], state: state) == "drop", "undecodable: drop")
         #expect(Self.rule(judge, Self.packet("x.bad.example", qr: true), state: state) == "drop",
                 "a response naming a blocked name is not passed")
-        #expect(counters.received.value == 0, "the worker counts what it received, the judge its verdicts")
+        #expect(counters.received.value == 4)
         #expect(counters.accepted.value == 1 && counters.dropped.value == 3)
         #expect(counters.block.value == 1 && counters.noMatch.value == 1 && counters.notDNS.value == 1)
-        #expect(state.hits(ofRule: 0) == 1)
+        #expect(counters.answers.received.value == 0, "a response to port 53 is no answer to a client")
+        #expect(state.hits(ofRule: 0).questions == 1)
     }
 
     @Test("rule hits survive reloads by group/rule name; a rule that goes away takes its hits with it")
@@ -342,7 +388,7 @@ struct JudgeAndSwapTests {
         holder.replace(with: PolicyState(policy: third, workers: 2))
         let (state, hits) = holder.ruleHits()
         #expect(state.policy.generation == 3)
-        #expect(hits == [3], "2 from generation 1 and 1 from generation 2, by name")
+        #expect(hits.map(\.questions) == [3], "2 from generation 1 and 1 from generation 2, by name")
         #expect(holder.swapCount == 2)
     }
 }

@@ -44,8 +44,8 @@ struct ThreatRuleTests {
     @Test("ALLOW with a threat, both or neither of list and threat, and bad levels are errors with their line",
           arguments: [
               ("{name: r, priority: 1, threat: DGA, confidence: LOW, action: ALLOW}", "can only BLOCK or ALERT"),
-              ("{name: r, priority: 1, threat: DGA, domain_list: l, confidence: LOW, action: BLOCK}", "one of 'domain_list' or 'threat'"),
-              ("{name: r, priority: 1, action: BLOCK}", "one of 'domain_list' or 'threat'"),
+              ("{name: r, priority: 1, threat: DGA, domain_list: l, confidence: LOW, action: BLOCK}", "one of 'domain_list', 'threat'"),
+              ("{name: r, priority: 1, action: BLOCK}", "one of 'domain_list', 'threat'"),
               ("{name: r, priority: 1, threat: DGA, action: BLOCK}", "needs 'confidence"),
               ("{name: r, priority: 1, threat: DGA, confidence: SURE, action: BLOCK}", "LOW, MEDIUM or HIGH"),
               ("{name: r, priority: 1, threat: MALWARE, confidence: LOW, action: BLOCK}", "DGA, DICT_DGA, DNS_TUNNELING"),

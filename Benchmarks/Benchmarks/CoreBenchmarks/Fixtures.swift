@@ -135,6 +135,65 @@ enum Fixtures {
 
     /// The 1M-name policy with a rule for each threat after the list rule
     /// (every query is assessed), the detectors' data read from the checkout.
+    /// 1,000 responses from 198.51.100.53:53 to 192.0.2.10:40000, to the
+    /// queries of `packets`: seven in ten answer with an address, three with
+    /// a CNAME to a CDN name and its address (every tenth of those a listed
+    /// name), each with the resolver's EDNS OPT record.
+    static let responses: [[UInt8]] = {
+        let unlisted = names(count: 1000, seed: 0xBEEF)
+        return (0..<1000).map { index in
+            let question = unlisted[index % unlisted.count]
+            var dns: [UInt8] = [UInt8(index >> 8), UInt8(index & 0xff), 0x81, 0x80, 0, 1, 0, index % 10 < 3 ? 2 : 1, 0, 0, 0, 1]
+            for label in question.split(separator: ".") { dns += [UInt8(label.utf8.count)] + Array(label.utf8) }
+            dns += [0, 0, 1, 0, 1]
+            var owner: [UInt8] = [0xc0, 12]
+            if index % 10 < 3 {
+                let target = index % 30 == 0 ? listed[index * 97 % listed.count] : "e\(index).dscb.cdn-edge.example"
+                var wire: [UInt8] = []
+                for label in target.split(separator: ".") { wire += [UInt8(label.utf8.count)] + Array(label.utf8) }
+                wire += [0]
+                owner = [0xc0, UInt8(dns.count + 12)]
+                dns += [0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, UInt8(wire.count)] + wire
+            }
+            dns += owner + [0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, UInt8(index % 250)]
+            dns += [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]
+            let udpLength = 8 + dns.count
+            let udp: [UInt8] = [0, 53, 0x9c, 0x40, UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0]
+            let total = 20 + udpLength
+            return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 53,
+                    192, 0, 2, 10] + udp + dns
+        }
+    }()
+
+    /// `policy1M` with answer rules after it: a 100,000-prefix ip list
+    /// (none holding the responses' addresses) and rebinding protection.
+    static let policy1MAnswers: CompiledPolicy = {
+        let list = Array(listed.joined(separator: "\n").utf8)
+        var rng = SeededGenerator(state: 0xADD7)
+        var prefixes: [String] = []
+        for index in 0..<100_000 {
+            let first = [1, 5, 23, 45, 62, 77, 91, 104, 151, 185][index % 10]
+            let text = "\(first).\(Int.random(in: 0..<256, using: &rng)).\(Int.random(in: 0..<256, using: &rng))"
+            prefixes.append(index % 2 == 0 ? text + ".0/24" : text + ".\(Int.random(in: 0..<256, using: &rng))")
+        }
+        let config = Array("""
+        domain_lists: [{name: big, file: /big.txt}]
+        ip_lists: [{name: nets, file: /nets.txt}]
+        rule_groups:
+          - name: g
+            priority: 1
+            rules:
+              - {name: block, priority: 1, domain_list: big, action: BLOCK}
+              - {name: nets, priority: 2, ip_list: nets, action: BLOCK}
+              - {name: rebinding, priority: 3, rebinding_protection: true, action: BLOCK}
+        """.utf8)
+        let files = ["/big.txt": list, "/nets.txt": Array(prefixes.joined(separator: "\n").utf8), "/etc/dnsgate.yaml": config]
+        let compiler = PolicyCompiler(keepLines: false) { path in files[path] ?? [] }
+        let result = compiler.load(configPath: "/etc/dnsgate.yaml", generation: 1).1
+        guard let policy = result.policy else { fatalError("answer fixture: \(result.diagnostics)") }
+        return policy
+    }()
+
     static let policy1MThreats: CompiledPolicy = {
         let detect = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../../detect").standardized.path

@@ -2,10 +2,11 @@
 import DNSWire
 
 /// Decodes any bytes as a queued packet (whole, and as a capture cut short)
-/// and as a DNS-over-TCP message, reads every question, builds every kind of
-/// forged answer for what decodes, and checks the answer's invariants: it
-/// decodes as IP/UDP, goes back to the query's source, and is never more than
-/// 512 bytes larger than the query.
+/// and as a DNS-over-TCP message, reads every question and every answer
+/// record, builds every kind of forged answer for what decodes (for a
+/// response, to the query it answers), and checks the answer's invariants: it
+/// decodes as IP/UDP, goes back to the query's source (a response's
+/// destination), and is never more than 512 bytes larger than the query.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPacket(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = Array(UnsafeBufferPointer(start: data, count: data == nil ? 0 : size))
@@ -25,6 +26,7 @@ func checkMessage(_ message: [UInt8]) {
                          destinationPort: 53, message: 0..<message.count, packetLength: message.count)
     guard QueryDecoder.decodeMessage(message.span, into: &query) == nil else { return }
     readEveryQuestion(query, message.span)
+    readEveryAnswer(query, message.span)
     var buffer = [UInt8](repeating: 0, count: 2 + ForgedAnswerBuilder.outputCapacity(forQueryOf: message.count))
     var output = buffer.mutableSpan
     if let end = ForgedAnswerBuilder.buildMessage(answering: query, message: message.span, kind: .nxdomain,
@@ -85,10 +87,26 @@ func readEveryQuestion(_ query: DNSQuery, _ message: Span<UInt8>) {
     }
 }
 
+/// Every answer record, as the answer stage reads them: each within the message.
+func readEveryAnswer(_ query: DNSQuery, _ message: Span<UInt8>) {
+    var previousEnd = query.answersStart
+    _ = AnswerSection.forEach(in: message, from: query.answersStart) { record in
+        precondition(record.dataRange.lowerBound > previousEnd, "records must advance")
+        precondition(record.dataRange.upperBound <= message.count, "RDATA past the message")
+        if case .redirection(let target) = record.data { precondition(target.wireLength <= 255, "name too long") }
+        previousEnd = record.dataRange.upperBound
+        return true
+    }
+}
+
 func check(_ packet: [UInt8], wireLength: Int?) {
     let decoded = QueryDecoder.decode(packet: packet.span, wireLength: wireLength)
-    guard case .query(let query) = decoded else { return }
-    readEveryQuestion(query, packet.span.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength)))
+    guard case .query(var query) = decoded else { return }
+    let message = packet.span.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
+    readEveryQuestion(query, message)
+    readEveryAnswer(query, message)
+    // A response is answered as the query it answers: back to its destination.
+    if query.isResponse { query = query.queryItAnswers }
     let kinds: [ForgedAnswerKind] = [.nxdomain, .nodata, .refused,
                                      .override(OverrideRecord(type: .a, ttl: 1, data: [192, 0, 2, 1])),
                                      .override(OverrideRecord(type: .cname, ttl: 1, data: [3, 119, 119, 119, 0]))]

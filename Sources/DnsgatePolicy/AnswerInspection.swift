@@ -1,0 +1,259 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+public import DNSWire
+public import ThreatDetection
+
+/// One rule that matched something in an answer.
+public struct AnswerFinding: Sendable {
+    /// What in the answer the rule matched.
+    public enum Subject: Sendable {
+        /// The question the response answers (decided again: it may have
+        /// reached the resolver another way, or the policy changed since).
+        case question(DomainName)
+        /// A name the answer redirects to: a CNAME or DNAME target, or the
+        /// owner of a record that is not the question.
+        case redirection(DomainName)
+        /// An A or AAAA address of the answer.
+        case address(IPAddress)
+    }
+    public var subject: Subject
+    public var decision: Decision
+    public var outcome: Outcome
+    /// What a threat rule's detector found for the name.
+    public var threat: ThreatFinding
+}
+
+/// What the answer stage makes of a response.
+public enum AnswerVerdict: Sendable {
+    /// An ALLOW rule with `redirection: TRUST` took the question: the whole
+    /// answer goes through, uninspected.
+    case trusted(Decision)
+    /// Nothing in the answer is blocked; `matched` when some rule (ALLOW or
+    /// ALERT) matched a name or an address of it.
+    case passed(matched: Bool)
+    /// The first blocked name or address.
+    case blocked(AnswerFinding)
+    /// The answer section cannot be read.
+    case malformed(NotDNSReason)
+}
+
+extension CompiledPolicy {
+    /// Decides a response (QR=1, decoded into `response`) on what it answers:
+    /// its questions as the question stage would (silently: they were decided
+    /// and logged then), each name its answer redirects to with the rules
+    /// that inspect redirections, and each address with the rules on
+    /// addresses. `observe` sees every rule that matches a redirection or an
+    /// address, and a blocked question, in answer order; the first BLOCK ends
+    /// the inspection. Allocation-free; bounded by the message length.
+    ///
+    /// `client` is the response's destination (the client asked), `mac` its
+    /// hardware address when known.
+    public func inspect(response: DNSQuery, message: Span<UInt8>, client: IPAddress, mac: MACAddress?,
+                        observe: (borrowing AnswerFinding) -> Void) -> AnswerVerdict {
+        guard !rules.isEmpty else { return .passed(matched: false) }
+        let type = response.type
+        // The questions, as the question stage decided them.
+        var offset = 12
+        for index in 0..<response.questionCount {  // at most QueryDecoder.maximumQuestions, all well formed
+            guard case .success(let question) = QueryDecoder.readQuestion(message, at: offset) else { break }
+            offset = question.end
+            let threats = assessWithoutTunnels(question.name, type: question.type, client: client)
+            guard let decision = decide(name: question.name, type: question.type, client: client, mac: mac,
+                                        threats: threats) else { continue }
+            let outcome = outcome(of: decision)
+            if index == 0, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
+                return .trusted(decision)
+            }
+            if outcome.action == .block {
+                let finding = AnswerFinding(subject: .question(question.name), decision: decision, outcome: outcome,
+                                            threat: threatFinding(decision, threats))
+                observe(finding)
+                return .blocked(finding)
+            }
+        }
+        var questionLists: ListMatches? = nil
+        if hasRebindingRules { questionLists = matchingLists(response.name) }
+        var matched = false
+        var blocked: AnswerFinding? = nil
+        var lastName = response.name
+        func redirection(_ name: DomainName) -> Bool {
+            guard name != lastName else { return true }
+            lastName = name
+            let threats = assessWithoutTunnels(name, type: type, client: client)
+            guard let decision = decide(name: name, type: type, client: client, mac: mac, threats: threats,
+                                        redirected: true) else { return true }
+            let finding = AnswerFinding(subject: .redirection(name), decision: decision, outcome: outcome(of: decision),
+                                        threat: threatFinding(decision, threats))
+            return report(finding)
+        }
+        func report(_ finding: AnswerFinding) -> Bool {
+            matched = true
+            observe(finding)
+            guard finding.outcome.action == .block else { return true }
+            blocked = finding
+            return false
+        }
+        let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
+            if record.owner != response.name, !redirection(record.owner) { return false }
+            switch record.data {
+            case .redirection(let target):
+                return redirection(target)
+            case .address(let address):
+                guard let decision = decide(address: address, question: response.name, questionLists: questionLists,
+                                            type: type, client: client, mac: mac) else { return true }
+                return report(AnswerFinding(subject: .address(address), decision: decision,
+                                            outcome: outcome(of: decision), threat: .benign))
+            case .other:
+                return true
+            }
+        }
+        if let blocked { return .blocked(blocked) }
+        if let malformed { return .malformed(malformed) }
+        return .passed(matched: matched)
+    }
+
+    /// The first rule on addresses that `address` (of an answer to
+    /// `question`) matches, or nil. An IPv4-mapped IPv6 address is matched
+    /// as its IPv4 address. `questionLists` are the domain lists containing
+    /// `question`, needed when some rule is a rebinding rule.
+    @inline(__always)
+    func decide(address: IPAddress, question: DomainName, questionLists: ListMatches?, type: QueryType,
+                client: IPAddress, mac: MACAddress?) -> Decision? {
+        for candidate in addressRules {
+            let index = Int(candidate)
+            let rule = rules[index]
+            guard rule.applies(to: type), groups[Int(groupOfRule[index])].applies(to: client, mac: mac) else { continue }
+            if rule.addressListIndex >= 0 {
+                guard let entry = addressTables[rule.addressListIndex].lookup(address) else { continue }
+                return Decision(ruleIndex: index, entryOutcome: rule.usesEntryActions ? Int(entry.outcome) : -1)
+            }
+            if let exemptions = rule.rebindingExemptions, address.localUseClass != nil,
+               !Self.isLocalName(question), !(questionLists.map { $0.intersects(exemptions) } ?? false) {
+                return Decision(ruleIndex: index, entryOutcome: -1)
+            }
+        }
+        return nil
+    }
+
+    /// Names that are the local network's own, whose answers may carry
+    /// local-use addresses whatever the exempt lists say: single-label names,
+    /// and names under `localhost`, `local` (mDNS), `home.arpa` (RFC 8375),
+    /// `internal`, `lan` and `localdomain` (common home-router domains).
+    static func isLocalName(_ name: DomainName) -> Bool {
+        guard name.labelCount > 1 else { return true }
+        let last = name.labelCount - 1
+        return name.label(last, is: "localhost") || name.label(last, is: "local") || name.label(last, is: "internal")
+            || name.label(last, is: "lan") || name.label(last, is: "localdomain")
+            || (name.label(last, is: "arpa") && name.label(last - 1, is: "home"))
+    }
+
+    @inline(__always)
+    func assessWithoutTunnels(_ name: DomainName, type: QueryType, client: IPAddress) -> ThreatAssessment {
+        // A response is no query for the tunnel table to count: the per-name detectors only.
+        threatModels == nil ? ThreatAssessment() : assess(name: name, type: type, client: client, now: 0, tunnels: nil)
+    }
+
+    @inline(__always)
+    func threatFinding(_ decision: Decision, _ threats: ThreatAssessment) -> ThreatFinding {
+        rules[decision.ruleIndex].threat.map { threats[$0.threat] } ?? .benign
+    }
+}
+
+extension DomainName {
+    /// Whether label `index` is `text` (ASCII, compared without case).
+    func label(_ index: Int, is text: StaticString) -> Bool {
+        guard index >= 0, index < labelCount else { return false }
+        let start = labelStart(index)
+        let length = Int(wireByte(start))
+        guard length == text.utf8CodeUnitCount else { return false }
+        return text.withUTF8Buffer { wanted in
+            for offset in 0..<length where wireByte(start + 1 + offset) | 0x20 != wanted[offset] | 0x20 { return false }
+            return true
+        }
+    }
+}
+
+/// One record of an answer as `dnsgate explain --answer` takes it.
+public struct ExplainedRecord: Sendable {
+    public enum Data: Sendable {
+        case cname(DomainName)
+        case dname(DomainName)
+        case address(IPAddress)
+    }
+    public var data: Data
+
+    public init(_ data: Data) { self.data = data }
+
+    /// `CNAME:name`, `DNAME:name`, `A:address` or `AAAA:address`.
+    public init?(text: String) {
+        let parts = text.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        let value = String(parts[1])
+        switch parts[0].uppercased() {
+        case "CNAME": guard let name = DomainName(text: value) else { return nil }; data = .cname(name)
+        case "DNAME": guard let name = DomainName(text: value) else { return nil }; data = .dname(name)
+        case "A": guard let address = IPAddress(value), address.isIPv4 else { return nil }; data = .address(address)
+        case "AAAA": guard let address = IPAddress(value), !address.isIPv4 else { return nil }; data = .address(address)
+        default: return nil
+        }
+    }
+}
+
+extension CompiledPolicy {
+    /// How the answer stage would decide a response to `name` carrying
+    /// `records` (each CNAME's owner the name before it, as a resolver writes
+    /// a chain): the verdict and every rule that matched, in order. Runs the
+    /// packet path's code on a response built from them.
+    public func explainAnswer(name: DomainName, type: QueryType, client: IPAddress, mac: MACAddress?,
+                              records: [ExplainedRecord]) -> (AnswerVerdict, [AnswerFinding]) {
+        var message: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 1, UInt8(records.count >> 8), UInt8(records.count & 0xff), 0, 0, 0, 0]
+        func append(_ name: DomainName) {
+            for offset in 0..<name.length { message.append(name.wireByte(offset)) }
+            message.append(0)
+        }
+        func append16(_ value: Int) { message += [UInt8(value >> 8 & 0xff), UInt8(value & 0xff)] }
+        append(name)
+        append16(Int(type.rawValue))
+        append16(1)
+        var owner = name
+        for record in records {
+            append(owner)
+            var data: [UInt8] = []
+            var recordType = QueryType.a
+            switch record.data {
+            case .cname(let target), .dname(let target):
+                if case .cname = record.data { recordType = .cname } else { recordType = .dname }
+                for offset in 0..<target.length { data.append(target.wireByte(offset)) }
+                data.append(0)
+                owner = target
+            case .address(let address):
+                recordType = address.isIPv4 ? .a : .aaaa
+                data = address.bytes
+            }
+            append16(Int(recordType.rawValue))
+            append16(1)
+            message += [0, 0, 0, 60]
+            append16(data.count)
+            message += data
+        }
+        var response = DNSQuery(source: .v4(0), sourcePort: 53, destination: client, destinationPort: 1024,
+                                message: 0..<message.count, packetLength: message.count)
+        var findings: [AnswerFinding] = []
+        if let reason = QueryDecoder.decodeMessage(message.span, into: &response) { return (.malformed(reason), []) }
+        let verdict = inspect(response: response, message: message.span, client: client, mac: mac) { findings.append(copy $0) }
+        return (verdict, findings)
+    }
+
+    /// The list entry behind a finding: the domain-list entry that matched
+    /// the name, or the ip-list prefix that holds the address.
+    public func entry(of finding: AnswerFinding) -> Explanation.Entry? {
+        let rule = rules[finding.decision.ruleIndex]
+        switch finding.subject {
+        case .question(let name), .redirection(let name):
+            return rule.listIndex >= 0 ? entry(in: rule.listIndex, matching: name) : nil
+        case .address(let address):
+            guard rule.addressListIndex >= 0, let found = addressTables[rule.addressListIndex].lookup(address) else { return nil }
+            return Explanation.Entry(text: found.prefix.description, kind: .exact,
+                                     file: addressLists[rule.addressListIndex].file, line: Int(found.line))
+        }
+    }
+}

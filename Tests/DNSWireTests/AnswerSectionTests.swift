@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+@testable import DNSWire
+import Testing
+
+/// Builds responses byte by byte: a question, then answer records whose
+/// names are given as raw wire bytes (so tests can compress them by hand).
+struct ResponseFixture {
+    var question = "www.cloaked.test"
+    var type: UInt16 = 1
+    var flags: UInt16 = 0x8180
+    var answers: [[UInt8]] = []
+    var answerCount: UInt16? = nil
+
+    /// A record: owner (raw wire bytes), type, class IN, TTL 60, RDATA.
+    static func record(_ owner: [UInt8], _ type: UInt16, _ data: [UInt8], recordClass: UInt16 = 1) -> [UInt8] {
+        owner + be16(type) + be16(recordClass) + [0, 0, 0, 60] + be16(UInt16(data.count)) + data
+    }
+
+    /// A pointer to `offset` of the message.
+    static func pointer(_ offset: Int) -> [UInt8] { [0xc0 | UInt8(offset >> 8), UInt8(offset & 0xff)] }
+
+    var message: [UInt8] {
+        var bytes = [0x12, 0x34] + be16(flags) + be16(1) + be16(answerCount ?? UInt16(answers.count)) + be16(0) + be16(0)
+        bytes += QueryFixture.wireName(question) + be16(type) + be16(1)
+        for answer in answers { bytes += answer }
+        return bytes
+    }
+
+    func packet(source: String = "198.51.100.53", destination: String = "192.0.2.10") -> [UInt8] {
+        var fixture = QueryFixture()
+        fixture.source = IPAddress(source)!
+        fixture.destination = IPAddress(destination)!
+        fixture.sourcePort = 53
+        fixture.destinationPort = 40000
+        return fixture.packet(dns: message)
+    }
+}
+
+/// What the walk saw: each record as "owner TYPE data", and the error if any.
+func walk(_ message: [UInt8]) -> (records: [String], error: NotDNSReason?) {
+    var query = DNSQuery(source: .v4(0), sourcePort: 53, destination: .v4(1), destinationPort: 1000,
+                         message: 0..<message.count, packetLength: message.count)
+    if let reason = QueryDecoder.decodeMessage(message.span, into: &query) { return ([], reason) }
+    var records: [String] = []
+    let error = AnswerSection.forEach(in: message.span, from: query.answersStart) { record in
+        let data: String
+        switch record.data {
+        case .redirection(let target): data = target.text
+        case .address(let address): data = address.description
+        case .other: data = "\(record.dataRange.count) bytes"
+        }
+        records.append("\(record.owner.text) \(record.type) \(data)")
+        return true
+    }
+    return (records, error)
+}
+
+@Suite("Answer section")
+struct AnswerSectionTests {
+    /// Offset of the question name in every fixture message.
+    static let question = 12
+
+    @Test func chainCompressedIntoTheQuestion() {
+        var response = ResponseFixture()
+        // www.cloaked.test CNAME tracker.blocked.test; tracker.blocked.test A 203.0.113.66
+        let targetOffset = 12 + 18 + 4 + 2 + 10  // question, then the first record's owner pointer and fixed fields
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(Self.question), 5, QueryFixture.wireName("tracker.blocked.test")),
+            ResponseFixture.record(ResponseFixture.pointer(targetOffset), 1, [203, 0, 113, 66]),
+        ]
+        let (records, error) = walk(response.message)
+        #expect(error == nil)
+        #expect(records == ["www.cloaked.test CNAME tracker.blocked.test", "tracker.blocked.test A 203.0.113.66"])
+    }
+
+    @Test func dnameAndSynthesizedCNAME() {
+        var response = ResponseFixture()
+        response.question = "x.alias.test"
+        response.answers = [
+            ResponseFixture.record(QueryFixture.wireName("alias.test"), 39, QueryFixture.wireName("blocked.test")),
+            // The synthesized CNAME's target points into the DNAME's RDATA ("blocked.test").
+            ResponseFixture.record(ResponseFixture.pointer(Self.question), 5, [1, UInt8(ascii: "x")] + ResponseFixture.pointer(12 + 14 + 4 + 12 + 10)),
+            ResponseFixture.record(QueryFixture.wireName("x.blocked.test"), 28, Array(repeating: 0x20, count: 16)),
+        ]
+        let (records, error) = walk(response.message)
+        #expect(error == nil)
+        #expect(records == ["alias.test DNAME blocked.test", "x.alias.test CNAME x.blocked.test",
+                            "x.blocked.test AAAA 2020:2020:2020:2020:2020:2020:2020:2020"])
+    }
+
+    @Test func everyClassAndOtherTypesAreRead() {
+        var response = ResponseFixture()
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(Self.question), 16, [3] + Array("abc".utf8)),
+            // musl uses an A record whatever its class: the firewall reads it too.
+            ResponseFixture.record(ResponseFixture.pointer(Self.question), 1, [10, 0, 0, 1], recordClass: 3),
+        ]
+        let (records, error) = walk(response.message)
+        #expect(error == nil)
+        #expect(records == ["www.cloaked.test TXT 4 bytes", "www.cloaked.test A 10.0.0.1"])
+    }
+
+    @Test(arguments: [
+        // A pointer to itself, and one pointing forwards (to the next record's bytes).
+        (ResponseFixture.record(ResponseFixture.pointer(12 + 22), 1, [1, 2, 3, 4]), NotDNSReason.compressionLoop),
+        (ResponseFixture.record(ResponseFixture.pointer(12 + 22 + 20), 1, [1, 2, 3, 4]), NotDNSReason.compressionLoop),
+        (ResponseFixture.record(ResponseFixture.pointer(12), 1, [1, 2, 3]), NotDNSReason.badRecord),
+        (ResponseFixture.record(ResponseFixture.pointer(12), 28, [1, 2, 3, 4]), NotDNSReason.badRecord),
+        // A CNAME whose name ends before its RDATA does, or runs past it.
+        (ResponseFixture.record(ResponseFixture.pointer(12), 5, QueryFixture.wireName("a.test") + [0]), NotDNSReason.badRecord),
+        (ResponseFixture.record(ResponseFixture.pointer(12), 5, [5] + Array("ab".utf8)), NotDNSReason.truncatedDNS),
+    ])
+    func malformedRecords(record: [UInt8], reason: NotDNSReason) {
+        var response = ResponseFixture()
+        response.answers = [record, ResponseFixture.record(ResponseFixture.pointer(12), 1, [203, 0, 113, 1])]
+        #expect(walk(response.message).error == reason)
+    }
+
+    @Test func aCNAMETargetPointingForwardsIsALoop() {
+        var response = ResponseFixture()
+        let second = 12 + 22 + 12 + 2
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(12), 5, ResponseFixture.pointer(second)),
+            ResponseFixture.record(QueryFixture.wireName("blocked.test"), 1, [1, 2, 3, 4]),
+        ]
+        #expect(walk(response.message).error == .compressionLoop)
+    }
+
+    @Test func aLongPointerChainBackwardsEnds() {
+        // Each record's owner points at the one before: backwards always, so bounded.
+        var response = ResponseFixture()
+        var offset = 12 + 22
+        var records: [[UInt8]] = []
+        var previous = 12
+        for _ in 0..<200 {
+            let record = ResponseFixture.record(ResponseFixture.pointer(previous), 16, [0])
+            records.append(record)
+            previous = offset
+            offset += record.count
+        }
+        response.answers = records
+        let (seen, error) = walk(response.message)
+        #expect(error == nil)
+        #expect(seen.count == 200)
+    }
+
+    @Test func truncationAtEveryByteNeverTrapsAndIsReported() {
+        var response = ResponseFixture()
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(12), 5, QueryFixture.wireName("tracker.blocked.test")),
+            ResponseFixture.record(QueryFixture.wireName("tracker.blocked.test"), 1, [203, 0, 113, 66]),
+        ]
+        let whole = response.message
+        let questionEnd = 12 + 18 + 4
+        for length in questionEnd..<whole.count {
+            let (_, error) = walk(Array(whole[..<length]))
+            #expect(error != nil, "cut at \(length) of \(whole.count)")
+        }
+        #expect(walk(whole).error == nil)
+    }
+
+    @Test func moreRecordsAnnouncedThanPresent() {
+        var response = ResponseFixture()
+        response.answers = [ResponseFixture.record(ResponseFixture.pointer(12), 1, [1, 2, 3, 4])]
+        response.answerCount = 65535
+        let (records, error) = walk(response.message)
+        #expect(records.count == 1)
+        #expect(error == .truncatedDNS)
+    }
+
+    @Test func theQueryAResponseAnswersGoesBackToTheClient() throws {
+        var response = ResponseFixture()
+        response.answers = [ResponseFixture.record(ResponseFixture.pointer(12), 1, [1, 2, 3, 4])]
+        let query = try #require(decodedQuery(response.packet()))
+        #expect(query.isResponse)
+        let asked = query.queryItAnswers
+        #expect(asked.source == IPAddress("192.0.2.10"))
+        #expect(asked.destination == IPAddress("198.51.100.53"))
+        #expect(asked.sourcePort == 40000)
+        #expect(asked.destinationPort == 53)
+        #expect(asked.id == 0x1234)
+    }
+
+    @Test(arguments: [
+        ("0.1.2.3", "unspecified"), ("10.20.30.40", "private"), ("127.0.0.1", "loopback"), ("100.64.0.1", "cgnat"),
+        ("100.127.255.254", "cgnat"), ("169.254.1.1", "link-local"), ("172.16.0.1", "private"),
+        ("172.31.255.255", "private"), ("192.168.1.10", "private"), ("::", "unspecified"), ("::1", "loopback"),
+        ("fe80::1", "link-local"), ("febf::1", "link-local"), ("fec0::1", "private"), ("fc00::1", "unique-local"),
+        ("fd12:3456::1", "unique-local"), ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"),
+        ("100.63.255.255", nil), ("100.128.0.0", nil), ("172.15.255.255", nil), ("172.32.0.0", nil),
+        ("192.169.0.1", nil), ("169.255.0.1", nil), ("203.0.113.7", nil), ("8.8.8.8", nil), ("2001:db8::1", nil),
+        ("fe00::1", nil), ("ff02::1", nil), ("::ffff:203.0.113.7", nil), ("::2", nil),
+    ] as [(String, String?)])
+    func localUseClasses(address: String, expected: String?) {
+        #expect(IPAddress(address)!.localUseClass?.rawValue == expected)
+    }
+}
