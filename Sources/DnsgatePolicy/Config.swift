@@ -14,7 +14,9 @@ public enum BlockResponse: String, Sendable, CaseIterable {
     case nxdomain = "NXDOMAIN", nodata = "NODATA", refused = "REFUSED", drop = "DROP", override = "OVERRIDE"
 }
 
-public enum ListFormat: String, Sendable, CaseIterable { case auto, domains, hosts, adblock, rpz }
+/// The syntax of a list file. `addresses` (one address or prefix a line) is an
+/// `ip_lists:` format only: a domain list read in it loads nothing.
+public enum ListFormat: String, Sendable, CaseIterable { case auto, domains, hosts, adblock, rpz, addresses }
 
 /// The config file as written (SPEC §2), before lists are read.
 public struct DnsgateConfig: Sendable {
