@@ -67,6 +67,9 @@ def main() -> None:
         "adblock": "! t\n||ads.example^\n@@||ok.ads.example^\n||x.example^$third-party\n||a*.b^\n",
         "rpz": "$TTL 60\n$ORIGIN rpz.\n@ SOA a. b. ( 1 2 3 4 5 )\nx.example CNAME .\n*.y.example CNAME *.\n"
                "z CNAME rpz-passthru.\nw A 192.0.2.1\n24.0.2.0.192.rpz-ip CNAME .\n",
+        "addresses": "# c\n192.0.2.1\n198.51.100.0/24 ; x\r\n2001:db8::/32\n::ffff:10.0.0.0/104\n0.0.0.0/0\n",
+        "rpz-ip": "$ORIGIN rpz.\n@ SOA a. b. 1 2 3 4 5\n32.1.2.0.192.rpz-ip CNAME .\n48.zz.db8.2001.rpz-ip CNAME rpz-drop.\n"
+                  "128.1.zz.db8.2001.rpz-ip AAAA 2001:db8::53\nx.example CNAME .\n",
     }
     for name, text in samples.items():
         (lists / f"seed-{name}").write_text(text)

@@ -131,6 +131,15 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         self.prefixLength = length
     }
 
+    /// A prefix from its parts: host bits beyond `prefixLength` are cleared,
+    /// and a length outside the family's 0–32 (IPv4) or 0–128 (IPv6) is taken
+    /// as the nearest of the two, so that no input traps.
+    public init(address: IPAddress, prefixLength: Int) {
+        let length = min(max(prefixLength, 0), address.isIPv4 ? 32 : 128)
+        self.address = address.masked(to: length)
+        self.prefixLength = length
+    }
+
     /// Whether `candidate` is in this prefix. IPv4 clients and IPv4-mapped
     /// IPv6 addresses (`::ffff:192.0.2.10`) are one host: a `::ffff:` prefix
     /// matches IPv4 clients, and an IPv4 prefix matches mapped addresses.

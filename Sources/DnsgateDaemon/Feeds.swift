@@ -206,14 +206,15 @@ final class Feeds: Sendable {
     /// entry, mostly unreadable: an error page, a truncated or garbled file),
     /// or nil. The same checks the compiler makes of every list.
     static func refusal(of body: [UInt8], for feed: Feed) -> String? {
-        if let binary = ListHealth.binaryContent(body.span, list: feed.name, file: feed.remote.url) {
+        if let binary = ListHealth.binaryContent(body.span, list: feed.name, file: feed.remote.url, kind: feed.kind.noun) {
             return describe(binary)
         }
         let report = feed.kind == .domains
             ? ListParser.read(body.span, format: feed.format, file: feed.remote.url,
                               matchSubdomains: feed.matchSubdomains) { _, _ in }
             : AddressListParser.read(body.span, format: feed.format, file: feed.remote.url) { _, _, _ in }
-        if let collapse = ListHealth.collapse(report, list: feed.name, file: feed.remote.url, allowEmpty: feed.allowEmpty) {
+        if let collapse = ListHealth.collapse(report, list: feed.name, file: feed.remote.url, allowEmpty: feed.allowEmpty,
+                                              kind: feed.kind.noun) {
             return describe(collapse)
         }
         return nil

@@ -32,30 +32,34 @@ public enum ListHealth {
     }
 
     /// The error for a list file (or copy of a download) with binary content.
-    public static func binaryContent(_ bytes: Span<UInt8>, list: String, file: String) -> Diagnostic? {
+    /// `kind` names the list in the message ("ip list" for an address list).
+    public static func binaryContent(_ bytes: Span<UInt8>, list: String, file: String,
+                                     kind: String = "domain list") -> Diagnostic? {
         guard let (line, found) = firstBinaryLine(bytes) else { return nil }
         return Diagnostic(.error, file: file, line: line,
-                          "domain list '\(list)': binary content (\(found)): this is not a text list; refused")
+                          "\(kind) '\(list)': binary content (\(found)): this is not a text list; refused")
     }
 
     /// Why a list that was read collapsed, or nil when it did not: no entry at
     /// all, or more than half of its lines unreadable in its format. Rules a
     /// DNS firewall cannot honour (adblock cosmetic rules, RPZ IP triggers)
-    /// are not unreadable: a list may hold many of them.
-    public static func collapse(_ report: ListReport, list: String, file: String, allowEmpty: Bool) -> Diagnostic? {
+    /// are not unreadable: a list may hold many of them. Address lists are
+    /// judged alike (`kind` names the list in the message: "ip list").
+    public static func collapse(_ report: ListReport, list: String, file: String, allowEmpty: Bool,
+                                kind: String = "domain list") -> Diagnostic? {
         guard !allowEmpty else { return nil }
         let hint = "set allow_empty: true on the list if this is meant"
         if report.entries == 0 {
             if report.lines == 0 {
                 return Diagnostic(.error, file: file, line: 0,
-                                  "domain list '\(list)': no entries (the file is empty or only comments); \(hint)")
+                                  "\(kind) '\(list)': no entries (the file is empty or only comments); \(hint)")
             }
             return Diagnostic(.error, file: file, line: report.firstUnreadableLine,
-                              "domain list '\(list)': no usable entries in \(report.lines) lines (\(report.skippedLines) skipped); \(hint)")
+                              "\(kind) '\(list)': no usable entries in \(report.lines) lines (\(report.skippedLines) skipped); \(hint)")
         }
         if report.unreadableLines * 2 > report.lines {
             return Diagnostic(.error, file: file, line: report.firstUnreadableLine,
-                              "domain list '\(list)': \(report.unreadableLines) of its \(report.lines) lines are not \(report.format.rawValue) syntax, this one first: is it still a list?; \(hint)")
+                              "\(kind) '\(list)': \(report.unreadableLines) of its \(report.lines) lines are not \(report.format.rawValue) syntax, this one first: is it still a list?; \(hint)")
         }
         return nil
     }

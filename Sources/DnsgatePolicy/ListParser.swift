@@ -104,13 +104,20 @@ public enum ListParser {
 
     static func readFormat(_ bytes: Span<UInt8>, format: ListFormat, file: String, report: inout ListReport, sink: Sink) {
         switch format {
-        case .domains, .auto, .addresses: readLines(bytes, file: file, report: &report) { domainsLine($0, $1, &$2, sink) }
+        case .domains, .auto: readLines(bytes, file: file, report: &report) { domainsLine($0, $1, &$2, sink) }
         case .hosts: readLines(bytes, file: file, report: &report) { hostsLine($0, $1, &$2, sink) }
         case .adblock:
             readLines(bytes, file: file, commentBytes: [UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "[")],
                       report: &report) { adblockLine($0, $1, &$2, sink) }
         case .rpz:
             RPZParser.parse(String(decoding: bytes.bytesArray, as: UTF8.self), file: file, report: &report, add: sink)
+        case .addresses:
+            // Not a domain format (the config reader refuses it for domain
+            // lists): every line is unreadable here, so the list collapses
+            // loudly instead of loading empty.
+            readLines(bytes, file: file, report: &report) { _, _, _ in
+                SkipReason("address list", "format 'addresses' is read by ip_lists, not by a domain list")
+            }
         }
     }
 
@@ -172,7 +179,7 @@ public enum ListParser {
     }
 
     /// Why a line was skipped: a category for the summary and a message for the diagnostic.
-    public struct SkipReason {
+    public struct SkipReason: Error {
         var category: String
         var message: String
         /// A well-formed rule of the format that a DNS firewall cannot honour;

@@ -261,7 +261,8 @@ public struct PolicyCompiler {
             report = AddressListParser.readInline(addresses, file: source.file, line: list.line, add: add)
         } else if let bytes = source.bytes {
             report = AddressListParser.read(bytes.span, format: list.format, file: source.file, add: add)
-            if var collapse = ListHealth.collapse(report, list: list.name, file: source.file, allowEmpty: list.allowEmpty) {
+            if var collapse = ListHealth.collapse(report, list: list.name, file: source.file, allowEmpty: list.allowEmpty,
+                                                kind: list.kind.noun) {
                 if case .url = list.source {
                     collapse.severity = .warning
                     collapsedCopy = true
@@ -332,7 +333,7 @@ public struct PolicyCompiler {
             // is one that is not text (a torn write, a changed format): the feed
             // fetches it anew, and it never keeps the daemon from starting.
             guard bytes.count <= limit else { return awaitingCopy(Self.tooLarge(bytes.count, limit: limit)) }
-            if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: source.file) {
+            if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: source.file, kind: list.kind.noun) {
                 return awaitingCopy(binary.message)
             }
             source.bytes = bytes
@@ -349,7 +350,7 @@ public struct PolicyCompiler {
                                           "\(list.kind.noun) '\(list.name)': \(Self.tooLarge(bytes.count, limit: limit))"))
             return nil
         }
-        if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: file) {
+        if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: file, kind: list.kind.noun) {
             diagnostics.append(binary)
             return nil
         }

@@ -173,6 +173,36 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // AddressLookup: 1,000 answer addresses (a third listed /32s, a third
+    // inside listed /24s and /16s, a third random; a tenth IPv6, some
+    // IPv4-mapped) against the 1,000,000-prefix table of AddressListLoad1M.
+    var addressLookup = perPacket
+    addressLookup.setup = { _ = (Fixtures.addressTable1M, Fixtures.answerAddresses) }
+    Benchmark("AddressLookup", configuration: addressLookup) { benchmark in
+        let table = Fixtures.addressTable1M
+        for address in Fixtures.answerAddresses {
+            blackHole(table.lookup(address))
+        }
+    }
+
+    // AddressListLoad1M: read a 1,000,000-line address list (/32s, /24s,
+    // /16s and a tenth IPv6, as text; generated in setup) and build its
+    // table: what an ip_list costs a reload. The bar is one second.
+    Benchmark("AddressListLoad1M",
+              configuration: .init(metrics: [.wallClock, .peakMemoryResident, .mallocCountTotal], timeUnits: .milliseconds,
+                                   maxDuration: .seconds(10), maxIterations: 10,
+                                   thresholds: [.wallClock: .init(relative: [.p90: 50]),
+                                                .peakMemoryResident: .init(relative: [.p90: 25])],
+                                   setup: { _ = Fixtures.addressList1M })) { benchmark in
+        var entries: [AddressTable.Entry] = []
+        let report = AddressListParser.read(Fixtures.addressList1M.span, format: .auto, file: "/ip.txt") { prefix, line, _ in
+            entries.append(AddressTable.Entry(prefix: prefix, line: Int32(truncatingIfNeeded: line), outcome: -1))
+        }
+        let table = AddressTable(entries)
+        guard report.entries == 1_000_000, table.count > 900_000 else { fatalError("address fixture: \(report.diagnostics)") }
+        blackHole(table)
+    }
+
     // Compile100k: read and compile a 100,000-name domains list.
     Benchmark("Compile100k",
               configuration: .init(metrics: [.wallClock, .peakMemoryResident], timeUnits: .milliseconds,

@@ -133,6 +133,65 @@ enum Fixtures {
         return query
     }
 
+    /// 1,000,000 lines of an address list: 70% IPv4 hosts, 18% /24s, 2% /16s,
+    /// 10% IPv6 (/128, /64, /48 under 2000::/3), one a line, no comments.
+    static let addressList1M: [UInt8] = {
+        var rng = SeededGenerator(state: 0xADD2_0001)
+        var text = ""
+        text.reserveCapacity(24_000_000)
+        for _ in 0..<1_000_000 {
+            let octets = (0..<4).map { _ in String(UInt8.random(in: 0...255, using: &rng)) }
+            switch Int.random(in: 0..<100, using: &rng) {
+            case 0..<70: text += octets.joined(separator: ".")
+            case 70..<88: text += octets[0] + "." + octets[1] + "." + octets[2] + ".0/24"
+            case 88..<90: text += octets[0] + "." + octets[1] + ".0.0/16"
+            default:
+                let words = (0..<8).map { _ in String(UInt16.random(in: 0...UInt16.max, using: &rng), radix: 16) }
+                let first = String(0x2000 | UInt16.random(in: 0...0x1fff, using: &rng), radix: 16)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: text += first + ":" + words[1...7].joined(separator: ":")
+                case 1: text += first + ":" + words[1...3].joined(separator: ":") + "::/64"
+                default: text += first + ":" + words[1...2].joined(separator: ":") + "::/48"
+                }
+            }
+            text += "\n"
+        }
+        return Array(text.utf8)
+    }()
+
+    static let addressTable1M: AddressTable = {
+        var entries: [AddressTable.Entry] = []
+        _ = AddressListParser.read(addressList1M.span, format: .addresses, file: "/ip.txt") { prefix, line, _ in
+            entries.append(AddressTable.Entry(prefix: prefix, line: Int32(truncatingIfNeeded: line), outcome: -1))
+        }
+        return AddressTable(entries)
+    }()
+
+    /// 1,000 addresses of DNS answers: a third listed hosts, a third inside
+    /// listed prefixes, a third random (mostly not listed); a tenth IPv6 and
+    /// a few IPv4-mapped.
+    static let answerAddresses: [IPAddress] = {
+        var rng = SeededGenerator(state: 0xA45E)
+        var listed: [IPNetwork] = []
+        _ = AddressListParser.read(addressList1M.span, format: .addresses, file: "/ip.txt") { prefix, line, _ in
+            if line % 997 == 0 { listed.append(prefix) }
+        }
+        return (0..<1000).map { index in
+            let prefix = listed[index * 7 % listed.count]
+            switch (index % 3, prefix.address) {
+            case (0, let address): return address
+            case (1, .v4(let value)):
+                let host = UInt32.random(in: 0...UInt32.max, using: &rng) >> prefix.prefixLength  // 0 for a /32
+                return index % 50 == 1 ? .v6(high: 0, low: 0xffff_0000_0000 | UInt64(value | host)) : .v4(value | host)
+            case (1, .v6(let high, _)): return .v6(high: high, low: UInt64.random(in: 0...UInt64.max, using: &rng))
+            default:
+                return index % 10 == 2
+                    ? .v6(high: 0x2000_0000_0000_0000 | UInt64.random(in: 0...UInt64.max, using: &rng) >> 3, low: 1)
+                    : .v4(UInt32.random(in: 0...UInt32.max, using: &rng))
+            }
+        }
+    }()
+
     /// The 1M-name policy with a rule for each threat after the list rule
     /// (every query is assessed), the detectors' data read from the checkout.
     /// 1,000 responses from 198.51.100.53:53 to 192.0.2.10:40000, to the
