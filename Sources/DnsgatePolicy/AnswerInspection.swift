@@ -51,64 +51,36 @@ extension CompiledPolicy {
                         observe: (borrowing AnswerFinding) -> Void) -> AnswerVerdict {
         guard !rules.isEmpty else { return .passed(matched: false) }
         let type = response.type
-        // The questions, as the question stage decided them.
-        var offset = 12
+        // The questions, as the question stage decided them: the first as
+        // decoded, any others read again.
+        var offset = response.questionEnd
         for index in 0..<response.questionCount {  // at most QueryDecoder.maximumQuestions, all well formed
-            guard case .success(let question) = QueryDecoder.readQuestion(message, at: offset) else { break }
-            offset = question.end
-            let threats = assessWithoutTunnels(question.name, type: question.type, client: client)
-            guard let decision = decide(name: question.name, type: question.type, client: client, mac: mac,
+            var name = response.name, questionType = response.type
+            if index > 0 {
+                guard case .success(let question) = QueryDecoder.readQuestion(message, at: offset) else { break }
+                (name, questionType, offset) = (question.name, question.type, question.end)
+            }
+            let threats = assessWithoutTunnels(name, type: questionType, client: client)
+            guard let decision = decide(name: name, type: questionType, client: client, mac: mac,
                                         threats: threats) else { continue }
             let outcome = outcome(of: decision)
             if index == 0, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
                 return .trusted(decision)
             }
             if outcome.action == .block {
-                let finding = AnswerFinding(subject: .question(question.name), decision: decision, outcome: outcome,
+                let finding = AnswerFinding(subject: .question(name), decision: decision, outcome: outcome,
                                             threat: threatFinding(decision, threats))
                 observe(finding)
                 return .blocked(finding)
             }
         }
-        var questionLists: ListMatches? = nil
-        if hasRebindingRules { questionLists = matchingLists(response.name) }
-        var matched = false
-        var blocked: AnswerFinding? = nil
-        var lastName = response.name
-        func redirection(_ name: DomainName) -> Bool {
-            guard name != lastName else { return true }
-            lastName = name
-            let threats = assessWithoutTunnels(name, type: type, client: client)
-            guard let decision = decide(name: name, type: type, client: client, mac: mac, threats: threats,
-                                        redirected: true) else { return true }
-            let finding = AnswerFinding(subject: .redirection(name), decision: decision, outcome: outcome(of: decision),
-                                        threat: threatFinding(decision, threats))
-            return report(finding)
-        }
-        func report(_ finding: AnswerFinding) -> Bool {
-            matched = true
-            observe(finding)
-            guard finding.outcome.action == .block else { return true }
-            blocked = finding
-            return false
-        }
+        var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac)
         let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
-            if record.owner != response.name, !redirection(record.owner) { return false }
-            switch record.data {
-            case .redirection(let target):
-                return redirection(target)
-            case .address(let address):
-                guard let decision = decide(address: address, question: response.name, questionLists: questionLists,
-                                            type: type, client: client, mac: mac) else { return true }
-                return report(AnswerFinding(subject: .address(address), decision: decision,
-                                            outcome: outcome(of: decision), threat: .benign))
-            case .other:
-                return true
-            }
+            walk.consider(record, policy: self, observe: observe)
         }
-        if let blocked { return .blocked(blocked) }
+        if let blocked = walk.blocked { return .blocked(blocked) }
         if let malformed { return .malformed(malformed) }
-        return .passed(matched: matched)
+        return .passed(matched: walk.matched)
     }
 
     /// The first rule on addresses that `address` (of an answer to
@@ -120,13 +92,16 @@ extension CompiledPolicy {
                 client: IPAddress, mac: MACAddress?) -> Decision? {
         for candidate in addressRules {
             let index = Int(candidate)
-            let rule = rules[index]
-            guard rule.applies(to: type), groups[Int(groupOfRule[index])].applies(to: client, mac: mac) else { continue }
-            if rule.addressListIndex >= 0 {
-                guard let entry = addressTables[rule.addressListIndex].lookup(address) else { continue }
-                return Decision(ruleIndex: index, entryOutcome: rule.usesEntryActions ? Int(entry.outcome) : -1)
+            // Fields read in place: a copy of the rule would retain each of its strings and arrays.
+            guard rules[index].applies(to: type), groups[Int(groupOfRule[index])].applies(to: client, mac: mac) else {
+                continue
             }
-            if let exemptions = rule.rebindingExemptions, address.localUseClass != nil,
+            let list = rules[index].addressListIndex
+            if list >= 0 {
+                guard let entry = addressTables[list].lookup(address) else { continue }
+                return Decision(ruleIndex: index, entryOutcome: rules[index].usesEntryActions ? Int(entry.outcome) : -1)
+            }
+            if let exemptions = rules[index].rebindingExemptions, address.localUseClass != nil,
                !Self.isLocalName(question), !(questionLists.map { $0.intersects(exemptions) } ?? false) {
                 return Decision(ruleIndex: index, entryOutcome: -1)
             }
@@ -255,5 +230,72 @@ extension CompiledPolicy {
             return Explanation.Entry(text: found.prefix.description, kind: .exact,
                                      file: addressLists[rule.addressListIndex].file, line: Int(found.line))
         }
+    }
+}
+
+/// The state of one answer's inspection, record by record. A struct with
+/// mutating methods, not local functions capturing variables: those made the
+/// compiler box what they captured, three allocations per response.
+struct AnswerWalk {
+    let question: DomainName
+    let type: QueryType
+    let client: IPAddress
+    let mac: MACAddress?
+    /// The name decided last: a chain names each link twice (as a target,
+    /// then as the next record's owner).
+    var lastName: DomainName
+    /// Which lists hold the question, for rebinding rules' exemptions: looked
+    /// up once, when an answer first carries a local-use address.
+    var questionLists: ListMatches? = nil
+    var matched = false
+    var blocked: AnswerFinding? = nil
+
+    init(question: DomainName, type: QueryType, client: IPAddress, mac: MACAddress?) {
+        self.question = question
+        self.type = type
+        self.client = client
+        self.mac = mac
+        lastName = question
+    }
+
+    /// Decides what `record` names or carries; false once something is blocked.
+    mutating func consider(_ record: borrowing AnswerRecord, policy: CompiledPolicy,
+                           observe: (borrowing AnswerFinding) -> Void) -> Bool {
+        if record.owner != question, !redirection(record.owner, policy: policy, observe: observe) { return false }
+        switch record.data {
+        case .redirection(let target):
+            return redirection(target, policy: policy, observe: observe)
+        case .address(let address):
+            if policy.hasRebindingRules, questionLists == nil, address.localUseClass != nil {
+                questionLists = policy.matchingLists(question)
+            }
+            guard let decision = policy.decide(address: address, question: question, questionLists: questionLists,
+                                               type: type, client: client, mac: mac) else { return true }
+            return report(AnswerFinding(subject: .address(address), decision: decision,
+                                        outcome: policy.outcome(of: decision), threat: .benign), observe: observe)
+        case .other:
+            return true
+        }
+    }
+
+    /// Decides a name the answer redirects to, once per run of records naming it.
+    private mutating func redirection(_ name: DomainName, policy: CompiledPolicy,
+                                      observe: (borrowing AnswerFinding) -> Void) -> Bool {
+        guard name != lastName else { return true }
+        lastName = name
+        let threats = policy.assessWithoutTunnels(name, type: type, client: client)
+        guard let decision = policy.decide(name: name, type: type, client: client, mac: mac, threats: threats,
+                                           redirected: true) else { return true }
+        return report(AnswerFinding(subject: .redirection(name), decision: decision,
+                                    outcome: policy.outcome(of: decision),
+                                    threat: policy.threatFinding(decision, threats)), observe: observe)
+    }
+
+    private mutating func report(_ finding: AnswerFinding, observe: (borrowing AnswerFinding) -> Void) -> Bool {
+        matched = true
+        observe(finding)
+        guard finding.outcome.action == .block else { return true }
+        blocked = finding
+        return false
     }
 }
