@@ -15,10 +15,18 @@ through the gateway to a fast C responder, for:
               always_nxdomain (warm cache)
 three runs each. The gateway's work is kept on CPU 1 (RPS steering of its
 veths, the filter pinned there); client, dnsperf and responder run on CPU 0.
-Gateway cost per query = CPU 1 busy time / queries answered. The list and the
-query mix come from a fixed seed.
+The list and the query mix come from a fixed seed.
 
-    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound] [--skip-threats]
+The floor and dnsgate run behind the same rules: the shipped ones
+(iptables/dnsgate.rules.v4 through dnsgate-firewall, conntrack match
+included), on one queue (queue 0, on CPU 1) instead of 0-1. They queue both
+directions, the query and the resolver's answer (issue #12: dnsgate inspects
+answers), so the gateway's cost is per query+response pair = CPU 1 busy time /
+queries answered, against a floor that also takes both through the queue.
+--question-only drops the answer rules (every line of the shipped files that
+matches --sport 53) to compare with the query-only diversion of before.
+
+    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound] [--skip-threats] [--question-only]
 """
 import argparse
 import os
@@ -96,6 +104,7 @@ class Bench:
         build_tools(self.dir)
         print(f"generating {args.names:,} names and the query mix (seeded) …", flush=True)
         self.list_file, self.queries, self.listed = generate(self.dir, args.names)
+        self.rules = self.stage_rules()
         self.lab = Lab("dgb", upstream=False).up()
         lab = self.lab
         self.responder = subprocess.Popen(["ip", "netns", "exec", lab.upstream, "taskset", "-c", str(LOAD_CPU),
@@ -106,16 +115,31 @@ class Bench:
                                      (lab.client, "c0", LOAD_CPU), (lab.upstream, "u0", LOAD_CPU)):
             lab.ns(namespace, "sh", "-c", f"echo {1 << cpu:x} > /sys/class/net/{link}/queues/rx-0/rps_cpus")
 
+    def stage_rules(self) -> Path:
+        """The shipped rule files, on queue 0 alone (bound by the floor and by
+        dnsgate's `queues: "0"`), without the answer rules with --question-only."""
+        staged = self.dir / "rules"
+        staged.mkdir(exist_ok=True)
+        for name in ("dnsgate.rules.v4", "dnsgate.rules.v6", "dnsgate-firewall"):
+            lines = (ROOT / "iptables" / name).read_text().splitlines(keepends=True)
+            if name.startswith("dnsgate.rules"):
+                lines = [line.replace("--queue-balance 0:1", "--queue-num 0") for line in lines
+                         if not (self.args.question_only and "--sport 53" in line and not line.startswith("#"))]
+            (staged / name).write_text("".join(lines))
+        (staged / "dnsgate-firewall").chmod(0o755)
+        return staged
+
     def divert(self, on: bool) -> None:
-        """The shipped rules' shape (one chain, the answer mark returns), on one queue."""
+        """The shipped rules (see stage_rules) in place, or none at all."""
         lab = self.lab
-        lab.ns(lab.gateway, "iptables", "-F")
-        lab.ns(lab.gateway, "iptables", "-X", check=False)
+        firewall = self.rules / "dnsgate-firewall"
+        lab.ns(lab.gateway, "env", f"DNSGATE_RULES_DIR={self.rules}", str(firewall), "remove", check=False)
+        lab.rules_applied = None
         if on:
-            for rule in (["-N", "DNSGATE"], ["-A", "DNSGATE", "-m", "mark", "--mark", "0x444e53", "-j", "RETURN"],
-                         ["-A", "DNSGATE", "-p", "udp", "--dport", "53", "-j", "NFQUEUE", "--queue-num", "0", "--queue-bypass"],
-                         ["-I", "FORWARD", "-p", "udp", "--dport", "53", "-j", "DNSGATE"]):
-                lab.ns(lab.gateway, "iptables", *rule)
+            lab.ns(lab.gateway, "env", f"DNSGATE_RULES_DIR={self.rules}", str(firewall), "apply")
+            lab.rules_applied = []  # lab.down() removes them too
+            rules = lab.ns(lab.gateway, "iptables", "-S", "DNSGATE").stdout
+            assert ("--sport 53" in rules) != self.args.question_only, rules
 
     def measure(self, target: str) -> dict:
         lab = self.lab
@@ -220,9 +244,12 @@ rule_groups:
                                                                                         GATEWAY_LAN_V4)
         self.divert(False)
         floor = results["C floor: accept-all NFQUEUE, batched"]
+        queued = "queries only (--question-only)" if self.args.question_only else "queries and their answers"
+        unit = "gw µs/q" if self.args.question_only else "µs/pair"
         print(f"\n{self.args.runs} runs of {self.args.seconds} s each (medians); gateway work on CPU {GATEWAY_CPU}, "
-              f"load on CPU {LOAD_CPU}; {self.args.names:,}-name list\n")
-        header = f"| {'path through the gateway':<46} | {'q/s':>9} | {'p50 µs':>7} | {'p99 µs':>7} | {'gw µs/q':>7} | {'× floor':>7} | {'RSS MB':>7} | {'lost':>5} |"
+              f"load on CPU {LOAD_CPU}; {self.args.names:,}-name list; the floor and dnsgate queue {queued}"
+              + ("" if self.args.question_only else "; gateway cost per query+response pair") + "\n")
+        header = f"| {'path through the gateway':<46} | {'q/s':>9} | {'p50 µs':>7} | {'p99 µs':>7} | {unit:>7} | {'× floor':>7} | {'RSS MB':>7} | {'lost':>5} |"
         print(header)
         print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
         for name, r in results.items():
@@ -234,7 +261,8 @@ rule_groups:
             if name not in results:
                 continue
             d = results[name]
-            print(f"\n{name} vs floor: cost {d['us_per_query'] / floor['us_per_query']:.2f}×, "
+            per = "query" if self.args.question_only else "query+response pair"
+            print(f"\n{name} vs floor: cost per {per} {d['us_per_query'] / floor['us_per_query']:.2f}×, "
                   f"p50 {d['p50'] / floor['p50']:.2f}×, p99 {d['p99'] / floor['p99']:.2f}×, q/s {d['qps'] / floor['qps']:.2f}×")
 
     def close(self) -> None:
@@ -252,6 +280,8 @@ def main() -> int:
     parser.add_argument("--names", type=int, default=1_000_000)
     parser.add_argument("--skip-unbound", action="store_true")
     parser.add_argument("--skip-threats", action="store_true", help="leave out the run with threat rules")
+    parser.add_argument("--question-only", action="store_true",
+                        help="queue the queries only (the diversion before answer inspection), floor and dnsgate alike")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/run.py needs root (namespaces, iptables, NFQUEUE)", file=sys.stderr)

@@ -108,6 +108,7 @@ class Lab:
         self.processes: list[subprocess.Popen] = []
         self.dnsgate: subprocess.Popen | None = None
         self.feed: subprocess.Popen | None = None
+        self.upstream_process: subprocess.Popen | None = None
         self.rules_applied: list[str] | None = None
         self.binary = dnsgate_binary()
         self.with_upstream = upstream
@@ -166,6 +167,24 @@ class Lab:
         line = process.stdout.readline()
         if "ready" not in line:
             raise RuntimeError(f"upstream did not start: {line}")
+        self.upstream_process = process
+
+    def stop_upstream(self) -> bool:
+        """Stops lab/upstream.py (by its PID), which frees port 53 on the
+        upstream addresses for a real resolver; True when it was running.
+        `start_upstream()` brings it back (its query log goes on)."""
+        process, self.upstream_process = self.upstream_process, None
+        if process is None or process.poll() is not None:
+            return False
+        process.terminate()  # `ip netns exec` execs python: this is its PID
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+        return True
 
     def start_feed_server(self, folder: Path, tls: bool = False) -> Path:
         """Serves `folder` from the resolver host: http://198.51.100.53:8080/NAME

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import CLIENT_V4, CLIENT2_V4, CLIENT_V6, CLIENT2_V6, UPSTREAM_V4, UPSTREAM_V6
+from answers import answer_stage, udp_segment
+from lab import (CLIENT_V4, CLIENT2_V4, CLIENT_V6, CLIENT2_V6, GATEWAY_LAN_V4, GATEWAY_LAN_V6, PYTHON, ROOT,
+                 UPSTREAM_V4, UPSTREAM_V6)
 
 POLICY = """
 queues: "0-1"
@@ -404,6 +406,8 @@ def test_stats_counters_equal_what_was_sent(lab, client):
     assert stats["packets"]["overflow_passed"] == 0 and stats["packets"]["overflow_dropped"] == 0
     assert stats["verdicts"] == {"allow": 1, "block": blocked, "alert": 2, "no_match": 3, "not_dns": 3, "not_query": 0,
                                  "no_match_dropped": 0}
+    # The resolver's answers (to the pass, alert and allow queries) went through the answer stage.
+    assert answer_stage(stats)["received"] == sent["pass"] + sent["alert"] + sent["allow"]
     assert stats["responses"] == {"nxdomain": 4, "nodata": 2, "refused": 1, "override": 2, "drop": 1}
     hits = {r["rule"]: r["hits"] for r in stats["rules"] if r["hits"]}
     assert hits == {"block-nx": 4, "nodata": 2, "refused": 1, "drop": 1, "sink-a": 2, "watch": 2, "allow-corp": 1}
@@ -453,7 +457,9 @@ def test_gateway_own_lookups_with_the_output_hook(lab):
         assert ok.strip() == "203.0.113.7"
         stats = lab.stats()
         assert stats["verdicts"]["block"] == 2 and stats["verdicts"]["no_match"] == 1
-        assert stats["packets"]["received"] == 3, "the forged answers were not queued again"
+        # Three questions and one real answer (own-ok's, through INPUT) were queued; the forged answers were not.
+        assert stats["packets"]["received"] + answer_stage(stats, strict=False)["received"] == 4, \
+            "the forged answers were not queued again"
         assert not reached_upstream(lab, "own.nx.example")
         # Over TCP: nat OUTPUT redirects to the relay, whose own connection is not redirected again.
         for server in (UPSTREAM_V4, UPSTREAM_V6):
@@ -489,3 +495,112 @@ def test_sigusr1_reopens_the_query_log_after_rotation(lab, client):
         lab.stop_dnsgate()
         lab.remove_rules()
         del config
+
+
+# -- answers through the queues (issue #12): what the shipped rules queue, without a daemon ---------------
+QUEUE_STATEMENT = re.compile(r"queue flags [a-z,]+ to 0-1")
+GATEWAY_ASKS = ("import socket, sys, dns.message\n"
+                "server, mark = sys.argv[1], int(sys.argv[2], 0)\n"
+                "s = socket.socket(socket.AF_INET6 if ':' in server else socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "if mark: s.setsockopt(socket.SOL_SOCKET, getattr(socket, 'SO_MARK', 36), mark)\n"
+                "s.settimeout(3)\n"
+                "s.sendto(dns.message.make_query('own.example', 'A').to_wire(), (server, 53))\n"
+                "print(dns.message.from_wire(s.recv(4096)).answer[0].to_text())\n")
+# A datagram from port 53 that the gateway sends itself through a raw socket, as dnsgate sends forged answers.
+GATEWAY_SENDS_FROM_53 = ("import socket, sys\n"
+                         "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)\n"
+                         "mark = int(sys.argv[3], 0)\n"
+                         "if mark: s.setsockopt(socket.SOL_SOCKET, getattr(socket, 'SO_MARK', 36), mark)\n"
+                         "s.bind((sys.argv[1], 0)); s.sendto(bytes.fromhex(sys.argv[4]), (sys.argv[2], 0))\n")
+
+
+def queued(lab, backend: str) -> dict:
+    """Packets dnsgate's queue rules took so far, IPv4 and IPv6: {"dport": queries, "sport": answers}.
+    With nftables the queue statements are staged as counters (see apply_staged)."""
+    counts = {"dport": 0, "sport": 0}
+    if backend == "iptables":
+        for tool in ("iptables", "ip6tables"):
+            for line in lab.ns(lab.gateway, tool, "-w", "-L", "DNSGATE", "-v", "-x", "-n").stdout.splitlines():
+                if "NFQUEUE" in line:
+                    counts["sport" if "spt:53" in line else "dport"] += int(line.split()[0])
+    else:
+        listed = lab.ns(lab.gateway, "nft", "list", "chain", "inet", "dnsgate", "divert").stdout
+        for direction in counts:
+            counts[direction] = int(re.search(rf"udp {direction} 53 counter packets (\d+)", listed).group(1))
+    return counts
+
+
+def apply_staged(lab, backend: str, output: bool) -> None:
+    """The shipped rules through dnsgate-firewall; nftables from a staged copy whose
+    queue statements are counters (not every kernel has nft's queue, and without a
+    daemon a fail-closed queue would drop what is counted)."""
+    options = ["--output"] if output else []
+    if backend == "iptables":
+        lab.apply_rules(*options)  # fail-open: with no daemon, --queue-bypass lets everything through
+        return
+    lab.remove_rules()
+    staged = lab.dir / "staged-rules"
+    staged.mkdir(exist_ok=True)
+    for name in ("dnsgate.nft", "dnsgate-output.nft"):
+        (staged / name).write_text(QUEUE_STATEMENT.sub("counter", (ROOT / "iptables" / name).read_text()))
+    lab.ns(lab.gateway, "env", f"DNSGATE_RULES_DIR={staged}", str(ROOT / "iptables" / "dnsgate-firewall"), "apply",
+           "--nft", *options)
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nft"])
+def test_answers_are_queued_but_never_dnsgates_own_packets(lab, backend):
+    """Each packet's way through the shipped rules, counted at the queue rules:
+    answers to LAN clients (FORWARD) and from a resolver on the gateway (OUTPUT)
+    are queued; dnsgate's forged answers (mark) and the answers to its own
+    queries (connection mark) never are; the gateway's own lookups and their
+    answers only with --output, and a local resolver's answer to them once."""
+    lab.stop_dnsgate()
+    resolver = subprocess.Popen(["ip", "netns", "exec", lab.gateway, PYTHON, str(ROOT / "lab" / "upstream.py"),
+                                 str(lab.dir / "gateway-resolver.log"), GATEWAY_LAN_V4, GATEWAY_LAN_V6],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "ready" in resolver.stdout.readline()
+
+        def client_asks(server):
+            return lambda: lab.dig("+short", "lan.example", server=server).strip() in ("203.0.113.7",)
+
+        def gateway_asks(server, mark):
+            return lambda: "203.0.113.7" in lab.ns(lab.gateway, PYTHON, "-c", GATEWAY_ASKS, server, hex(mark)).stdout
+
+        def gateway_sends_from_53(mark):
+            segment = udp_segment(GATEWAY_LAN_V4, CLIENT_V4, 53, 9, bytes(12))
+            return lambda: lab.ns(lab.gateway, PYTHON, "-c", GATEWAY_SENDS_FROM_53, GATEWAY_LAN_V4, CLIENT_V4,
+                                  hex(mark), segment.hex()).returncode == 0
+
+        mark = 0x444E53
+        cases = [  # what, the action (True when it worked), queued without --output, with --output
+            ("a LAN client asks a resolver beyond the gateway", client_asks(UPSTREAM_V4), (1, 1), (1, 1)),
+            ("the same over IPv6", client_asks(UPSTREAM_V6), (1, 1), (1, 1)),
+            ("a LAN client asks the gateway's resolver", client_asks(GATEWAY_LAN_V4), (1, 1), (1, 1)),
+            ("the same over IPv6", client_asks(GATEWAY_LAN_V6), (1, 1), (1, 1)),
+            ("dnsgate asks a resolver beyond the gateway (marked)", gateway_asks(UPSTREAM_V4, mark), (0, 0), (0, 0)),
+            ("the same over IPv6", gateway_asks(UPSTREAM_V6, mark), (0, 0), (0, 0)),
+            ("dnsgate asks the gateway's resolver (marked)", gateway_asks(GATEWAY_LAN_V4, mark), (0, 0), (0, 0)),
+            ("a forged answer (marked, from port 53)", gateway_sends_from_53(mark), (0, 0), (0, 0)),
+            ("an unmarked datagram from port 53", gateway_sends_from_53(0), (0, 1), (0, 1)),
+            ("the gateway's own lookup", gateway_asks(UPSTREAM_V4, 0), (0, 0), (1, 1)),
+            ("the same over IPv6", gateway_asks(UPSTREAM_V6, 0), (0, 0), (1, 1)),
+            # The query in OUTPUT (with --output) and again in INPUT, as before; its answer once, in OUTPUT.
+            ("the gateway's own lookup from its own resolver", gateway_asks(GATEWAY_LAN_V4, 0), (1, 1), (2, 1)),
+        ]
+        for output in (False, True):
+            apply_staged(lab, backend, output)
+            for what, action, without, with_output in cases:
+                before = queued(lab, backend)
+                assert action(), f"{what}: no answer"
+                time.sleep(0.2)
+                after = queued(lab, backend)
+                got = (after["dport"] - before["dport"], after["sport"] - before["sport"])
+                expected = with_output if output else without
+                assert got == expected, f"{backend}{' --output' if output else ''}: {what}: queued (queries, answers) {got}, expected {expected}"
+    finally:
+        resolver.terminate()
+        resolver.wait(timeout=10)
+        if backend == "nft":
+            lab.ns(lab.gateway, str(ROOT / "iptables" / "dnsgate-firewall"), "remove", "--nft", check=False)
+        lab.remove_rules()

@@ -297,3 +297,112 @@ def test_query_log_no_match_logs_unmatched_queries_and_check_names_bad_actions(l
         "domain_lists:", "query_log: {path: /tmp/x.jsonl, actions: [NOPE]}\ndomain_lists:"), "badactions.yaml")
     result = lab.cli("check", "--config", str(bad), check=False)
     assert result.returncode == 1 and "'NOPE' is not one of ALLOW, BLOCK, ALERT, NO_MATCH" in result.stdout
+
+
+# The jumps of the shipped rules as `iptables -S` / `ip6tables -S` print them (issue #12: answers too).
+JUMPS = {
+    "-A FORWARD -p udp -m udp --dport 53 -j DNSGATE", "-A FORWARD -p tcp -m tcp --dport 53 -j DNSGATE",
+    "-A FORWARD -p udp -m udp --sport 53 -j DNSGATE", "-A FORWARD -p tcp -m tcp --sport 53 -j DNSGATE",
+    "-A INPUT -p udp -m udp --dport 53 -j DNSGATE", "-A INPUT -p tcp -m tcp --dport 53 -j DNSGATE",
+    "-A OUTPUT -p udp -m udp --sport 53 -m mark ! --mark 0x444e53 -m connmark ! --mark 0x444e53 -j DNSGATE",
+    "-A OUTPUT -p udp -m udp --dport 53 -m mark --mark 0x444e53 -j CONNMARK --set-xmark 0x444e53/0xffffffff",
+    "-A PREROUTING -p tcp -m tcp --dport 53 -j DNSGATE_TCP",
+}
+OUTPUT_JUMPS = {
+    "-A OUTPUT -p udp -m udp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE",
+    "-A OUTPUT -p tcp -m tcp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE",
+    "-A INPUT ! -i lo -p udp -m udp --sport 53 -m connmark ! --mark 0x444e53 -j DNSGATE",
+    "-A OUTPUT -p tcp -m tcp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE_TCP",
+}
+CONNTRACK = "-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -j NFQUEUE --queue-balance 0:1"
+
+
+def installed(lab) -> dict[str, list[str]]:
+    """Per tool, every jump and CONNMARK rule of dnsgate's in the built-in chains, as printed."""
+    found = {}
+    for tool in ("iptables", "ip6tables"):
+        lines = []
+        for table, chains in (("filter", ("FORWARD", "INPUT", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT"))):
+            for chain in chains:
+                lines += [line for line in lab.ns(lab.gateway, tool, "-w", "-t", table, "-S", chain).stdout.splitlines()
+                          if "DNSGATE" in line or "CONNMARK" in line]
+        found[tool] = lines
+    return found
+
+
+def leftovers(lab) -> list[str]:
+    saved = "\n".join(lab.ns(lab.gateway, *command).stdout for command in
+                      (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]))
+    return [line for line in saved.splitlines() if re.search(r"dnsgate|444e53|nfqueue|5053", line, re.I)]
+
+
+@pytest.mark.parametrize("options", [[], ["--output"], ["--closed"], ["--closed", "--output"]],
+                         ids=["open", "open-output", "closed", "closed-output"])
+def test_shipped_iptables_rules_divert_answers_and_go_in_one_remove(lab, options):
+    firewall = str(ROOT / "iptables" / "dnsgate-firewall")
+    lab.stop_dnsgate()
+    try:
+        for _ in range(2):  # applying again replaces, never duplicates
+            lab.apply_rules(*options)
+            expected = JUMPS | (OUTPUT_JUMPS if "--output" in options else set())
+            for tool, lines in installed(lab).items():
+                assert sorted(lines) == sorted(expected), (tool, lines)
+                chain = lab.ns(lab.gateway, tool, "-w", "-S", "DNSGATE").stdout.splitlines()
+                bypass = "" if "--closed" in options else " --queue-bypass"
+                assert chain[1:] == [
+                    "-A DNSGATE -m mark --mark 0x444e53 -m addrtype --src-type LOCAL -j RETURN",
+                    f"-A DNSGATE -p udp -m udp --dport 53 {CONNTRACK}{bypass}",
+                    f"-A DNSGATE -p udp -m udp --sport 53 {CONNTRACK}{bypass}",
+                    "-A DNSGATE -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset",
+                    "-A DNSGATE -p tcp -m tcp --sport 53 -j REJECT --reject-with tcp-reset"], (tool, chain)
+        # Switching --output off takes its jumps away again.
+        lab.apply_rules(*[option for option in options if option != "--output"])
+        assert all(sorted(lines) == sorted(JUMPS) for lines in installed(lab).values()), installed(lab)
+        lab.ns(lab.gateway, firewall, "remove")
+        lab.rules_applied = None
+        assert leftovers(lab) == []
+    finally:
+        lab.remove_rules()
+
+
+@pytest.mark.parametrize("options", [[], ["--output"], ["--closed"], ["--closed", "--output"]],
+                         ids=["open", "open-output", "closed", "closed-output"])
+def test_shipped_nft_rules_divert_answers_and_go_in_one_remove(lab, options):
+    """The nftables rules' jumps, from a copy whose queue statements are counters
+    (test_nftables_rules_load loads the statement itself where the kernel has it)."""
+    staged = lab.dir / "staged-nft"
+    staged.mkdir(exist_ok=True)
+    for name in ("dnsgate.nft", "dnsgate.closed.nft", "dnsgate-output.nft"):
+        (staged / name).write_text(re.sub(r"queue flags [a-z,]+ to 0-1", "counter",
+                                          (ROOT / "iptables" / name).read_text()))
+    firewall = str(ROOT / "iptables" / "dnsgate-firewall")
+    try:
+        for _ in range(2):
+            lab.ns(lab.gateway, "env", f"DNSGATE_RULES_DIR={staged}", firewall, "apply", "--nft", *options)
+            listed = lab.ns(lab.gateway, "nft", "list", "table", "inet", "dnsgate").stdout
+            chains = dict(re.findall(r"chain (\w+) \{(.*?)\n\t\}", listed, re.S))
+            assert "th sport 53 jump divert" in chains["forward"] and "th dport 53 jump divert" in chains["forward"]
+            assert "sport" not in chains["input"]
+            assert "meta mark 0x00444e53 udp dport 53 ct mark set 0x00444e53" in chains["output"]
+            assert "meta mark != 0x00444e53 ct mark != 0x00444e53 udp sport 53 jump divert" in chains["output"]
+            assert chains["divert"].strip().splitlines()[0].strip() == "meta mark 0x00444e53 fib saddr type local return"
+            assert "udp sport 53 counter" in chains["divert"] and "tcp sport 53 reject with tcp reset" in chains["divert"]
+            if "--output" in options:
+                assert "meta mark != 0x00444e53 meta l4proto { tcp, udp } th dport 53 jump divert" in chains["output_own"]
+                assert 'iifname != "lo" ct mark != 0x00444e53 udp sport 53 jump divert' in chains["input_own"]
+                assert "tcp dport 53 redirect to :5053" in chains["output_redirect_tcp"]
+            else:
+                assert not {"output_own", "input_own", "output_redirect_tcp"} & set(chains), chains
+        lab.ns(lab.gateway, firewall, "remove", "--nft")
+        assert leftovers(lab) == []
+    finally:
+        lab.ns(lab.gateway, firewall, "remove", "--nft", check=False)
+
+
+def test_the_rule_files_check(lab):
+    for variant in ("dnsgate", "dnsgate.closed"):
+        for tool, family in (("iptables-restore", "v4"), ("ip6tables-restore", "v6")):
+            with open(ROOT / "iptables" / f"{variant}.rules.{family}") as rules:
+                result = subprocess.run(["ip", "netns", "exec", lab.gateway, tool, "--test", "--noflush"], stdin=rules,
+                                        capture_output=True, text=True)
+            assert result.returncode == 0, (variant, family, result.stderr)
