@@ -49,7 +49,7 @@ public final class Daemon: Sendable {
     let runState = RunState()
     let started = Date()
     /// What the shipped rules had queued when the daemon started (see `RuleCounters`).
-    let queuedAtStart = Mutex<UInt64?>(nil)
+    let queuedAtStart = Mutex<RuleCounters.Queued?>(nil)
     let feeds: Feeds
     let reloader: PolicyReloader
     let listener: UnixListener

@@ -60,11 +60,19 @@ extension Daemon {
             }
         }
         // With fail-open, what finds a queue full passes uncounted by the kernel:
-        // it is what the rules queued since start, less what reached dnsgate.
+        // it is what the rules queued since start, less what reached dnsgate;
+        // queries and answers apart (what waits or the kernel dropped counts
+        // against the queries).
         if config.onOverload == .pass, let start = queuedAtStart.withLock({ $0 }),
            let queued = RuleCounters.queuedPackets() {
+            let answersHandled = workers.reduce(UInt64(0)) { $0 + $1.counters.answers.received.value }
             let handled = snapshot.queues.reduce(UInt64(0)) { $0 + $1.received + $1.waiting + $1.kernelDropped + $1.userDropped }
-            snapshot.packets.overflowPassed = queued >= start + handled ? queued - start - handled : 0
+                - answersHandled
+            func overflow(_ queued: UInt64, _ start: UInt64, _ handled: UInt64) -> UInt64 {
+                queued >= start + handled ? queued - start - handled : 0
+            }
+            snapshot.packets.overflowPassed = overflow(queued.questions, start.questions, handled)
+            snapshot.answers.packets.overflowPassed = overflow(queued.answers, start.answers, answersHandled)
         }
         let t = relay.tcp
         snapshot.tcp = .init(connections: t.accepted.value, open: t.open.value, refused: t.refused.value,

@@ -9,28 +9,41 @@ import Foundation
 enum RuleCounters {
     static let tools = ["iptables", "ip6tables"]
 
-    /// Sum of the packet counters of the DNSGATE chain's NFQUEUE rules, or nil
-    /// when no tool could be run or no such rule is loaded (nftables, or no rules).
-    static func queuedPackets() -> UInt64? {
-        var total: UInt64 = 0
+    /// Packets the rules queued, by direction.
+    struct Queued: Equatable {
+        /// Queries (to port 53).
+        var questions: UInt64 = 0
+        /// Responses (from port 53).
+        var answers: UInt64 = 0
+    }
+
+    /// Sums of the packet counters of the DNSGATE chain's NFQUEUE rules, or
+    /// nil when no tool could be run or no such rule is loaded (nftables, or
+    /// no rules).
+    static func queuedPackets() -> Queued? {
+        var total = Queued()
         var found = false
         for tool in tools {
             guard let output = run(tool, ["-w", "2", "-t", "filter", "-n", "-v", "-x", "-L", "DNSGATE"]) else { continue }
             if let packets = parse(output) {
-                total += packets
+                total.questions += packets.questions
+                total.answers += packets.answers
                 found = true
             }
         }
         return found ? total : nil
     }
 
-    /// The NFQUEUE rules' packet counts in `iptables -L -v -x` output.
-    static func parse(_ listing: String) -> UInt64? {
-        var total: UInt64? = nil
+    /// The NFQUEUE rules' packet counts in `iptables -L -v -x` output: the
+    /// rule matching source port 53 queues answers, the other queries.
+    static func parse(_ listing: String) -> Queued? {
+        var total: Queued? = nil
         for line in listing.split(separator: "\n") where line.contains("NFQUEUE") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             guard let packets = fields.first.flatMap({ UInt64($0) }) else { continue }
-            total = (total ?? 0) + packets
+            var sum = total ?? Queued()
+            if fields.contains("spt:53") { sum.answers += packets } else { sum.questions += packets }
+            total = sum
         }
         return total
     }

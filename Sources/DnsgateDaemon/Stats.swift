@@ -51,6 +51,8 @@ public struct StatsSnapshot: Codable, Sendable {
         public struct Packets: Codable, Sendable {
             public var received: UInt64 = 0, accepted: UInt64 = 0, dropped: UInt64 = 0, answered: UInt64 = 0
             public var reset: UInt64 = 0
+            /// Answers that found their queue full and passed undecided (`on_overload: pass`).
+            public var overflowPassed: UInt64 = 0
         }
         public struct Verdicts: Codable, Sendable {
             public var trusted: UInt64 = 0, allow: UInt64 = 0, block: UInt64 = 0, alert: UInt64 = 0
@@ -210,6 +212,8 @@ public struct StatsSnapshot: Codable, Sendable {
             row("answers", "dropped", answers.packets.dropped, "answer_packets_total", ("outcome", "dropped")),
             row("answers", "answered", answers.packets.answered, "answer_packets_total", ("outcome", "answered")),
             row("answers", "reset", answers.packets.reset, "answer_packets_total", ("outcome", "reset")),
+            row("answers", "overflow_passed", answers.packets.overflowPassed, "answer_packets_total",
+                ("outcome", "overflow_passed")),
             row("answers", "trusted", answers.verdicts.trusted, "answer_verdicts_total", ("verdict", "trusted")),
             row("answers", "allow", answers.verdicts.allow, "answer_verdicts_total", ("verdict", "allow")),
             row("answers", "block", answers.verdicts.block, "answer_verdicts_total", ("verdict", "block")),

@@ -455,16 +455,19 @@ final class TCPClientHandler: ChannelInboundHandler {
         closeIfDone()
     }
 
-    /// Ends the client's connection with a reset (SO_LINGER 0), and the server's.
+    /// Ends the client's connection with a reset (SO_LINGER 0), then the
+    /// server's: closed first, the server's would close the client's
+    /// gracefully (`upstreamClosed`).
     private func reset(_ context: ChannelHandlerContext) {
         relay.counters.answers.reset.increment()
-        upstreamChannel?.close(promise: nil)
         let channel = context.channel
-        guard let options = channel as? SocketOptionProvider else {
+        let upstream = upstreamChannel
+        let resetDone: EventLoopFuture<Void> = (channel as? SocketOptionProvider)?
+            .setSoLinger(linger(l_onoff: 1, l_linger: 0)) ?? channel.eventLoop.makeSucceededVoidFuture()
+        resetDone.whenComplete { _ in
             channel.close(promise: nil)
-            return
+            upstream?.close(promise: nil)
         }
-        options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
