@@ -112,6 +112,8 @@ loop IN A 127.0.0.1
 cgnat IN A 100.64.0.1
 linklocal IN A 169.254.1.1
 mapped IN AAAA ::ffff:10.0.0.1
+svc IN HTTPS 1 . alpn=h2 ipv4hint=192.168.1.30
+svcalias IN HTTPS 0 tracker.blocked.test.
 """,
         "blocked.test": """tracker IN A 203.0.113.66
 deep IN A 203.0.113.67
@@ -511,13 +513,22 @@ def _send_raw(job: dict) -> None:
 
 
 # -- what a client receives -----------------------------------------------------------------------
-def listen_for(lab, address: str, port: int, seconds: float, ready: Path) -> subprocess.Popen:
+# What a listener sends to open its flow: a bare response header (QR=1, no
+# question), which resolvers ignore and dnsgate passes as `not_query`.
+FLOW_OPENER = bytes.fromhex("ffff 8180 0000 0000 0000 0000")
+
+
+def listen_for(lab, address: str, port: int, seconds: float, ready: Path,
+               opens_flow_to: str | None = None) -> subprocess.Popen:
     """A UDP socket bound to address:port in the client namespace that prints, as
     JSON when `seconds` have passed, every datagram it received ({"from", "hex"});
-    `ready` is created once it is bound."""
+    `ready` is created once it is bound. With `opens_flow_to`, it first sends
+    FLOW_OPENER to that address's port 53, so that what comes back from there is
+    a reply to a flow the client opened, as the shipped rules require of answers."""
     code = ("import json, select, socket, sys, time\n"
             "family = socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET\n"
             "s = socket.socket(family, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))\n"
+            f"if sys.argv[5]: s.sendto(bytes.fromhex('{FLOW_OPENER.hex()}'), (sys.argv[5], 53)); time.sleep(0.2)\n"
             "open(sys.argv[4], 'w').close()\n"
             "got, deadline = [], time.monotonic() + float(sys.argv[3])\n"
             "for _ in range(10000):\n"
@@ -527,7 +538,7 @@ def listen_for(lab, address: str, port: int, seconds: float, ready: Path) -> sub
             "        data, peer = s.recvfrom(65535); got.append({'from': peer[0], 'sport': peer[1], 'hex': data.hex()})\n"
             "print(json.dumps(got))\n")
     return subprocess.Popen(["ip", "netns", "exec", lab.client, PYTHON, "-c", code, address, str(port), str(seconds),
-                             str(ready)], stdout=subprocess.PIPE, text=True)
+                             str(ready), opens_flow_to or ""], stdout=subprocess.PIPE, text=True)
 
 
 # -- dnsgate's answer-stage counters --------------------------------------------------------------

@@ -7,6 +7,10 @@ public enum AnswerData: Sendable {
     case redirection(DomainName)
     /// An A or AAAA record's address.
     case address(IPAddress)
+    /// An SVCB or HTTPS record: its TargetName (empty for ".", the owner
+    /// itself) and its parameters, as offsets into the message, whose address
+    /// hints (`AnswerSection.forEachHint`) a client may connect to.
+    case service(target: DomainName, parameters: Range<Int>)
     /// Any other record, skipped by its RDLENGTH.
     case other
 }
@@ -51,13 +55,30 @@ public enum AnswerSection {
                 let dataEnd = dataStart + Int(message.u16(ownerEnd + 8))
                 guard dataEnd <= message.count else { return .truncatedDNS }
                 var data = AnswerData.other
+                let length = dataEnd - dataStart
                 switch type {
                 case .a:
-                    guard dataEnd - dataStart == 4 else { return .badRecord }
+                    guard length == 4 else { return .badRecord }
                     data = .address(.v4(message.u32(dataStart)))
                 case .aaaa:
-                    guard dataEnd - dataStart == 16 else { return .badRecord }
+                    guard length == 16 else { return .badRecord }
                     data = .address(.v6(high: message.u64(dataStart), low: message.u64(dataStart + 8)))
+                // musl reads a record's type by its low byte alone: to it, type
+                // 257 (CAA) with 4 bytes is an A record, and 284 with 16 an AAAA.
+                case _ where type.rawValue & 0xff == 1 && length == 4:
+                    data = .address(.v4(message.u32(dataStart)))
+                case _ where type.rawValue & 0xff == 28 && length == 16:
+                    data = .address(.v6(high: message.u64(dataStart), low: message.u64(dataStart + 8)))
+                case .svcb, .https:
+                    // SvcPriority, TargetName (uncompressed, RFC 9460), then parameters.
+                    var target = DomainName()
+                    guard length >= 3,
+                          case .success(let targetEnd, let compressed) = QueryDecoder.readName(
+                              message.extracting(0..<dataEnd), at: dataStart + 2, into: &target, backwardOnly: true),
+                          !compressed, Self.parametersAreWellFormed(message, targetEnd..<dataEnd) else {
+                        return .badRecord
+                    }
+                    data = .service(target: target, parameters: targetEnd..<dataEnd)
                 case .cname, .dname:
                     var target = DomainName()
                     // The name lies within the RDATA (its pointers may reach further back).
@@ -79,6 +100,49 @@ public enum AnswerSection {
             }
         }
         return nil
+    }
+}
+
+extension AnswerSection {
+    /// SvcParamKeys whose values are address hints (RFC 9460).
+    static let ipv4Hint: UInt16 = 4, ipv6Hint: UInt16 = 6
+
+    /// Whether the SVCB parameters at `range` are key-length-value triples
+    /// that fill it, with hints a whole number of addresses. Each triple is
+    /// at least 4 bytes: the walk is bounded by the range.
+    static func parametersAreWellFormed(_ message: Span<UInt8>, _ range: Range<Int>) -> Bool {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            guard offset + 4 <= range.upperBound else { return false }
+            let key = message.u16(offset), length = Int(message.u16(offset + 2))
+            guard offset + 4 + length <= range.upperBound else { return false }
+            if key == ipv4Hint, length % 4 != 0 { return false }
+            if key == ipv6Hint, length % 16 != 0 { return false }
+            offset += 4 + length
+        }
+        return true
+    }
+
+    /// Calls `body` with each address hint of an SVCB or HTTPS record's
+    /// well-formed `parameters` (`AnswerData.service`), until it returns false.
+    public static func forEachHint(in message: Span<UInt8>, parameters: Range<Int>, _ body: (IPAddress) -> Bool) {
+        var offset = parameters.lowerBound
+        while offset + 4 <= parameters.upperBound {  // each triple is at least 4 bytes
+            let key = message.u16(offset), end = offset + 4 + Int(message.u16(offset + 2))
+            var hint = offset + 4
+            if key == ipv4Hint {
+                while hint + 4 <= end {
+                    guard body(.v4(message.u32(hint))) else { return }
+                    hint += 4
+                }
+            } else if key == ipv6Hint {
+                while hint + 16 <= end {
+                    guard body(.v6(high: message.u64(hint), low: message.u64(hint + 8))) else { return }
+                    hint += 16
+                }
+            }
+            offset = end
+        }
     }
 }
 

@@ -119,6 +119,8 @@ public enum ForgedAnswerBuilder {
         settings: ForgedAnswerSettings, extraText: Span<UInt8>, chase: ChasedTarget? = nil, udp: Bool = true,
         into output: inout MutableSpan<UInt8>, at start: Int
     ) -> Int? {
+        // No question, nothing to answer (a response without one, blocked on its answers).
+        guard query.questionCount >= 1 else { return nil }
         guard output.count >= start + outputCapacity(forQueryOf: query.dnsLength) else { return nil }
         var writer = PacketWriter()
         writer.offset = start

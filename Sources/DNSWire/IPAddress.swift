@@ -278,10 +278,15 @@ public enum LocalAddressClass: String, Sendable, CaseIterable {
 
 extension IPAddress {
     /// Which local-use class the address is in, nil for any other address.
-    /// An IPv4-mapped IPv6 address is its IPv4 address: a dual-stack socket
-    /// connects to that.
+    /// An IPv4-mapped IPv6 address is its IPv4 address (a dual-stack socket
+    /// connects to that), and so is one of the well-known NAT64 prefix
+    /// 64:ff9b::/96 (the translator reaches that).
     public var localUseClass: LocalAddressClass? {
-        switch unmappedIPv4 ?? self {
+        var address = unmappedIPv4 ?? self
+        if case .v6(let high, let low) = address, high == 0x0064_ff9b_0000_0000, low >> 32 == 0 {
+            address = .v4(UInt32(truncatingIfNeeded: low))
+        }
+        switch address {
         case .v4(let value):
             switch value >> 24 {
             case 0: return .unspecified

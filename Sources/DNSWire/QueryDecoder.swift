@@ -9,19 +9,12 @@ public enum NotDNSReason: String, Sendable, CaseIterable {
     case notUDP = "not_udp"
     case truncatedUDP = "truncated_udp"
     case truncatedDNS = "truncated_dns"
-    /// QR=1 and no question at all: a response (FORMERR, say), which no
-    /// server resolves; passed whatever `undecodable` says.
-    case notQuery = "not_query"
     case questionCount = "question_count"
     case badName = "bad_name"
     case compressionLoop = "compression_loop"
     /// An answer record whose RDATA is not what its type says (an A that is
     /// not 4 bytes, a CNAME whose name does not fill it).
     case badRecord = "bad_record"
-
-    /// Whether a packet of this kind could still make a server resolve a name.
-    /// Only a response (QR=1) cannot: servers drop those unanswered.
-    public var couldBeAQuery: Bool { self != .notQuery }
 }
 
 /// What an EDNS OPT record of a query said.
@@ -61,6 +54,8 @@ public struct DNSQuery: Sendable {
     public var questionCompressed: Bool
     /// QDCOUNT. Every question was read and found well formed; the first is
     /// `name`/`type`/`queryClass`, the rest are read again with `nextQuestion`.
+    /// 0 only for a response (a FORMERR, say; or answers some stub reads
+    /// without a question), whose `name` is then empty.
     public var questionCount: Int
     public var type: QueryType
     public var queryClass: QueryClass
@@ -198,18 +193,19 @@ public enum QueryDecoder {
     /// OPT record found in a well-formed prefix of the other sections is kept
     /// for the answer, and anything malformed there is ignored, since lenient
     /// servers answer such messages too. A response (QR=1, `isResponse`) is
-    /// read the same way, so that one naming a blocked name can be stopped;
-    /// one with no question at all is `.notQuery`.
+    /// read the same way, so that its question and answers can be decided;
+    /// it may have no question at all.
     public static func decodeMessage(_ message: Span<UInt8>, into query: inout DNSQuery) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let flags = message.u16(2)
         let response = flags & 0x8000 != 0
         let questionCount = Int(message.u16(4))
-        guard questionCount >= 1 else { return response ? .notQuery : .questionCount }
+        guard questionCount >= 1 || response else { return .questionCount }
         guard questionCount <= maximumQuestions else { return .questionCount }
         query.id = message.u16(0)
         query.flags = flags
         query.questionCount = questionCount
+        query.questionEnd = 12
         var offset = 12
         for index in 0..<questionCount {  // each question is at least 5 bytes: bounded by the length
             switch readQuestion(message, at: offset) {

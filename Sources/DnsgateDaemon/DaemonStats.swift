@@ -51,8 +51,8 @@ extension Daemon {
         for worker in workers {
             let c = worker.counters
             let k = kernel[c.queue]
-            snapshot.queues.append(.init(queue: c.queue, received: c.received.value + c.answers.received.value,
-                                         waiting: k?.waiting ?? 0,
+            snapshot.queues.append(.init(queue: c.queue, received: c.received.value,
+                                         answersReceived: c.answers.received.value, waiting: k?.waiting ?? 0,
                                          kernelDropped: k?.kernelDropped ?? 0, userDropped: k?.userDropped ?? 0))
             // Without fail-open the kernel drops what finds the queue full and counts it.
             if config.onOverload == .drop {
@@ -65,9 +65,11 @@ extension Daemon {
         // against the queries).
         if config.onOverload == .pass, let start = queuedAtStart.withLock({ $0 }),
            let queued = RuleCounters.queuedPackets() {
-            let answersHandled = workers.reduce(UInt64(0)) { $0 + $1.counters.answers.received.value }
+            let answersHandled = snapshot.queues.reduce(UInt64(0)) { $0 + $1.answersReceived }
+            // Unreadable answers count in both stages' `received`: once is enough.
+            let unreadableAnswers = workers.reduce(UInt64(0)) { $0 + $1.counters.answers.notDNS.value }
             let handled = snapshot.queues.reduce(UInt64(0)) { $0 + $1.received + $1.waiting + $1.kernelDropped + $1.userDropped }
-                - answersHandled
+                - min(unreadableAnswers, snapshot.queues.reduce(UInt64(0)) { $0 + $1.received })
             func overflow(_ queued: UInt64, _ start: UInt64, _ handled: UInt64) -> UInt64 {
                 queued >= start + handled ? queued - start - handled : 0
             }

@@ -19,6 +19,8 @@ struct QueryJudge {
     /// What a response whose answer cannot be read gets: as `fail_mode` says
     /// (a resolver's client parses it, not a server).
     var undecodableAnswer = PacketAction.drop
+    /// Clients' hardware addresses, for responses when groups name MACs.
+    let neighbours = NeighbourCache()
 
     /// What becomes of a message.
     enum Ruling {
@@ -46,7 +48,7 @@ struct QueryJudge {
               mac: MACAddress?) -> Ruling {
         if case .query(let response) = decoded, response.isAnswerToClient {
             return ruleResponse(decoded, packet: packet, transport: transport, state: state,
-                                mac: state.policy.namesMACAddresses ? Self.hardwareAddress(of: response.destination) : nil)
+                                mac: state.policy.namesMACAddresses ? neighbours.hardwareAddress(of: response.destination) : nil)
         }
         counters.received.increment()
         let ruling = ruleUncounted(decoded, packet: packet, transport: transport, state: state, mac: mac)
@@ -69,13 +71,7 @@ struct QueryJudge {
         switch decoded {
         case .query(let decodedResponse):
             response = decodedResponse
-        case .notDNS(let reason):
-            let message = packet.extracting(0..<packet.count)
-            if reason == .notQuery, message.count >= 12, message[6] == 0, message[7] == 0 {
-                counts.noMatch.increment()
-                counts.accepted.increment()
-                return .pass
-            }
+        case .notDNS:
             return undecodableResponse()
         }
         let policy = state.policy
@@ -107,7 +103,9 @@ struct QueryJudge {
             return undecodableResponse()
         case .blocked(let finding):
             counts.block.increment()
-            if let kind = finding.outcome.forgedAnswer {
+            // Without a question (a stub may read the answers all the same)
+            // there is nothing to answer: dropped.
+            if let kind = finding.outcome.forgedAnswer, response.questionCount > 0 {
                 ruling = .answer(question: response.queryItAnswers, kind: kind, rule: finding.decision.ruleIndex,
                                  stage: .answer)
             } else {
@@ -135,23 +133,13 @@ struct QueryJudge {
         return ruling
     }
 
-    /// The hardware address of a client the gateway has seen, for policies
-    /// with groups of MAC addresses: a response carries its resolver's.
-    static func hardwareAddress(of client: IPAddress) -> MACAddress? {
-        NeighbourTable.hardwareAddress(of: client.bytes).map(MACAddress.init(value:))
-    }
 
     @inline(__always)
     private func ruleUncounted(_ decoded: DecodeResult, packet: Span<UInt8>, transport: Transport,
                                state: PolicyState, mac: MACAddress?) -> Ruling {
         let query: DNSQuery
         switch decoded {
-        case .notDNS(let reason):
-            guard reason.couldBeAQuery else {
-                counters.notQuery.increment()
-                // Until every list has a copy in fail_mode closed, nothing passes undecided.
-                return state.policy.dropsUnmatched ? .drop : .pass
-            }
+        case .notDNS:
             counters.notDNS.increment()
             return undecodable == .pass ? .pass : .drop
         case .query(let decodedQuery):
@@ -159,8 +147,12 @@ struct QueryJudge {
         }
         let message = packet.extracting(query.dnsOffset..<(query.dnsOffset + query.dnsLength))
         if query.isResponse {
+            // A response sent to a server resolves nothing; it is dropped if
+            // it names a blocked name, in case some server reads it anyway.
+            // Until every list has a copy in fail_mode closed, nothing passes undecided.
             counters.notQuery.increment()
-            let drop = state.policy.dropsUnmatched || blocksResponse(query, message: message, state: state, mac: mac)
+            let drop = state.policy.dropsUnmatched
+                || (query.questionCount > 0 && blocksResponse(query, message: message, state: state, mac: mac))
             return drop ? .drop : .pass
         }
         let judgement = judge(query, message: message, transport: transport, state: state, mac: mac)
@@ -324,11 +316,37 @@ extension QueryJudge {
     }
 }
 
+/// The hardware addresses of clients the gateway has seen, for responses
+/// when groups name MAC addresses: a response carries its resolver's (or
+/// router's) hardware address, not its client's. A lookup in the kernel's
+/// neighbour table is a netlink dump, so its result is kept a while. One per
+/// decider, used by its thread alone; bounded.
+final class NeighbourCache: @unchecked Sendable {
+    // @unchecked: touched only by the thread of the decider that owns it.
+    private var known: [IPAddress: (mac: MACAddress?, until: UInt64)] = [:]
+    static let capacity = 4096
+    static let lifetime: UInt64 = 30_000_000_000
+    /// An unknown address is asked again sooner: its entry may be on its way.
+    static let unknownLifetime: UInt64 = 2_000_000_000
+
+    func hardwareAddress(of client: IPAddress) -> MACAddress? {
+        let now = QueryJudge.monotonicNanoseconds()
+        if let entry = known[client], entry.until > now { return entry.mac }
+        let mac = NeighbourTable.hardwareAddress(of: client.bytes).map(MACAddress.init(value:))
+        if known.count >= Self.capacity { known.removeAll(keepingCapacity: true) }
+        known[client] = (mac, now &+ (mac == nil ? Self.unknownLifetime : Self.lifetime))
+        return mac
+    }
+}
+
 extension DNSQuery {
-    /// A response from a server's port 53 to a client's port: decided on its
-    /// answer. (A "response" to port 53 is no answer a client waits for: it
-    /// is decided on its question, in case some server reads it anyway.)
-    var isAnswerToClient: Bool { isResponse && sourcePort == 53 && destinationPort != 53 }
+    /// A message from a server's port 53 to a client's port (the shipped
+    /// rules queue only replies to flows clients opened), or a response from
+    /// port 53 to port 53 (a forwarder asking from port 53): decided on its
+    /// answer whatever its QR bit says, since some stubs (musl) match an answer
+    /// on its ID alone. A response from any other port is no answer anyone
+    /// waits for: it is decided on its question, in case some server reads it.
+    var isAnswerToClient: Bool { sourcePort == 53 && (destinationPort != 53 || isResponse) }
 }
 
 extension WorkerCounters {

@@ -115,7 +115,7 @@ struct QueryLogFormatter {
             switch record.data {
             case .address(let address): string(address.description, to: &out)
             case .redirection(let target): string(target.text + ".", to: &out)
-            case .other:
+            case .other, .service:
                 var generic = "\\# \(record.dataRange.count)"
                 if !record.dataRange.isEmpty { generic += " " }
                 for offset in record.dataRange {

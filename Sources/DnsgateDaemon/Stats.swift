@@ -72,7 +72,10 @@ public struct StatsSnapshot: Codable, Sendable {
     }
     public struct Queue: Codable, Sendable {
         public var queue: UInt16
+        /// Queries (and anything unreadable) the queue handed to dnsgate.
         public var received: UInt64
+        /// Responses the queue handed to dnsgate (the answer stage).
+        public var answersReceived: UInt64 = 0
         public var waiting: UInt64
         public var kernelDropped: UInt64
         public var userDropped: UInt64
@@ -288,8 +291,10 @@ public struct StatsSnapshot: Codable, Sendable {
         family("list_entries", "gauge", "Entries loaded per list.", lists.map { (label("list", $0.name), UInt64($0.entries)) })
         family("list_fetch_failing", "gauge", "1 when the last fetch of a remote list failed.",
                lists.filter { $0.url != nil }.map { (label("list", $0.name), $0.lastError == nil ? 0 : 1) })
-        family("queue_received_total", "counter", "Packets received per queue.",
+        family("queue_received_total", "counter", "Queries (and unreadable packets) received per queue.",
                queues.map { (label("queue", String($0.queue)), $0.received) })
+        family("queue_answers_received_total", "counter", "Responses received per queue (the answer stage).",
+               queues.map { (label("queue", String($0.queue)), $0.answersReceived) })
         family("queue_kernel_dropped_total", "counter", "Packets the kernel dropped because the queue was full.",
                queues.map { (label("queue", String($0.queue)), $0.kernelDropped) })
         family("queue_user_dropped_total", "counter", "Packets the kernel could not hand to dnsgate.",

@@ -76,7 +76,7 @@ extension CompiledPolicy {
         }
         var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac)
         let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
-            walk.consider(record, policy: self, observe: observe)
+            walk.consider(record, message: message, policy: self, observe: observe)
         }
         if let blocked = walk.blocked { return .blocked(blocked) }
         if let malformed { return .malformed(malformed) }
@@ -114,7 +114,9 @@ extension CompiledPolicy {
     /// and names under `localhost`, `local` (mDNS), `home.arpa` (RFC 8375),
     /// `internal`, `lan` and `localdomain` (common home-router domains).
     static func isLocalName(_ name: DomainName) -> Bool {
-        guard name.labelCount > 1 else { return true }
+        // No name at all (a response without a question) is no local name.
+        guard name.labelCount != 1 else { return true }
+        guard name.labelCount > 1 else { return false }
         let last = name.labelCount - 1
         return name.label(last, is: "localhost") || name.label(last, is: "local") || name.label(last, is: "internal")
             || name.label(last, is: "lan") || name.label(last, is: "localdomain")
@@ -259,23 +261,39 @@ struct AnswerWalk {
     }
 
     /// Decides what `record` names or carries; false once something is blocked.
-    mutating func consider(_ record: borrowing AnswerRecord, policy: CompiledPolicy,
+    mutating func consider(_ record: borrowing AnswerRecord, message: Span<UInt8>, policy: CompiledPolicy,
                            observe: (borrowing AnswerFinding) -> Void) -> Bool {
         if record.owner != question, !redirection(record.owner, policy: policy, observe: observe) { return false }
         switch record.data {
         case .redirection(let target):
             return redirection(target, policy: policy, observe: observe)
         case .address(let address):
-            if policy.hasRebindingRules, questionLists == nil, address.localUseClass != nil {
-                questionLists = policy.matchingLists(question)
+            return self.address(address, policy: policy, observe: observe)
+        case .service(let target, let parameters):
+            // An HTTPS or SVCB record sends clients to its TargetName, and some
+            // connect to its address hints before asking for addresses.
+            if target.labelCount > 0, !redirection(target, policy: policy, observe: observe) { return false }
+            var goOn = true
+            AnswerSection.forEachHint(in: message, parameters: parameters) { hint in
+                goOn = address(hint, policy: policy, observe: observe)
+                return goOn
             }
-            guard let decision = policy.decide(address: address, question: question, questionLists: questionLists,
-                                               type: type, client: client, mac: mac) else { return true }
-            return report(AnswerFinding(subject: .address(address), decision: decision,
-                                        outcome: policy.outcome(of: decision), threat: .benign), observe: observe)
+            return goOn
         case .other:
             return true
         }
+    }
+
+    /// Decides an address the answer carries.
+    private mutating func address(_ address: IPAddress, policy: CompiledPolicy,
+                                  observe: (borrowing AnswerFinding) -> Void) -> Bool {
+        if policy.hasRebindingRules, questionLists == nil, address.localUseClass != nil {
+            questionLists = policy.matchingLists(question)
+        }
+        guard let decision = policy.decide(address: address, question: question, questionLists: questionLists,
+                                           type: type, client: client, mac: mac) else { return true }
+        return report(AnswerFinding(subject: .address(address), decision: decision,
+                                    outcome: policy.outcome(of: decision), threat: .benign), observe: observe)
     }
 
     /// Decides a name the answer redirects to, once per run of records naming it.

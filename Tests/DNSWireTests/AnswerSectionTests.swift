@@ -47,6 +47,10 @@ func walk(_ message: [UInt8]) -> (records: [String], error: NotDNSReason?) {
         switch record.data {
         case .redirection(let target): data = target.text
         case .address(let address): data = address.description
+        case .service(let target, let parameters):
+            var hints: [String] = []
+            AnswerSection.forEachHint(in: message.span, parameters: parameters) { hints.append($0.description); return true }
+            data = "\(target.text) \(hints.joined(separator: ","))"
         case .other: data = "\(record.dataRange.count) bytes"
         }
         records.append("\(record.owner.text) \(record.type) \(data)")
@@ -114,6 +118,46 @@ struct AnswerSectionTests {
         var response = ResponseFixture()
         response.answers = [record, ResponseFixture.record(ResponseFixture.pointer(12), 1, [203, 0, 113, 1])]
         #expect(walk(response.message).error == reason)
+    }
+
+    @Test func serviceRecordsTargetsAndHints() {
+        var response = ResponseFixture()
+        response.type = 65
+        // HTTPS 1 svc.blocked.test. alpn=h2 ipv4hint=192.168.1.1,203.0.113.5 ipv6hint=fd00::1
+        let parameters: [UInt8] = be16(1) + be16(3) + [2] + Array("h2".utf8)
+            + be16(4) + be16(8) + [192, 168, 1, 1, 203, 0, 113, 5] + be16(6) + be16(16) + [0xfd] + Array(repeating: 0, count: 14) + [1]
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(12), 65, be16(1) + QueryFixture.wireName("svc.blocked.test") + parameters),
+            ResponseFixture.record(ResponseFixture.pointer(12), 64, be16(1) + [0]),  // TargetName ".": the owner
+        ]
+        let (records, error) = walk(response.message)
+        #expect(error == nil)
+        #expect(records == ["www.cloaked.test HTTPS svc.blocked.test 192.168.1.1,203.0.113.5,fd00::1",
+                            "www.cloaked.test SVCB . "])
+        // A hint list that is no whole number of addresses, or parameters past the RDATA.
+        for bad in [be16(4) + be16(3) + [1, 2, 3], be16(6) + be16(20) + [1]] {
+            response.answers = [ResponseFixture.record(ResponseFixture.pointer(12), 65, be16(1) + [0] + bad)]
+            #expect(walk(response.message).error == .badRecord)
+        }
+    }
+
+    @Test func typesMuslReadsByTheirLowByteAreAddresses() {
+        var response = ResponseFixture()
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(12), 257, [10, 0, 0, 1]),  // CAA to everyone but musl
+            ResponseFixture.record(ResponseFixture.pointer(12), 257, [0, 5] + Array("issue".utf8)),
+        ]
+        let (records, error) = walk(response.message)
+        #expect(error == nil)
+        #expect(records == ["www.cloaked.test CAA 10.0.0.1", "www.cloaked.test CAA 7 bytes"])
+    }
+
+    @Test func aResponseWithoutAQuestionStillHasItsAnswersRead() throws {
+        var message: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 0, 0, 1, 0, 0, 0, 0]
+        message += QueryFixture.wireName("x.example") + be16(1) + be16(1) + [0, 0, 0, 60] + be16(4) + [10, 0, 0, 1]
+        let (records, error) = walk(message)
+        #expect(error == nil)
+        #expect(records == ["x.example A 10.0.0.1"])
     }
 
     @Test func aCNAMETargetPointingForwardsIsALoop() {
@@ -187,6 +231,7 @@ struct AnswerSectionTests {
         ("172.31.255.255", "private"), ("192.168.1.10", "private"), ("::", "unspecified"), ("::1", "loopback"),
         ("fe80::1", "link-local"), ("febf::1", "link-local"), ("fec0::1", "private"), ("fc00::1", "unique-local"),
         ("fd12:3456::1", "unique-local"), ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"),
+        ("64:ff9b::c0a8:10a", "private"), ("64:ff9b::cb00:7107", nil), ("64:ff9b:1::a00:1", nil),
         ("100.63.255.255", nil), ("100.128.0.0", nil), ("172.15.255.255", nil), ("172.32.0.0", nil),
         ("192.169.0.1", nil), ("169.255.0.1", nil), ("203.0.113.7", nil), ("8.8.8.8", nil), ("2001:db8::1", nil),
         ("fe00::1", nil), ("ff02::1", nil), ("::ffff:203.0.113.7", nil), ("::2", nil),

@@ -118,9 +118,9 @@ struct QueryDecoderTests {
         #expect(decodedQuery(fixture.packet()) != nil, "RDLENGTH past the end")
     }
 
-    @Test("every opcode with a question is decided; responses are read too; no question is not a query", arguments: [
+    @Test("every opcode with a question is decided; responses are read too, with or without a question", arguments: [
         (UInt16(0x8100), UInt16(1), nil),  // a response with its question: read, so a blocked one can be stopped
-        (UInt16(0x8100), UInt16(0), NotDNSReason?.some(.notQuery)),
+        (UInt16(0x8100), UInt16(0), nil),  // a response without a question: its answers are still read
         (UInt16(0x8100), UInt16(2), NotDNSReason?.some(.truncatedDNS)),  // says 2, holds 1: undecodable like a query
         (UInt16(0x0100), UInt16(9), NotDNSReason?.some(.questionCount)),  // more than anyone answers
         (UInt16(0x0900), UInt16(1), nil),  // opcode 1, IQUERY

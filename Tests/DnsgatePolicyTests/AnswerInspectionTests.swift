@@ -129,6 +129,21 @@ struct AnswerInspectionTests {
         #expect(Self.verdict(policy, "evil.example", ["A:203.0.113.7"]).0 == "passed")
     }
 
+    @Test func aResponseWithoutAQuestionIsNotExemptFromRebinding() throws {
+        let policy = try Self.policy()
+        var message: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 0, 0, 1, 0, 0, 0, 0]
+        message += [1, UInt8(ascii: "x"), 7] + Array("example".utf8) + [0, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 0, 0, 1]
+        var response = DNSQuery(source: address("198.51.100.53"), sourcePort: 53, destination: address("192.0.2.10"),
+                                destinationPort: 40000, message: 0..<message.count, packetLength: message.count)
+        #expect(QueryDecoder.decodeMessage(message.span, into: &response) == nil)
+        guard case .blocked(let finding) = policy.inspect(response: response, message: message.span,
+                                                          client: address("192.0.2.10"), mac: nil, observe: { _ in }) else {
+            Issue.record("a private address without a question passed")
+            return
+        }
+        #expect(policy.rules[finding.decision.ruleIndex].name == "rebinding")
+    }
+
     @Test func aBlockedQuestionInAResponseIsBlocked() throws {
         let policy = try Self.policy()
         let (verdict, findings) = Self.verdict(policy, "x.blocked.test", ["A:203.0.113.7"])

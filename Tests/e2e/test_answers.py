@@ -351,6 +351,14 @@ def test_rebinding_answers_are_blocked(gate, client, server, name, qtype):
     assert_forged(client.probe(name, server=upstream, source=source, qtype=qtype), name, "NXDOMAIN", "stop-rebinding")
 
 
+@pytest.mark.parametrize("name,rule", [("svc.answers.test", "stop-rebinding"), ("svcalias.answers.test", "block-listed")],
+                         ids=["private-hint", "alias-target"])
+def test_https_records_hints_and_targets_are_inspected(gate, client, name, rule):
+    """An HTTPS record sends clients to its TargetName, and some connect to its
+    address hints before asking for addresses: both are the answer's."""
+    assert_forged(client.probe(name, qtype="HTTPS"), name, "NXDOMAIN", rule)
+
+
 # -- counters and the query log -----------------------------------------------------------------------------------
 def test_answers_are_counted_apart_from_questions(gate, lab, client):
     before = lab.stats()
@@ -416,18 +424,54 @@ WELL_FORMED = response(0x1003, GOOD_RR)
 LISTEN_PORT = 40053
 
 
+# What a rogue server can send that some stub still reads (musl matches an answer
+# on its ID alone): no question, or the QR bit clear. Each carries a private address.
+PRIVATE_RR = _name("x.example") + struct.pack("!HHIH", 1, 1, 5, 4) + socket.inet_aton("192.168.7.7")
+ROGUE = {
+    "no-question": struct.pack("!HHHHHH", 0x2001, 0x8180, 0, 1, 0, 0) + PRIVATE_RR,
+    "qr-clear": struct.pack("!HHHHHH", 0x2002, 0x0180, 1, 1, 0, 0) + QUESTION + PRIVATE_RR,
+}
+
+
+def test_what_a_rogue_server_sends_from_port_53_is_inspected_all_the_same(gate, lab):
+    """Anything from port 53 on a client's flow is decided on its answers,
+    whatever its header says; one without a question has nothing to be
+    answered for, so it is dropped."""
+    before = lab.stats()
+    ready = lab.dir / "listening-rogue"
+    ready.unlink(missing_ok=True)
+    process = listen_for(lab, CLIENT_V4, LISTEN_PORT + 2, 2.5, ready, opens_flow_to=UPSTREAM_V4)
+    for _ in range(100):
+        if ready.exists() or process.poll() is not None:
+            break
+        time.sleep(0.02)
+    for payload in ROGUE.values():
+        send_response(lab, payload, src=UPSTREAM_V4, dst=CLIENT_V4, dport=LISTEN_PORT + 2)
+    out, _ = process.communicate(timeout=30)
+    received = [bytes.fromhex(d["hex"]) for d in json.loads(out)]
+    assert ROGUE["no-question"] not in received, "dropped: no question to answer"
+    assert ROGUE["qr-clear"] not in received
+    forged = [m for m in received if m[:2] == b"\x20\x02"]
+    assert len(forged) == 1 and forged[0][3] & 0x0f == 3, received  # NXDOMAIN for its question instead
+    time.sleep(0.3)
+    _, answers = stage_deltas(before, lab.stats())
+    assert answers["block"] == 2 and answers["received"] == 2, answers
+
+
 @pytest.mark.parametrize("fail_mode", ["open", "closed"])
 def test_a_malformed_answer_follows_the_fail_mode(gate, lab, fail_mode):
     """A response that cannot be read is not_dns: passed when fail-open,
-    dropped when fail-closed; a well-formed one passes either way."""
+    dropped when fail-closed; a well-formed one passes either way. A packet
+    from port 53 that answers no flow the client opened is no answer: the
+    shipped rules leave it to the gateway's own firewall, unqueued."""
     try:
         gate.start(fail_mode=fail_mode)
         before = lab.stats()
         listeners = []
-        for address in (CLIENT_V4, CLIENT_V6):
+        for address, upstream in ((CLIENT_V4, UPSTREAM_V4), (CLIENT_V6, UPSTREAM_V6)):
             ready = lab.dir / f"listening-{fail_mode}-{':' in address}"
             ready.unlink(missing_ok=True)
-            listeners.append((address, listen_for(lab, address, LISTEN_PORT, 2.5, ready), ready))
+            listeners.append((address, listen_for(lab, address, LISTEN_PORT, 2.5, ready, opens_flow_to=upstream), ready))
         for _, process, ready in listeners:
             for _ in range(100):
                 if ready.exists() or process.poll() is not None:
@@ -436,6 +480,8 @@ def test_a_malformed_answer_follows_the_fail_mode(gate, lab, fail_mode):
         for (address, _, _), upstream in zip(listeners, (UPSTREAM_V4, UPSTREAM_V6)):
             for payload in (*MALFORMED.values(), WELL_FORMED):
                 send_response(lab, payload, src=upstream, dst=address, dport=LISTEN_PORT)
+            # To a port with no flow: not queued at all.
+            send_response(lab, WELL_FORMED, src=upstream, dst=address, dport=LISTEN_PORT + 1)
         received = {}
         for address, process, _ in listeners:
             out, _ = process.communicate(timeout=30)
@@ -447,8 +493,11 @@ def test_a_malformed_answer_follows_the_fail_mode(gate, lab, fail_mode):
         question, answers = stage_deltas(before, lab.stats())
         assert answers["not_dns"] == 4 and answers["received"] == 6, answers
         # An unreadable message is not_dns wherever it came from: the question
-        # stage's counters carry it too (received = accepted + dropped), and no other verdict.
-        assert question["verdicts.not_dns"] == 4 and question["packets.received"] == 4, question
-        assert all(v == 0 for k, v in question.items() if k.startswith("verdicts.") and k != "verdicts.not_dns"), question
+        # stage's counters carry it too (received = accepted + dropped), and no
+        # other verdict but the two flow openers' not_query.
+        assert question["verdicts.not_dns"] == 4 and question["packets.received"] == 4 + 2, question
+        assert question["verdicts.not_query"] == 2, question
+        assert all(v == 0 for k, v in question.items()
+                   if k.startswith("verdicts.") and k not in ("verdicts.not_dns", "verdicts.not_query")), question
     finally:
         gate.start()

@@ -305,7 +305,8 @@ JUMPS = {
     "-A FORWARD -p udp -m udp --sport 53 -j DNSGATE", "-A FORWARD -p tcp -m tcp --sport 53 -j DNSGATE",
     "-A INPUT -p udp -m udp --dport 53 -j DNSGATE", "-A INPUT -p tcp -m tcp --dport 53 -j DNSGATE",
     "-A OUTPUT -p udp -m udp --sport 53 -m mark ! --mark 0x444e53 -m connmark ! --mark 0x444e53 -j DNSGATE",
-    "-A OUTPUT -p udp -m udp --dport 53 -m mark --mark 0x444e53 -j CONNMARK --set-xmark 0x444e53/0xffffffff",
+    "-A OUTPUT -p udp -m udp --dport 53 -m mark --mark 0x444e53 -m conntrack --ctstate NEW --ctdir ORIGINAL"
+    " -j CONNMARK --set-xmark 0x444e53/0xffffffff",
     "-A PREROUTING -p tcp -m tcp --dport 53 -j DNSGATE_TCP",
 }
 OUTPUT_JUMPS = {
@@ -315,6 +316,8 @@ OUTPUT_JUMPS = {
     "-A OUTPUT -p tcp -m tcp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE_TCP",
 }
 CONNTRACK = "-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -j NFQUEUE --queue-balance 0:1"
+# Answers: only replies to a flow a client opened (or untracked), never a packet nobody asked for.
+REPLIES = "-m conntrack --ctstate ESTABLISHED --ctdir REPLY"
 
 
 def installed(lab) -> dict[str, list[str]]:
@@ -352,9 +355,10 @@ def test_shipped_iptables_rules_divert_answers_and_go_in_one_remove(lab, options
                 assert chain[1:] == [
                     "-A DNSGATE -m mark --mark 0x444e53 -m addrtype --src-type LOCAL -j RETURN",
                     f"-A DNSGATE -p udp -m udp --dport 53 {CONNTRACK}{bypass}",
-                    f"-A DNSGATE -p udp -m udp --sport 53 {CONNTRACK}{bypass}",
+                    f"-A DNSGATE -p udp -m udp --sport 53 {REPLIES} -j NFQUEUE --queue-balance 0:1{bypass}",
+                    f"-A DNSGATE -p udp -m udp --sport 53 -m conntrack --ctstate UNTRACKED -j NFQUEUE --queue-balance 0:1{bypass}",
                     "-A DNSGATE -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset",
-                    "-A DNSGATE -p tcp -m tcp --sport 53 -j REJECT --reject-with tcp-reset"], (tool, chain)
+                    f"-A DNSGATE -p tcp -m tcp --sport 53 {REPLIES} -j REJECT --reject-with tcp-reset"], (tool, chain)
         # Switching --output off takes its jumps away again.
         lab.apply_rules(*[option for option in options if option != "--output"])
         assert all(sorted(lines) == sorted(JUMPS) for lines in installed(lab).values()), installed(lab)
@@ -383,10 +387,13 @@ def test_shipped_nft_rules_divert_answers_and_go_in_one_remove(lab, options):
             chains = dict(re.findall(r"chain (\w+) \{(.*?)\n\t\}", listed, re.S))
             assert "th sport 53 jump divert" in chains["forward"] and "th dport 53 jump divert" in chains["forward"]
             assert "sport" not in chains["input"]
-            assert "meta mark 0x00444e53 udp dport 53 ct mark set 0x00444e53" in chains["output"]
+            assert ("meta mark 0x00444e53 udp dport 53 ct state new ct direction original ct mark set 0x00444e53"
+                    in chains["output"])
             assert "meta mark != 0x00444e53 ct mark != 0x00444e53 udp sport 53 jump divert" in chains["output"]
             assert chains["divert"].strip().splitlines()[0].strip() == "meta mark 0x00444e53 fib saddr type local return"
-            assert "udp sport 53 counter" in chains["divert"] and "tcp sport 53 reject with tcp reset" in chains["divert"]
+            assert "ct state established ct direction reply udp sport 53 counter" in chains["divert"]
+            assert "ct state untracked udp sport 53 counter" in chains["divert"]
+            assert "ct state established ct direction reply tcp sport 53 reject with tcp reset" in chains["divert"]
             if "--output" in options:
                 assert "meta mark != 0x00444e53 meta l4proto { tcp, udp } th dport 53 jump divert" in chains["output_own"]
                 assert 'iifname != "lo" ct mark != 0x00444e53 udp sport 53 jump divert' in chains["input_own"]
