@@ -8,6 +8,9 @@ through the gateway to a fast C responder, for:
   floor       bench/floor.c: accept-all NFQUEUE (libmnl, recvmmsg, batched verdicts)
   dnsgate     a 1,000,000-name policy, 10% of queries blocked with forged
               NXDOMAIN, per-rule counters and the block log on
+  + answers   the same, with rules on answers after the list rule: a
+              100,000-prefix ip list and rebinding protection (every answer's
+              addresses looked up)
   + threats   the same, with a BLOCK rule at HIGH for each threat after the
               list rule (DGA, DICT_DGA, DNS_TUNNELING): every query's
               registrable domain scored and recorded by the detectors
@@ -26,7 +29,8 @@ queries answered, against a floor that also takes both through the queue.
 --question-only drops the answer rules (every line of the shipped files that
 matches --sport 53) to compare with the query-only diversion of before.
 
-    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound] [--skip-threats] [--question-only]
+    sudo bench/run.py [--runs 3] [--seconds 10] [--names 1000000] [--skip-unbound] [--skip-threats]
+                      [--skip-answer-rules] [--question-only]
 """
 import argparse
 import os
@@ -189,20 +193,34 @@ class Bench:
         return subprocess.Popen(["ip", "netns", "exec", self.lab.gateway, "taskset", "-c", str(GATEWAY_CPU),
                                  str(self.dir / "floor"), "0"], stderr=subprocess.DEVNULL)
 
-    def start_dnsgate(self, threats: bool = False):
+    def address_list(self) -> Path:
+        """100,000 prefixes (/24 and /32, seeded), none holding the responder's
+        address, for the answer rules' variant."""
+        path = self.dir / "nets.txt"
+        if not path.exists():
+            rng = random.Random(20261130)
+            lines = [f"{rng.choice([1, 5, 23, 45, 62, 77, 91, 104, 151, 185])}.{rng.randrange(256)}.{rng.randrange(256)}."
+                     + ("0/24" if i % 2 else str(rng.randrange(256))) for i in range(100_000)]
+            path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start_dnsgate(self, threats: bool = False, answers: bool = False):
         self.divert(True)
         config = self.dir / "dnsgate.yaml"
         socket = self.dir / "dnsgate.sock"
         threat_rules = "".join(f", {{name: {name}, priority: {priority}, threat: {threat}, confidence: HIGH, action: BLOCK}}"
                                for priority, (name, threat) in enumerate([("dga", "DGA"), ("dict", "DICT_DGA"),
                                                                           ("tunnel", "DNS_TUNNELING")], start=2))
+        answer_rules = (", {name: nets, priority: 5, ip_list: nets, action: BLOCK}"
+                        ", {name: rebinding, priority: 6, rebinding_protection: true, action: BLOCK}")
         config.write_text(f"""queues: "0"
 worker_cpus: [{GATEWAY_CPU}]
 stats_socket: {socket}
 query_log: {{path: {self.dir / 'queries.jsonl'}, actions: [BLOCK]}}
 domain_lists: [{{name: big, file: {self.list_file}}}]
+ip_lists: [{{name: nets, file: {self.address_list()}}}]
 rule_groups:
-  - {{name: g, priority: 1, rules: [{{name: block, priority: 1, domain_list: big, action: BLOCK}}{threat_rules if threats else ""}]}}
+  - {{name: g, priority: 1, rules: [{{name: block, priority: 1, domain_list: big, action: BLOCK}}{threat_rules if threats else ""}{answer_rules if answers else ""}]}}
 """)
         if socket.exists():
             socket.unlink()
@@ -234,6 +252,10 @@ rule_groups:
         results["C floor: accept-all NFQUEUE, batched"] = self.run_variant("floor", self.start_floor, UPSTREAM_V4)
         print("dnsgate", flush=True)
         results["dnsgate, 1M names, 10% forged NXDOMAIN"] = self.run_variant("dnsgate", self.start_dnsgate, UPSTREAM_V4)
+        if not self.args.skip_answer_rules:
+            print("dnsgate with answer rules", flush=True)
+            results["dnsgate, the same + ip list (100k) + rebinding"] = self.run_variant(
+                "dnsgate+answer-rules", lambda: self.start_dnsgate(answers=True), UPSTREAM_V4)
         if not self.args.skip_threats:
             print("dnsgate with threat rules", flush=True)
             results["dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"] = self.run_variant(
@@ -257,7 +279,8 @@ rule_groups:
             rss = f"{r['rss']:.0f}" if r["rss"] else "-"
             print(f"| {name:<46} | {r['qps']:>9,.0f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['us_per_query']:>7.2f} | "
                   f"{ratio:>7.2f} | {rss:>7} | {r['lost']:>5} |")
-        for name in ("dnsgate, 1M names, 10% forged NXDOMAIN", "dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"):
+        for name in ("dnsgate, 1M names, 10% forged NXDOMAIN", "dnsgate, the same + ip list (100k) + rebinding",
+                     "dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"):
             if name not in results:
                 continue
             d = results[name]
@@ -280,6 +303,8 @@ def main() -> int:
     parser.add_argument("--names", type=int, default=1_000_000)
     parser.add_argument("--skip-unbound", action="store_true")
     parser.add_argument("--skip-threats", action="store_true", help="leave out the run with threat rules")
+    parser.add_argument("--skip-answer-rules", action="store_true",
+                        help="leave out the run with rules on answers (an ip list and rebinding protection)")
     parser.add_argument("--question-only", action="store_true",
                         help="queue the queries only (the diversion before answer inspection), floor and dnsgate alike")
     args = parser.parse_args()

@@ -28,8 +28,9 @@ public struct AnswerRecord: Sendable {
 
 /// Reads the answer section of a response, as strictly as the question is
 /// read and more: no heap, every loop bounded by the message length (each
-/// record is at least 11 bytes), and compression pointers only backwards,
-/// which bounds a name's jumps without a counter.
+/// record is at least 11 bytes), and compression pointers only backwards, as
+/// every real server writes them (the jump cap and the 255-octet bound of a
+/// name still end a loop made of backward pointers).
 ///
 /// Every record is read whatever its class: some stubs (musl) use an A
 /// record of any class, so every such record is the firewall's business.

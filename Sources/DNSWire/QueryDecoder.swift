@@ -309,7 +309,7 @@ public enum QueryDecoder {
     /// jumps bounds loops, and the 255-octet bound of the name bounds labels.
     /// With `backwardOnly` (names in answers, which every real server
     /// compresses against what it wrote before) a pointer must point strictly
-    /// before itself, or the name is a compression loop.
+    /// before itself, or the name counts as a compression loop.
     static func readName(_ message: Span<UInt8>, at start: Int, into name: inout DomainName,
                          backwardOnly: Bool = false) -> NameRead {
         var offset = start

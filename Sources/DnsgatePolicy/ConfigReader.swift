@@ -423,7 +423,13 @@ public enum ConfigReader {
             }
             var redirection = RedirectionAction.inspect
             if let redirectionNode = mapping["redirection"] {
-                guard let value: RedirectionAction = enumeration(redirectionNode, "redirection") else { return nil }
+                // Route 53's names (INSPECT_REDIRECTION_DOMAIN, TRUST_REDIRECTION_DOMAIN) are taken too.
+                let suffix = "_REDIRECTION_DOMAIN"
+                let routeName = redirectionNode.string.map { $0.uppercased() }.flatMap { text in
+                    text.hasSuffix(suffix) ? String(text.dropLast(suffix.count)) : nil
+                }
+                guard let value = routeName.flatMap(RedirectionAction.init(rawValue:))
+                        ?? enumeration(redirectionNode, "redirection") as RedirectionAction? else { return nil }
                 if mapping["domain_list"] == nil, mapping["threat"] == nil {
                     error(redirectionNode, "\(place): 'redirection' applies to rules on names ('domain_list' or 'threat')")
                 }

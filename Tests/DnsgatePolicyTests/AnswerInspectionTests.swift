@@ -82,6 +82,12 @@ struct AnswerInspectionTests {
                 == "BLOCK block-listed")
     }
 
+    @Test func routeFiftyThreesNamesForRedirectionAreTaken() throws {
+        let policy = try Self.policy(Self.config.replacingOccurrences(of: "redirection: TRUST",
+                                                                      with: "redirection: TRUST_REDIRECTION_DOMAIN"))
+        #expect(Self.verdict(policy, "x.trusted.test", ["CNAME:t.blocked.test"]).0 == "trusted")
+    }
+
     @Test func theOriginalQuestionsTypeAndClientDecide() throws {
         let policy = try Self.policy()
         #expect(Self.verdict(policy, "www.example", ["CNAME:t.blocked.test"], type: .txt).0 == "passed",
