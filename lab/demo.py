@@ -41,8 +41,17 @@ def main() -> int:
         show(lab, "'ads': sinkholed with an A record", "-b", CLIENT_V4, "tracker.ads.example")
         show(lab, "'corp-allow': ALLOW wins", "-b", CLIENT_V4, "intranet.corp.example")
         show(lab, "TXT to anything: ALERT, passed and logged", "-b", CLIENT_V4, "exfil.example", "TXT")
+        show(lab, "not listed, but its answer is a CNAME into 'malware': the answer is blocked",
+             "-b", CLIENT_V4, "cloaked.lab.example")
+        show(lab, "a public name answered with a private address: rebinding, blocked", "-b", CLIENT_V4,
+             "rebind.lab.example")
         print("\n$ dnsgate explain c2.malware.example")
         print(lab.cli("explain", "c2.malware.example", "--config", str(config)).stdout.rstrip())
+        print("\n$ dnsgate explain cloaked.lab.example --answer CNAME:c2.malware.example --answer A:203.0.113.66")
+        explained = lab.cli("explain", "cloaked.lab.example", "--answer", "CNAME:c2.malware.example", "--answer",
+                            "A:203.0.113.66", "--config", str(config)).stdout.rstrip().splitlines()
+        print("\n".join(line for line in explained if line.startswith(("query:", "decision:", "answer", "  redirection",
+                                                                        "  address"))))
         print("\n$ dnsgate stats")
         print(lab.cli("stats", "--socket", str(lab.socket_path)).stdout.rstrip())
         print("\n$ tail queries.jsonl")

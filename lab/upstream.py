@@ -7,7 +7,9 @@ the gateway.
 Answers: A 203.0.113.7, AAAA 2001:db8:ff::7, TXT "upstream", other types NOERROR
 with no data; except `sinkhole.lab.example`, the target of the lab's OVERRIDE
 CNAME rules, which has A 203.0.113.53 and AAAA 2001:db8:ff::53 so that a test
-can tell the target's address from any other name's. Runs until killed.
+can tell the target's address from any other name's; and, for the demo's
+answer inspection, `cloaked.lab.example` (A: a CNAME to c2.malware.example,
+then 203.0.113.66) and `rebind.lab.example` (A 192.168.1.66). Runs until killed.
 """
 import socket
 import sys
@@ -31,6 +33,9 @@ SINKHOLE_ANSWERS = {
     dns.rdatatype.A: "203.0.113.53",
     dns.rdatatype.AAAA: "2001:db8:ff::53",
 }
+# The demo's answers: a chain into a blocked name, and a private address for a public name.
+CLOAKED_NAME, CLOAKED_TARGET = dns.name.from_text("cloaked.lab.example"), dns.name.from_text("c2.malware.example")
+REBIND_NAME = dns.name.from_text("rebind.lab.example")
 
 
 def answer(wire: bytes) -> bytes | None:
@@ -41,7 +46,15 @@ def answer(wire: bytes) -> bytes | None:
         return None
     response.flags |= dns.flags.RA
     question = query.question[0] if query.question else None
-    if question is not None and question.rdtype in ANSWERS:
+    if question is not None and question.rdtype == dns.rdatatype.A and question.name in (CLOAKED_NAME, REBIND_NAME):
+        owner = question.name
+        if owner == CLOAKED_NAME:
+            response.answer.append(dns.rrset.from_text(owner, 60, dns.rdataclass.IN, dns.rdatatype.CNAME,
+                                                       CLOAKED_TARGET.to_text()))
+            owner = CLOAKED_TARGET
+        address = "203.0.113.66" if question.name == CLOAKED_NAME else "192.168.1.66"
+        response.answer.append(dns.rrset.from_text(owner, 60, dns.rdataclass.IN, dns.rdatatype.A, address))
+    elif question is not None and question.rdtype in ANSWERS:
         answers = SINKHOLE_ANSWERS if question.name == SINKHOLE_NAME and question.rdtype in SINKHOLE_ANSWERS else ANSWERS
         response.answer.append(
             dns.rrset.from_text(question.name, 60, dns.rdataclass.IN, question.rdtype, answers[question.rdtype]))

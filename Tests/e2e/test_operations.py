@@ -31,7 +31,7 @@ rule_groups:
 def test_check_accepts_the_shipped_example(lab):
     result = lab.cli("check", "--config", str(ROOT / "config" / "dnsgate.yaml"), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid; 1 rule groups, 8 rules" in result.stdout
+    assert "valid; 1 rule groups, 9 rules" in result.stdout
     # Its threat rules (ALERT) load the model and the suffix list, and check says which.
     assert "threat detection (DGA, DICT_DGA, DNS_TUNNELING): model /" in result.stdout
 
