@@ -86,6 +86,9 @@ extension DNSQuery {
 public enum DecodeResult: Sendable {
     case query(DNSQuery)
     case notDNS(NotDNSReason)
+    /// A UDP datagram from port 53 to another port (what a resolver sends a
+    /// client) whose DNS message cannot be read: an unreadable answer.
+    case unreadableAnswer(NotDNSReason)
 }
 
 /// Decodes an IP packet (as NFQUEUE hands it over: network header first) into a
@@ -184,7 +187,9 @@ public enum QueryDecoder {
         var query = DNSQuery(source: source, sourcePort: packet.u16(offset), destination: destination,
                              destinationPort: packet.u16(offset + 2), message: dnsOffset..<(dnsOffset + message.count),
                              packetLength: end)
-        if let reason = decodeMessage(message, into: &query) { return .notDNS(reason) }
+        if let reason = decodeMessage(message, into: &query) {
+            return query.sourcePort == 53 && query.destinationPort != 53 ? .unreadableAnswer(reason) : .notDNS(reason)
+        }
         return .query(query)
     }
 

@@ -46,9 +46,15 @@ struct QueryJudge {
     @inline(__always)
     func rule(_ decoded: DecodeResult, packet: Span<UInt8>, transport: Transport, state: PolicyState,
               mac: MACAddress?) -> Ruling {
-        if case .query(let response) = decoded, response.isAnswerToClient {
+        switch decoded {
+        case .query(let response) where response.isAnswerToClient:
             return ruleResponse(decoded, packet: packet, transport: transport, state: state,
                                 mac: state.policy.namesMACAddresses ? neighbours.hardwareAddress(of: response.destination) : nil)
+        case .unreadableAnswer:
+            counters.answers.received.increment()
+            return undecodableResponse()
+        default:
+            break
         }
         counters.received.increment()
         let ruling = ruleUncounted(decoded, packet: packet, transport: transport, state: state, mac: mac)
@@ -71,7 +77,7 @@ struct QueryJudge {
         switch decoded {
         case .query(let decodedResponse):
             response = decodedResponse
-        case .notDNS:
+        case .notDNS, .unreadableAnswer:
             return undecodableResponse()
         }
         let policy = state.policy
@@ -139,7 +145,7 @@ struct QueryJudge {
                                state: PolicyState, mac: MACAddress?) -> Ruling {
         let query: DNSQuery
         switch decoded {
-        case .notDNS:
+        case .notDNS, .unreadableAnswer:
             counters.notDNS.increment()
             return undecodable == .pass ? .pass : .drop
         case .query(let decodedQuery):

@@ -76,8 +76,10 @@ func decodedQuery(_ bytes: [UInt8]) -> DNSQuery? {
 }
 
 func notDNSReason(_ bytes: [UInt8]) -> NotDNSReason? {
-    if case .notDNS(let reason) = decode(bytes) { return reason }
-    return nil
+    switch decode(bytes) {
+    case .notDNS(let reason), .unreadableAnswer(let reason): return reason
+    case .query: return nil
+    }
 }
 
 /// A forged answer taken apart by a parser written for the tests.
