@@ -145,7 +145,8 @@ def queue_rules(lab) -> list[str]:
 
 def assert_closed_rules_in_place(lab) -> None:
     rules = queue_rules(lab)
-    assert len(rules) == 4, rules  # queries and answers, IPv4 and IPv6
+    # Queries, and answers (replies to clients' flows; untracked ones), IPv4 and IPv6.
+    assert len(rules) == 6, rules
     assert all("--queue-bypass" not in rule for rule in rules), rules
 
 
