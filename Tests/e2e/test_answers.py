@@ -283,6 +283,21 @@ def test_a_caching_forwarder_in_the_client_namespace_gets_the_block(gate, lab):
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_a_client_asking_again_from_the_same_port_is_still_inspected(gate, lab, server):
+    """A forged answer opens a conntrack flow from the resolver's side; a client
+    that asks again from the same port makes its next real answer that flow's
+    original direction: it is inspected all the same."""
+    upstream, source = server
+    port = 40077 if ":" not in source else 40078
+    def dig(name: str) -> str:
+        return lab.ns(lab.client, "dig", f"@{upstream}", "-b", f"{source}#{port}", "+tries=1", "+time=3", name,
+                      check=False, timeout=30).stdout
+    assert "status: NXDOMAIN" in dig("x.blocked.test"), "blocked on its question: a forged answer"
+    out = dig("cloaked.answers.test")
+    assert "status: NXDOMAIN" in out and "203.0.113.66" not in out, out
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_over_tcp_a_blocked_chain_resets_the_connection(gate, lab, server):
     upstream, source = server
     blocked_bytes = [socket.inet_pton(socket.AF_INET, a) for a in BLOCKED_ADDRESSES]

@@ -316,8 +316,8 @@ OUTPUT_JUMPS = {
     "-A OUTPUT -p tcp -m tcp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE_TCP",
 }
 CONNTRACK = "-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -j NFQUEUE --queue-balance 0:1"
-# Answers: only replies to a flow a client opened (or untracked), never a packet nobody asked for.
-REPLIES = "-m conntrack --ctstate ESTABLISHED --ctdir REPLY"
+# Answers: only packets of a flow seen both ways (or untracked), never a packet nobody asked for.
+REPLIES = "-m conntrack --ctstate ESTABLISHED"
 
 
 def installed(lab) -> dict[str, list[str]]:
@@ -391,9 +391,9 @@ def test_shipped_nft_rules_divert_answers_and_go_in_one_remove(lab, options):
                     in chains["output"])
             assert "meta mark != 0x00444e53 ct mark != 0x00444e53 udp sport 53 jump divert" in chains["output"]
             assert chains["divert"].strip().splitlines()[0].strip() == "meta mark 0x00444e53 fib saddr type local return"
-            assert "ct state established ct direction reply udp sport 53 counter" in chains["divert"]
+            assert "ct state established udp sport 53 counter" in chains["divert"]
             assert "ct state untracked udp sport 53 counter" in chains["divert"]
-            assert "ct state established ct direction reply tcp sport 53 reject with tcp reset" in chains["divert"]
+            assert "ct state established tcp sport 53 reject with tcp reset" in chains["divert"]
             if "--output" in options:
                 assert "meta mark != 0x00444e53 meta l4proto { tcp, udp } th dport 53 jump divert" in chains["output_own"]
                 assert 'iifname != "lo" ct mark != 0x00444e53 udp sport 53 jump divert' in chains["input_own"]
