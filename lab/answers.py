@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lab import CLIENT2_V4, PYTHON, UPSTREAM_V4, UPSTREAM_V6  # noqa: E402
-from resolvers import find_binary  # noqa: E402
+from lab import CLIENT2_V4, PYTHON, UPSTREAM_V4, UPSTREAM_V6, terminate  # noqa: E402
+from resolvers import find_binary, unbound_server  # noqa: E402
 
 AUTH_V4, AUTH_V6 = "198.51.100.60", "2001:db8:2::60"
 TTL = 5
@@ -153,24 +153,7 @@ controls {{ }};
 
 
 def unbound_config(workdir: Path, v4: str, v6: str) -> str:
-    return f"""server:
-    interface: {v4}
-    interface: {v6}
-    port: 53
-    do-ip4: yes
-    do-ip6: yes
-    access-control: 0.0.0.0/0 allow
-    access-control: ::/0 allow
-    username: ""
-    chroot: ""
-    directory: "{workdir}"
-    pidfile: "{workdir}/unbound.pid"
-    use-syslog: no
-    logfile: ""
-    verbosity: 1
-    module-config: "iterator"
-    num-threads: 1
-    so-reuseport: no
+    return unbound_server(workdir, v4, v6) + f"""\
     qname-minimisation: no
     # test. is a special-use name that Unbound answers itself by default:
     # resolved here (from BIND), and nothing else.
@@ -287,14 +270,8 @@ class ChainResolver:
     @staticmethod
     def _end(process: subprocess.Popen | None) -> None:
         # `ip netns exec` execs the program: the PID is the daemon's own.
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        if process is not None:
+            terminate(process)
 
     def stop(self) -> None:
         self._end(self.resolver)
@@ -452,13 +429,7 @@ class Capture:
         if process is None:
             return
         time.sleep(0.2)  # what is in flight reaches the interface
-        if process.poll() is None:
-            process.terminate()  # tcpdump writes what it holds and exits
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process)  # tcpdump writes what it holds and exits
         if process.stderr is not None:
             process.stderr.close()
 

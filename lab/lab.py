@@ -88,6 +88,17 @@ def named_forwarder_config(listen: str, directory: Path, upstream: str, tcp_only
 {extra}"""
 
 
+def terminate(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL when the process has not exited within `timeout` s."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def wait_until(predicate, timeout: float = 10.0, step: float = 0.1):
     """The predicate's first true value, polled every `step` for at most `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -176,12 +187,7 @@ class Lab:
         process, self.upstream_process = self.upstream_process, None
         if process is None or process.poll() is not None:
             return False
-        process.terminate()  # `ip netns exec` execs python: this is its PID
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        terminate(process, timeout=5)  # `ip netns exec` execs python: this is its PID
         if process.stdout is not None:
             process.stdout.close()
         return True
@@ -293,12 +299,7 @@ class Lab:
     def down(self) -> None:
         self.stop_dnsgate()
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            terminate(process, timeout=5)
         self.processes = []
         self.remove_rules()
         for namespace in (self.client, self.gateway, self.upstream):

@@ -84,11 +84,12 @@ def find_binary(name: str) -> str | None:
 
 
 # -- configurations -------------------------------------------------------------------------
-def unbound_command(r: Resolver) -> list[str]:
-    conf = r.workdir / "unbound.conf"
-    conf.write_text(f"""server:
-    interface: {r.v4}
-    interface: {r.v6}
+def unbound_server(workdir: Path, v4: str, v6: str) -> str:
+    """The `server:` clause every lab Unbound starts with: listening on v4 and
+    v6 port 53 for anyone, in the foreground from `workdir`, one thread."""
+    return f"""server:
+    interface: {v4}
+    interface: {v6}
     port: 53
     do-ip4: yes
     do-ip6: yes
@@ -98,14 +99,20 @@ def unbound_command(r: Resolver) -> list[str]:
     access-control: ::/0 allow
     username: ""
     chroot: ""
-    directory: "{r.workdir}"
-    pidfile: "{r.workdir}/unbound.pid"
+    directory: "{workdir}"
+    pidfile: "{workdir}/unbound.pid"
     use-syslog: no
     logfile: ""
     verbosity: 1
     module-config: "iterator"
     num-threads: 1
     so-reuseport: no
+"""
+
+
+def unbound_command(r: Resolver) -> list[str]:
+    conf = r.workdir / "unbound.conf"
+    conf.write_text(unbound_server(r.workdir, r.v4, r.v6) + f"""\
     local-zone: "bypass.example." static
     local-zone: "blocked.bypass.example." redirect
     local-data: "blocked.bypass.example. 60 IN A {BLOCKED_V4}"

@@ -148,6 +148,16 @@ extension AnswerSection {
 }
 
 extension DNSQuery {
+    /// A message from a server's port 53 to a client's port (the shipped
+    /// rules queue only replies to flows clients opened), or a response from
+    /// port 53 to port 53 (a forwarder asking from port 53): decided on its
+    /// answer whatever its QR bit says, since some stubs (musl) match an answer
+    /// on its ID alone. A response from any other port is no answer anyone
+    /// waits for: it is decided on its question, in case some server reads it.
+    public var isAnswerToClient: Bool { sourcePort == 53 && (destinationPort != 53 || isResponse) }
+}
+
+extension DNSQuery {
     /// A response seen as the query it answers: addresses and ports swapped,
     /// so that a forged answer built for it goes where the response was going,
     /// from where it came, with its ID, flags and question. The client took

@@ -83,11 +83,33 @@ extension DNSQuery {
     }
 }
 
+extension DNSQuery {
+    /// Calls `body` with the query as it stands for each of its questions, in
+    /// order, until it returns false (never for a response without one). A
+    /// later question is marked compressed, so that a forged answer writes
+    /// its name out. The decoder read them all once: each is well formed.
+    public func forEachQuestion(in message: Span<UInt8>, _ body: (DNSQuery) -> Bool) {
+        guard questionCount > 0, body(self) else { return }
+        var offset = questionEnd
+        for _ in 1..<questionCount {  // at most QueryDecoder.maximumQuestions
+            guard case .success(let next) = QueryDecoder.readQuestion(message, at: offset) else { return }
+            var question = self
+            question.name = next.name
+            question.type = next.type
+            question.queryClass = next.queryClass
+            question.questionCompressed = true
+            question.questionEnd = next.end
+            guard body(question) else { return }
+            offset = next.end
+        }
+    }
+}
+
 public enum DecodeResult: Sendable {
     case query(DNSQuery)
     case notDNS(NotDNSReason)
-    /// A UDP datagram from port 53 to another port (what a resolver sends a
-    /// client) whose DNS message cannot be read: an unreadable answer.
+    /// A UDP datagram that is an answer to a client (`isAnswerToClient`, as
+    /// far as its header was read) whose DNS message cannot be read.
     case unreadableAnswer(NotDNSReason)
 }
 
@@ -188,7 +210,7 @@ public enum QueryDecoder {
                              destinationPort: packet.u16(offset + 2), message: dnsOffset..<(dnsOffset + message.count),
                              packetLength: end)
         if let reason = decodeMessage(message, into: &query) {
-            return query.sourcePort == 53 && query.destinationPort != 53 ? .unreadableAnswer(reason) : .notDNS(reason)
+            return query.isAnswerToClient ? .unreadableAnswer(reason) : .notDNS(reason)
         }
         return .query(query)
     }

@@ -157,8 +157,7 @@ struct QueryJudge {
             // it names a blocked name, in case some server reads it anyway.
             // Until every list has a copy in fail_mode closed, nothing passes undecided.
             counters.notQuery.increment()
-            let drop = state.policy.dropsUnmatched
-                || (query.questionCount > 0 && blocksResponse(query, message: message, state: state, mac: mac))
+            let drop = state.policy.dropsUnmatched || blocksResponse(query, message: message, state: state, mac: mac)
             return drop ? .drop : .pass
         }
         let judgement = judge(query, message: message, transport: transport, state: state, mac: mac)
@@ -192,7 +191,7 @@ struct QueryJudge {
                        mac: MACAddress?) -> Judgement {
         var judgement = Judgement.pass
         var unmatched = false
-        Self.forEachQuestion(of: query, in: message) { question in
+        query.forEachQuestion(in: message) { question in
             guard let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac) else {
                 unmatched = true
                 return true
@@ -211,7 +210,7 @@ struct QueryJudge {
     /// some server reads it anyway.
     private func blocksResponse(_ query: DNSQuery, message: Span<UInt8>, state: PolicyState, mac: MACAddress?) -> Bool {
         var blocked = false
-        Self.forEachQuestion(of: query, in: message) { question in
+        query.forEachQuestion(in: message) { question in
             let policy = state.policy
             // The per-name detectors only: a response is no query for the tunnel table to count.
             let threats = policy.assess(name: question.name, type: question.type, client: question.source, now: 0,
@@ -224,25 +223,6 @@ struct QueryJudge {
             return !blocked
         }
         return blocked
-    }
-
-    /// Calls `body` with `query` as it stands for each of its questions, in
-    /// order, until it returns false. A later question is marked compressed,
-    /// so that a forged answer writes its name out.
-    private static func forEachQuestion(of query: DNSQuery, in message: Span<UInt8>, _ body: (DNSQuery) -> Bool) {
-        guard body(query) else { return }
-        var offset = query.questionEnd
-        for _ in 1..<max(query.questionCount, 1) {  // the decoder read them all once: each is well formed
-            guard case .success(let next) = QueryDecoder.readQuestion(message, at: offset) else { return }
-            var question = query
-            question.name = next.name
-            question.type = next.type
-            question.queryClass = next.queryClass
-            question.questionCompressed = true
-            question.questionEnd = next.end
-            guard body(question) else { return }
-            offset = next.end
-        }
     }
 
     /// Decides one question: counts it, logs it, and returns the rule's
@@ -343,16 +323,6 @@ final class NeighbourCache: @unchecked Sendable {
         known[client] = (mac, now &+ (mac == nil ? Self.unknownLifetime : Self.lifetime))
         return mac
     }
-}
-
-extension DNSQuery {
-    /// A message from a server's port 53 to a client's port (the shipped
-    /// rules queue only replies to flows clients opened), or a response from
-    /// port 53 to port 53 (a forwarder asking from port 53): decided on its
-    /// answer whatever its QR bit says, since some stubs (musl) match an answer
-    /// on its ID alone. A response from any other port is no answer anyone
-    /// waits for: it is decided on its question, in case some server reads it.
-    var isAnswerToClient: Bool { sourcePort == 53 && (destinationPort != 53 || isResponse) }
 }
 
 extension WorkerCounters {

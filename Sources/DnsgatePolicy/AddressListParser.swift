@@ -53,13 +53,9 @@ public enum AddressListParser {
         for entry in entries {
             let bytes = Array(entry.utf8)
             let span = bytes.span
-            var start = 0
-            var end = span.count
-            while start < end, ListParser.isSpace(span[start]) { start += 1 }
-            while end > start, ListParser.isSpace(span[end - 1]) { end -= 1 }
             report.lines += 1
             do throws(ListParser.SkipReason) {
-                add(try prefix(span.extracting(start..<end)), line, nil)
+                add(try prefix(span.extracting(trimmed(span, 0..<span.count, stoppingAtComment: false))), line, nil)
                 report.entries += 1
             } catch {
                 report.skippedLines += 1
@@ -133,23 +129,16 @@ public enum AddressListParser {
 
     // MARK: .addresses
 
-    /// One prefix a line, read straight from the bytes.
+    /// One prefix a line, read straight from the bytes; `#` and `;` start a comment.
     static func readAddresses(_ bytes: Span<UInt8>, file: String, report: inout ListReport, add: Sink) {
-        var lineNumber = 0
-        var start = 0
-        while start <= bytes.count {  // each turn consumes a line and its "\n"
-            var end = start
-            while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
-            lineNumber += 1
-            let line = trimmed(bytes, start..<end, stoppingAtComment: true)
-            start = end + 1
-            if line.isEmpty { continue }
-            report.lines += 1
+        ListParser.readLines(bytes, file: file, trailingCommentBytes: [UInt8(ascii: "#"), UInt8(ascii: ";")],
+                             report: &report) { line, number, report in
             do throws(ListParser.SkipReason) {
-                add(try prefix(bytes.extracting(line)), lineNumber, nil)
+                add(try prefix(line), number, nil)
                 report.entries += 1
+                return nil
             } catch {
-                ListParser.skip(&report, error, file: file, line: lineNumber)
+                return error
             }
         }
     }

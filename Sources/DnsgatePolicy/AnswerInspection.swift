@@ -50,30 +50,31 @@ extension CompiledPolicy {
     public func inspect(response: DNSQuery, message: Span<UInt8>, client: IPAddress, mac: MACAddress?,
                         observe: (borrowing AnswerFinding) -> Void) -> AnswerVerdict {
         guard !rules.isEmpty else { return .passed(matched: false) }
-        let type = response.type
-        // The questions, as the question stage decided them: the first as
-        // decoded, any others read again.
-        var offset = response.questionEnd
-        for index in 0..<response.questionCount {  // at most QueryDecoder.maximumQuestions, all well formed
-            var name = response.name, questionType = response.type
-            if index > 0 {
-                guard case .success(let question) = QueryDecoder.readQuestion(message, at: offset) else { break }
-                (name, questionType, offset) = (question.name, question.type, question.end)
-            }
-            let threats = assessWithoutTunnels(name, type: questionType, client: client)
-            guard let decision = decide(name: name, type: questionType, client: client, mac: mac,
-                                        threats: threats) else { continue }
+        // The questions, as the question stage decided them.
+        var trusted: Decision? = nil
+        var blockedQuestion: AnswerFinding? = nil
+        var first = true
+        response.forEachQuestion(in: message) { question in
+            defer { first = false }
+            let threats = assessWithoutTunnels(question.name, type: question.type, client: client)
+            guard let decision = decide(name: question.name, type: question.type, client: client, mac: mac,
+                                        threats: threats) else { return true }
             let outcome = outcome(of: decision)
-            if index == 0, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
-                return .trusted(decision)
+            if first, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
+                trusted = decision
+                return false
             }
-            if outcome.action == .block {
-                let finding = AnswerFinding(subject: .question(name), decision: decision, outcome: outcome,
+            guard outcome.action == .block else { return true }
+            blockedQuestion = AnswerFinding(subject: .question(question.name), decision: decision, outcome: outcome,
                                             threat: threatFinding(decision, threats))
-                observe(finding)
-                return .blocked(finding)
-            }
+            return false
         }
+        if let trusted { return .trusted(trusted) }
+        if let blockedQuestion {
+            observe(blockedQuestion)
+            return .blocked(blockedQuestion)
+        }
+        let type = response.type
         var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac)
         let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
             walk.consider(record, message: message, policy: self, observe: observe)

@@ -196,9 +196,10 @@ public enum ListParser {
     typealias LineParser = (Span<UInt8>, Int, inout ListReport) -> SkipReason?
 
     /// Calls `parseLine` for every line that is not blank or a comment. With no
-    /// comment bytes given, `#` starts a comment anywhere on the line;
-    /// otherwise a line starting with one of them is a comment.
-    static func readLines(_ bytes: Span<UInt8>, file: String, commentBytes: [UInt8] = [], report: inout ListReport,
+    /// comment bytes given, any of `trailingCommentBytes` starts a comment
+    /// anywhere on the line; otherwise a line starting with one of them is a comment.
+    static func readLines(_ bytes: Span<UInt8>, file: String, commentBytes: [UInt8] = [],
+                          trailingCommentBytes: [UInt8] = [UInt8(ascii: "#")], report: inout ListReport,
                           _ parseLine: LineParser) {
         var lineNumber = 0
         var start = 0
@@ -209,7 +210,7 @@ public enum ListParser {
             var lineEnd = end
             if commentBytes.isEmpty {
                 var index = start
-                while index < lineEnd, bytes[index] != UInt8(ascii: "#") { index += 1 }
+                while index < lineEnd, !trailingCommentBytes.contains(bytes[index]) { index += 1 }
                 lineEnd = index
             }
             var lineStart = start

@@ -109,6 +109,16 @@ public struct PolicyCompiler {
         }
         var table = NameTable(expectedKeys: totalLines + config.domainLists.count, expectedArenaBytes: totalBytes,
                               keepLines: keepLines)
+        /// The number of an RPZ entry's own action among the policy's entry
+        /// outcomes (shared by every entry with the same action), or -1 when
+        /// there is no room for another.
+        func outcomeNumber(_ action: EntryAction) -> Int {
+            if let known = outcomeIndex[action] { return known }
+            guard entryOutcomes.count < NameTable.maximumOutcomes else { return -1 }
+            outcomeIndex[action] = entryOutcomes.count
+            entryOutcomes.append(Outcome(action))
+            return entryOutcomes.count - 1
+        }
         for (listIndex, list) in config.domainLists.enumerated() {
             var loaded = 0
             var hasEntryActions = false
@@ -116,45 +126,20 @@ public struct PolicyCompiler {
                 var outcome = -1
                 if let action = info.action {
                     hasEntryActions = true
-                    if let known = outcomeIndex[action] {
-                        outcome = known
-                    } else if entryOutcomes.count < NameTable.maximumOutcomes {
-                        outcome = entryOutcomes.count
-                        outcomeIndex[action] = outcome
-                        entryOutcomes.append(Outcome(action))
-                    }
+                    outcome = outcomeNumber(action)
                 }
                 let member = NameTable.Member(list: listIndex, kind: info.kind, exception: info.exception,
                                               outcome: outcome, line: info.line)
                 if table.insert(key, member) { loaded += 1 }
             }
-            var report: ListReport
-            var collapsedCopy = false
             let source = sources[listIndex]
-            let file = source.file
-            if case .inline(let names) = list.source {
-                report = ListParser.readInline(names, file: file, line: list.line, matchSubdomains: list.matchSubdomains,
-                                               add: add)
-            } else if let bytes = source.bytes {
-                report = ListParser.read(bytes.span, format: list.format, file: file, matchSubdomains: list.matchSubdomains,
-                                         add: add)
-                if var collapse = ListHealth.collapse(report, list: list.name, file: file, allowEmpty: list.allowEmpty) {
-                    if case .url = list.source {
-                        // A cached copy that collapsed is as good as none: fetched anew.
-                        collapse.severity = .warning
-                        collapsedCopy = true
-                    }
-                    report.diagnostics.append(collapse)
-                }
-            } else {
-                // Unreadable, refused, or a remote list with no copy yet: nothing to parse.
-                report = ListReport(format: list.format)
-            }
-            let info = ListInfo(name: list.name, file: file, inline: { if case .inline = list.source { true } else { false } }(),
-                                url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
-                                format: report.format, entries: loaded, skippedLines: report.skippedLines,
-                                skipReasons: report.skipReasons, hasEntryActions: hasEntryActions,
-                                awaitingFirstCopy: source.awaitingFirstCopy || collapsedCopy)
+            var (report, info) = parse(list, source: source,
+                                       inline: { ListParser.readInline($0, file: source.file, line: list.line,
+                                                                       matchSubdomains: list.matchSubdomains, add: add) },
+                                       bytes: { ListParser.read($0, format: list.format, file: source.file,
+                                                                matchSubdomains: list.matchSubdomains, add: add) })
+            info.entries = loaded
+            info.hasEntryActions = hasEntryActions
             infos.append(info)
             summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
             diagnostics += report.diagnostics
@@ -164,13 +149,7 @@ public struct PolicyCompiler {
         var addressTables: [AddressTable] = []
         var addressInfos: [ListInfo] = []
         for list in config.ipLists {
-            let (addresses, info, report) = loadAddressList(list, of: config) { action in
-                if let known = outcomeIndex[action] { return known }
-                guard entryOutcomes.count < NameTable.maximumOutcomes else { return -1 }
-                outcomeIndex[action] = entryOutcomes.count
-                entryOutcomes.append(Outcome(action))
-                return entryOutcomes.count - 1
-            }
+            let (addresses, info, report) = loadAddressList(list, of: config, outcome: outcomeNumber)
             addressTables.append(addresses)
             addressInfos.append(info)
             summaries.append(ParsedListSummary(info: info, diagnostics: report.diagnostics))
@@ -243,7 +222,7 @@ public struct PolicyCompiler {
     /// Reads an address list into its table; `outcome` numbers an RPZ
     /// entry's own action (-1 when there is no room for another).
     func loadAddressList(_ list: DomainListConfig, of config: DnsgateConfig,
-                         outcome: (EntryAction) -> Int) -> (AddressTable, ListInfo, ListReport) {
+                         outcome: @escaping (EntryAction) -> Int) -> (AddressTable, ListInfo, ListReport) {
         let source = read(list, of: config)
         var entries: [AddressTable.Entry] = []
         var hasEntryActions = false
@@ -255,14 +234,31 @@ public struct PolicyCompiler {
             }
             entries.append(AddressTable.Entry(prefix: prefix, line: Int32(clamping: line), outcome: Int32(index)))
         }
+        var (report, info) = parse(list, source: source,
+                                   inline: { AddressListParser.readInline($0, file: source.file, line: list.line, add: add) },
+                                   bytes: { AddressListParser.read($0, format: list.format, file: source.file, add: add) })
+        let table = AddressTable(entries)
+        info.entries = table.count
+        info.hasEntryActions = hasEntryActions
+        report.diagnostics = source.diagnostics + report.diagnostics
+        return (table, info, report)
+    }
+
+    /// Parses a list (`inline` for one written in the config, `bytes` for
+    /// its file or cached copy) and checks that a file did not collapse (a
+    /// cached copy that did is as good as none: fetched anew); returns the
+    /// report and what is known of the list (its entries and entry actions
+    /// are the caller's to fill in).
+    func parse(_ list: DomainListConfig, source: ListSource, inline: ([String]) -> ListReport,
+               bytes parseBytes: (Span<UInt8>) -> ListReport) -> (ListReport, ListInfo) {
         var report: ListReport
         var collapsedCopy = false
-        if case .inline(let addresses) = list.source {
-            report = AddressListParser.readInline(addresses, file: source.file, line: list.line, add: add)
+        if case .inline(let names) = list.source {
+            report = inline(names)
         } else if let bytes = source.bytes {
-            report = AddressListParser.read(bytes.span, format: list.format, file: source.file, add: add)
+            report = parseBytes(bytes.span)
             if var collapse = ListHealth.collapse(report, list: list.name, file: source.file, allowEmpty: list.allowEmpty,
-                                                kind: list.kind.noun) {
+                                                  kind: list.kind.noun) {
                 if case .url = list.source {
                     collapse.severity = .warning
                     collapsedCopy = true
@@ -270,17 +266,15 @@ public struct PolicyCompiler {
                 report.diagnostics.append(collapse)
             }
         } else {
+            // Unreadable, refused, or a remote list with no copy yet: nothing to parse.
             report = ListReport(format: list.format)
         }
-        report.diagnostics = source.diagnostics + report.diagnostics
-        let table = AddressTable(entries)
-        let info = ListInfo(name: list.name, file: source.file,
-                            inline: { if case .inline = list.source { true } else { false } }(),
+        let info = ListInfo(name: list.name, file: source.file, inline: { if case .inline = list.source { true } else { false } }(),
                             url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
-                            format: report.format, entries: table.count, skippedLines: report.skippedLines,
-                            skipReasons: report.skipReasons, hasEntryActions: hasEntryActions,
+                            format: report.format, entries: 0, skippedLines: report.skippedLines,
+                            skipReasons: report.skipReasons, hasEntryActions: false,
                             awaitingFirstCopy: source.awaitingFirstCopy || collapsedCopy)
-        return (table, info, report)
+        return (report, info)
     }
 
     /// One list's bytes as read, before parsing.

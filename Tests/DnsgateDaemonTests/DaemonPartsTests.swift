@@ -293,10 +293,19 @@ struct JudgeAndSwapTests {
         var dns: [UInt8] = [0x12, 0x34, qr ? 0x81 : 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]
         for label in name.split(separator: ".") { dns += [UInt8(label.utf8.count)] + Array(label.utf8) }
         dns += [0, 0, 1, 0, 1]
-        let udp: [UInt8] = [0x9c, 0x40, 0, 53, UInt8((8 + dns.count) >> 8), UInt8((8 + dns.count) & 0xff), 0, 0]
+        return ipv4UDP(dns, toResolver: true)
+    }
+
+    /// `dns` in IPv4/UDP between the client 192.0.2.10:40000 and the
+    /// resolver 198.51.100.53:53, in either direction.
+    static func ipv4UDP(_ dns: [UInt8], toResolver: Bool) -> [UInt8] {
+        let client: [UInt8] = [192, 0, 2, 10], resolver: [UInt8] = [198, 51, 100, 53]
+        let clientPort: [UInt8] = [0x9c, 0x40], resolverPort: [UInt8] = [0, 53]
+        let udp = (toResolver ? clientPort + resolverPort : resolverPort + clientPort)
+            + [UInt8((8 + dns.count) >> 8), UInt8((8 + dns.count) & 0xff), 0, 0]
         let total = 20 + udp.count + dns.count
-        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10,
-                198, 51, 100, 53] + udp + dns
+        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0]
+            + (toResolver ? client + resolver : resolver + client) + udp + dns
     }
 
     static func rule(_ judge: QueryJudge, _ packet: [UInt8], state: PolicyState) -> String {
@@ -323,32 +332,29 @@ struct JudgeAndSwapTests {
             owner = wire(target)
         }
         dns += owner + [0, 1, 0, 1, 0, 0, 0, 60, 0, 4] + address
-        dns.removeLast(cutBy)
-        let udp: [UInt8] = [0, 53, 0x9c, 0x40, UInt8((8 + dns.count) >> 8), UInt8((8 + dns.count) & 0xff), 0, 0]
-        let total = 20 + udp.count + dns.count
-        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 53,
-                192, 0, 2, 10] + udp + dns
+        return ipv4UDP(Array(dns.dropLast(cutBy)), toResolver: false)
+    }
+
+    /// A judge (undecodable questions dropped) and a policy state for `rules`.
+    static func judge(rules: String, undecodableAnswer: PacketAction = .drop) throws -> (QueryJudge, PolicyState) {
+        let judge = QueryJudge(counters: WorkerCounters(queue: 0), recorder: DecisionRecorder(log: nil, deciders: 1),
+                               index: 0, undecodable: .drop, undecodableAnswer: undecodableAnswer)
+        return (judge, PolicyState(policy: try policy(generation: 1, rules: rules), workers: 1))
     }
 
     @Test("a response is decided on its answer and counted in the answer stage only")
     func answerStage() throws {
-        let policy = try Self.policy(generation: 1, rules: "{name: nx, priority: 1, domain_list: bad, action: BLOCK}")
-        let counters = WorkerCounters(queue: 0)
-        let judge = QueryJudge(counters: counters, recorder: DecisionRecorder(log: nil, deciders: 1), index: 0,
-                               undecodable: .drop)
-        let state = PolicyState(policy: policy, workers: 1)
+        let blockBad = "{name: nx, priority: 1, domain_list: bad, action: BLOCK}"
+        let (judge, state) = try Self.judge(rules: blockBad)
+        let counters = judge.counters
         #expect(Self.rule(judge, Self.response("www.good.example"), state: state) == "pass")
         #expect(Self.rule(judge, Self.response("www.good.example", target: "t.bad.example"), state: state)
                 == "answer www.good.example nxdomain to 192.0.2.10:40000", "the forged answer goes to the client")
         #expect(Self.rule(judge, Self.response("www.good.example", cutBy: 2), state: state)
                 == "drop", "an answer section cut short is undecodable")
-        var headerCut = Self.response("www.good.example")
-        headerCut.removeLast(headerCut.count - 20 - 8 - 7)
-        headerCut[3] = UInt8(headerCut.count)  // IP total length
-        headerCut[25] = 8 + 7                   // UDP length
+        let headerCut = Self.ipv4UDP([0x12, 0x34, 0x81, 0x80, 0, 1, 0], toResolver: false)
         #expect(Self.rule(judge, headerCut, state: state) == "drop", "a message from port 53 cut inside its header too")
-        let passing = QueryJudge(counters: WorkerCounters(queue: 0), recorder: DecisionRecorder(log: nil, deciders: 1),
-                                 index: 0, undecodable: .drop, undecodableAnswer: .pass)
+        let (passing, _) = try Self.judge(rules: blockBad, undecodableAnswer: .pass)
         #expect(Self.rule(passing, headerCut, state: state) == "pass", "fail_mode open passes it, whatever undecodable says")
         #expect(Self.rule(judge, Self.response("www.good.example", target: "t.bad.example", cutBy: 2), state: state)
                 == "answer www.good.example nxdomain to 192.0.2.10:40000", "a blocked name before the damage still blocks")
@@ -363,11 +369,8 @@ struct JudgeAndSwapTests {
 
     @Test("a query is passed, dropped or answered, and counted once either way")
     func ruling() throws {
-        let policy = try Self.policy(generation: 1, rules: "{name: nx, priority: 1, domain_list: bad, action: BLOCK}")
-        let counters = WorkerCounters(queue: 0)
-        let judge = QueryJudge(counters: counters, recorder: DecisionRecorder(log: nil, deciders: 1), index: 0,
-                               undecodable: .drop)
-        let state = PolicyState(policy: policy, workers: 1)
+        let (judge, state) = try Self.judge(rules: "{name: nx, priority: 1, domain_list: bad, action: BLOCK}")
+        let counters = judge.counters
         #expect(Self.rule(judge, Self.packet("www.good.example"), state: state) == "pass")
         #expect(Self.rule(judge, Self.packet("x.bad.example"), state: state) == "answer x.bad.example nxdomain")
         #expect(Self.rule(judge, [0x45, 0, 0], state: state) == "drop", "undecodable: drop")

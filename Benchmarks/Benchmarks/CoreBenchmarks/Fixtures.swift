@@ -85,11 +85,20 @@ enum Fixtures {
         for label in name.split(separator: ".") { dns += [UInt8(label.utf8.count)] + Array(label.utf8) }
         dns += [0, 0, 1, 0, 1]
         dns += [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]
+        return ipv4UDP(dns, toResolver: true)
+    }
+
+    /// `dns` in IPv4/UDP between the client 192.0.2.10:40000 and the
+    /// resolver 198.51.100.53:53, in either direction.
+    static func ipv4UDP(_ dns: [UInt8], toResolver: Bool) -> [UInt8] {
+        let client: [UInt8] = [192, 0, 2, 10], resolver: [UInt8] = [198, 51, 100, 53]
+        let clientPort: [UInt8] = [0x9c, 0x40], resolverPort: [UInt8] = [0, 53]
         let udpLength = 8 + dns.count
-        let udp: [UInt8] = [0x9c, 0x40, 0, 53, UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0]
+        let udp = (toResolver ? clientPort + resolverPort : resolverPort + clientPort)
+            + [UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0]
         let total = 20 + udpLength
-        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 10, 198, 51, 100, 53]
-            + udp + dns
+        return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0]
+            + (toResolver ? client + resolver : resolver + client) + udp + dns
     }
 
     static let listed = names(count: 1_000_000, seed: 0xD15_6A7E)
@@ -216,11 +225,7 @@ enum Fixtures {
             }
             dns += owner + [0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, UInt8(index % 250)]
             dns += [0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]
-            let udpLength = 8 + dns.count
-            let udp: [UInt8] = [0, 53, 0x9c, 0x40, UInt8(udpLength >> 8), UInt8(udpLength & 0xff), 0, 0]
-            let total = 20 + udpLength
-            return [0x45, 0, UInt8(total >> 8), UInt8(total & 0xff), 0, 1, 0x40, 0, 64, 17, 0, 0, 198, 51, 100, 53,
-                    192, 0, 2, 10] + udp + dns
+            return ipv4UDP(dns, toResolver: false)
         }
     }()
 
