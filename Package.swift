@@ -56,6 +56,13 @@ let package = Package(
             dependencies: ["DNSWire", "ThreatDetection", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
+        // Pure core: zone transfers from a primary (AXFR/IXFR/NOTIFY messages,
+        // TSIG, the copy of a zone and its master file). No I/O.
+        .target(
+            name: "ZoneTransfer",
+            dependencies: ["DNSWire", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
         // The one Swift module that touches C and raw memory (and the socket
         // option NIO reads only unsafely: a redirected connection's destination).
         .target(
@@ -70,7 +77,7 @@ let package = Package(
         .target(
             name: "DnsgateDaemon",
             dependencies: [
-                "DNSWire", "DnsgatePolicy", "NetfilterQueue", "ThreatDetection",
+                "DNSWire", "DnsgatePolicy", "NetfilterQueue", "ThreatDetection", "ZoneTransfer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -100,6 +107,7 @@ let package = Package(
             dependencies: ["DnsgateDaemon", "DnsgatePolicy", "DNSWire", "ThreatDetection"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "ZoneTransferTests", dependencies: ["ZoneTransfer", "DNSWire"], swiftSettings: swiftSettings),
         .testTarget(
             name: "DnsgatePolicyTests",
             dependencies: ["DnsgatePolicy", "DNSWire"],

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <poll.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <grp.h>
@@ -439,6 +441,10 @@ void dg_return_large_blocks(size_t threshold) {
     (void)mallopt(M_MMAP_THRESHOLD, (int)threshold);
 }
 
+void dg_limit_heaps(int count) {
+    (void)mallopt(M_ARENA_MAX, count);
+}
+
 void dg_trim_heap(void) {
     (void)malloc_trim(0);
 }
@@ -535,4 +541,135 @@ int dg_neighbour_mac(int family, const uint8_t *address, uint8_t *mac) {
 done:
     mnl_socket_close(socket);
     return rc;
+}
+
+static socklen_t dg_inet_address(int family, const uint8_t *address, uint16_t port, struct sockaddr_storage *storage) {
+    memset(storage, 0, sizeof(*storage));
+    if (family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)storage;
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        memcpy(&v4->sin_addr, address, 4);
+        return sizeof(*v4);
+    }
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)storage;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    memcpy(&v6->sin6_addr, address, 16);
+    return sizeof(*v6);
+}
+
+int dg_tcp_connect(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms) {
+    struct sockaddr_storage storage;
+    socklen_t length = dg_inet_address(family, address, port, &storage);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -errno;
+    int rc = 0;
+    if (mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) rc = -errno;
+    if (rc == 0 && connect(fd, (struct sockaddr *)&storage, length) < 0) {
+        if (errno != EINPROGRESS) {
+            rc = -errno;
+        } else {
+            struct pollfd waiting = {.fd = fd, .events = POLLOUT};
+            int ready = poll(&waiting, 1, timeout_ms);
+            int error = 0;
+            socklen_t size = sizeof(error);
+            if (ready == 0) rc = -ETIMEDOUT;
+            else if (ready < 0) rc = -errno;
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &size) < 0) rc = -errno;
+            else if (error != 0) rc = -error;
+        }
+    }
+    if (rc == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) rc = -errno;
+    if (rc == 0) rc = dg_socket_timeouts(fd, timeout_ms);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int dg_udp_bind(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms) {
+    struct sockaddr_storage storage;
+    socklen_t length = dg_inet_address(family, address, port, &storage);
+    int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int rc = 0;
+    int one = 1;
+    if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) rc = -errno;
+    if (rc == 0 && mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) rc = -errno;
+    if (rc == 0 && bind(fd, (struct sockaddr *)&storage, length) < 0) rc = -errno;
+    if (rc == 0) rc = dg_socket_timeouts(fd, timeout_ms);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int dg_udp_receive(int fd, uint8_t *buffer, size_t capacity, int *family, uint8_t *address, uint16_t *port) {
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof(storage);
+    ssize_t count = recvfrom(fd, buffer, capacity, 0, (struct sockaddr *)&storage, &length);
+    if (count < 0) return -errno;
+    *family = storage.ss_family;
+    if (storage.ss_family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
+        memcpy(address, &v4->sin_addr, 4);
+        *port = ntohs(v4->sin_port);
+    } else {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
+        memcpy(address, &v6->sin6_addr, 16);
+        *port = ntohs(v6->sin6_port);
+    }
+    return (int)count;
+}
+
+int dg_udp_send(int fd, const uint8_t *buffer, size_t length, int family, const uint8_t *address, uint16_t port) {
+    struct sockaddr_storage storage;
+    socklen_t size = dg_inet_address(family, address, port, &storage);
+    return sendto(fd, buffer, length, MSG_NOSIGNAL, (struct sockaddr *)&storage, size) < 0 ? -errno : 0;
+}
+
+int dg_tcp_listen(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms) {
+    struct sockaddr_storage storage;
+    socklen_t length = dg_inet_address(family, address, port, &storage);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int rc = 0;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) rc = -errno;
+    if (rc == 0 && family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) rc = -errno;
+    if (rc == 0 && mark != 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) rc = -errno;
+    if (rc == 0 && bind(fd, (struct sockaddr *)&storage, length) < 0) rc = -errno;
+    if (rc == 0 && listen(fd, 16) < 0) rc = -errno;
+    if (rc == 0) rc = dg_socket_timeouts(fd, timeout_ms);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int dg_tcp_accept(int listener, int *family, uint8_t *address, uint16_t *port, int timeout_ms) {
+    struct sockaddr_storage storage;
+    socklen_t length = sizeof(storage);
+    int fd = accept4(listener, (struct sockaddr *)&storage, &length, SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = dg_socket_timeouts(fd, timeout_ms);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    *family = storage.ss_family;
+    if (storage.ss_family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
+        memcpy(address, &v4->sin_addr, 4);
+        *port = ntohs(v4->sin_port);
+    } else {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
+        memcpy(address, &v6->sin6_addr, 16);
+        *port = ntohs(v6->sin6_port);
+    }
+    return fd;
 }

@@ -51,6 +51,7 @@ public final class Daemon: Sendable {
     /// What the shipped rules had queued when the daemon started (see `RuleCounters`).
     let queuedAtStart = Mutex<RuleCounters.Queued?>(nil)
     let feeds: Feeds
+    let zones: Zones
     let reloader: PolicyReloader
     let listener: UnixListener
 
@@ -60,10 +61,12 @@ public final class Daemon: Sendable {
     /// problem when any of that fails.
     public init(configPath: String, logger: Logger) throws {
         MemoryTuning.returnLargeBlocksToSystem()
+        MemoryTuning.limitHeaps()
         self.configPath = configPath
         self.logger = logger
         feeds = Feeds(logger: logger)
-        let (loaded, result) = PolicyReloader.load(configPath, generation: 1, feeds: feeds)
+        // The zones are configured once their NOTIFY sockets are bound, below.
+        let (loaded, result) = PolicyReloader.load(configPath, generation: 1, feeds: feeds, zones: nil)
         for diagnostic in result.diagnostics where diagnostic.severity == .warning {
             logger.warning("\(diagnostic)")
         }
@@ -94,6 +97,12 @@ public final class Daemon: Sendable {
         self.workers = workers
         for failure in workers.compactMap(\.queueSettingFailure) { logger.warning("\(failure)") }
         listener = try Self.makeListener(config)
+        do {
+            zones = try Zones(logger: logger, mark: Self.answerMark, notifyListen: config.notifyListen)
+        } catch {
+            throw DaemonError(description: "\(error)")
+        }
+        zones.configure(config)
         // Queues, raw sockets and the stats socket are open: nothing more needs root.
         // Before any other thread exists: a thread keeps its capabilities
         // through the change of user only if it makes the change itself, and
@@ -107,7 +116,7 @@ public final class Daemon: Sendable {
         relay = TCPRelay(judgeIndex: workers.count, policies: policies, recorder: recorder, chaser: chaser,
                          mark: Self.answerMark,
                          undecodable: config.undecodable, undecodableAnswer: config.undecodableAnswer)
-        reloader = PolicyReloader(configPath: configPath, logger: logger, feeds: feeds, policies: policies,
+        reloader = PolicyReloader(configPath: configPath, logger: logger, feeds: feeds, zones: zones, policies: policies,
                                   recorder: recorder, deciders: config.queues.count + 1, startedWith: config)
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.listSummary)")
     }
@@ -163,6 +172,7 @@ public final class Daemon: Sendable {
         }
         // Not in `finished`: shutdown never waits on a fetch (it is cancelled).
         feeds.start(changed: { [reloader] in _ = reloader.reload() })
+        zones.start(changed: { [reloader] in _ = reloader.reload() })
         logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
         stopped.wait()
         logger.info("stopping")
@@ -170,6 +180,7 @@ public final class Daemon: Sendable {
         // then its queue is unbound, so the rules' fail mode applies at once.
         _ = workersFinished.wait(timeout: .now() + 2)
         feeds.stop()
+        zones.stop()
         // The chaser before the relay: a pending target answers on the relay's loop.
         chaser.stop()
         relay.stop()

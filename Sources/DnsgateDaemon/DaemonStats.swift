@@ -105,11 +105,24 @@ extension Daemon {
         }
         snapshot.lists = (policy.lists + policy.addressLists).enumerated().map { index, list in
             let feed = feeds.status(of: list.name)
+            let zone = zones.status(of: list.name)
             return .init(name: list.name, file: list.file, url: list.url, format: list.format.rawValue,
                          entries: list.entries, skippedLines: list.skippedLines, hits: listHits[index],
-                         lastSuccess: list.url == nil ? loadedAt : feed?.lastSuccess.map { iso.string(from: $0) },
-                         lastError: feed?.lastError)
+                         lastSuccess: list.url == nil ? loadedAt
+                            : (feed?.lastSuccess ?? zone?.lastSuccess).map { iso.string(from: $0) },
+                         lastError: feed?.lastError ?? zone?.lastError)
         }
+        let now = Date()
+        snapshot.zones = zones.statuses().map { list, status in
+            .init(list: list, zone: status.zone, serial: status.serial, records: status.records, primary: status.primary,
+                  lastCheck: status.lastCheck.map { iso.string(from: $0) },
+                  lastSuccess: status.lastSuccess.map { iso.string(from: $0) },
+                  lastTransfer: status.lastTransfer.map { iso.string(from: $0) }, lastError: status.lastError,
+                  expired: status.expired(now: now), refreshSeconds: status.refresh,
+                  transfers: .init(axfr: status.axfr, ixfr: status.ixfr, upToDate: status.upToDate, failed: status.failures),
+                  notifies: status.notifies)
+        }
+        snapshot.notifiesIgnored = zones.ignoredNotifies.load(ordering: .relaxed)
         return snapshot
     }
 }

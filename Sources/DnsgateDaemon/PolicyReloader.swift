@@ -13,6 +13,7 @@ final class PolicyReloader: Sendable {
     let configPath: String
     let logger: Logger
     let feeds: Feeds
+    let zones: Zones
     let policies: PolicyHolder
     let recorder: DecisionRecorder
     /// Rule-hit counter sets per policy: the queue workers' and the TCP relay's.
@@ -22,11 +23,12 @@ final class PolicyReloader: Sendable {
     let failures = Atomic<UInt64>(0)
     private let generation = Mutex<Int>(1)
 
-    init(configPath: String, logger: Logger, feeds: Feeds, policies: PolicyHolder, recorder: DecisionRecorder,
+    init(configPath: String, logger: Logger, feeds: Feeds, zones: Zones, policies: PolicyHolder, recorder: DecisionRecorder,
          deciders: Int, startedWith: DnsgateConfig) {
         self.configPath = configPath
         self.logger = logger
         self.feeds = feeds
+        self.zones = zones
         self.policies = policies
         self.recorder = recorder
         self.deciders = deciders
@@ -35,7 +37,7 @@ final class PolicyReloader: Sendable {
 
     /// Reads the config and compiles it from what is on disk (remote lists
     /// from their cached copies: the feed thread fetches, never this path).
-    static func load(_ path: String, generation: Int, feeds: Feeds) -> (DnsgateConfig?, PolicyCompiler.Result) {
+    static func load(_ path: String, generation: Int, feeds: Feeds, zones: Zones?) -> (DnsgateConfig?, PolicyCompiler.Result) {
         // The daemon never explains, so it keeps no line numbers.
         let compiler = PolicyCompiler(keepLines: false, readBoundedFile: readFileBytes)
         let (config, diagnostics) = compiler.readConfig(absoluteConfigPath(path))
@@ -44,6 +46,7 @@ final class PolicyReloader: Sendable {
         // The feeds follow the config in force: a rejected one changes none of them.
         if !result.hasErrors {
             feeds.configure(config)
+            zones?.configure(config)
             feeds.copiesUnusable(result.lists.filter { $0.info.url != nil && $0.info.awaitingFirstCopy }.map(\.info.name))
         }
         return (config, result)
@@ -53,7 +56,7 @@ final class PolicyReloader: Sendable {
     /// at a time. Returns whether it worked, and what to tell the operator.
     func reload() -> (Bool, String) {
         generation.withLock { generation in
-            let (config, result) = Self.load(configPath, generation: generation + 1, feeds: feeds)
+            let (config, result) = Self.load(configPath, generation: generation + 1, feeds: feeds, zones: zones)
             let policy: CompiledPolicy
             let tunnelPairs: Int
             do {
@@ -85,8 +88,9 @@ final class PolicyReloader: Sendable {
         let running = startedWith
         if config.queues != running.queues || config.failMode != running.failMode
             || config.statsSocket != running.statsSocket || config.tcpPort != running.tcpPort
-            || config.undecodable != running.undecodable || config.onOverload != running.onOverload {
-            logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port and stats_socket take effect only after a restart")
+            || config.undecodable != running.undecodable || config.onOverload != running.onOverload
+            || config.notifyListen != running.notifyListen {
+            logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port, stats_socket and notify_listen take effect only after a restart")
         }
     }
 }

@@ -120,6 +120,50 @@ public struct StatsSnapshot: Codable, Sendable {
         }
     }
 
+    /// A zone followed from its primaries (`zone:` lists).
+    public struct Zone: Codable, Sendable {
+        public var list: String
+        public var zone: String
+        /// Serial of the copy in force; nil until the first transfer.
+        public var serial: UInt32?
+        public var records: Int = 0
+        /// The primary that answered last.
+        public var primary: String?
+        /// RFC 3339: the last check, the last success (a transfer, or the
+        /// primary confirming the serial held), the last transfer.
+        public var lastCheck: String?
+        public var lastSuccess: String?
+        public var lastTransfer: String?
+        public var lastError: String?
+        /// The SOA expire has passed since the last success (the copy stays in force).
+        public var expired = false
+        public var refreshSeconds: UInt32?
+        public var transfers = Transfers()
+        public var notifies: UInt64 = 0
+
+        public struct Transfers: Codable, Sendable {
+            public var axfr: UInt64 = 0, ixfr: UInt64 = 0, upToDate: UInt64 = 0, failed: UInt64 = 0
+        }
+
+        /// Absent values are written as null, so every zone has the same keys.
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(list, forKey: .list)
+            try container.encode(zone, forKey: .zone)
+            try container.encode(serial, forKey: .serial)
+            try container.encode(records, forKey: .records)
+            try container.encode(primary, forKey: .primary)
+            try container.encode(lastCheck, forKey: .lastCheck)
+            try container.encode(lastSuccess, forKey: .lastSuccess)
+            try container.encode(lastTransfer, forKey: .lastTransfer)
+            try container.encode(lastError, forKey: .lastError)
+            try container.encode(expired, forKey: .expired)
+            try container.encode(refreshSeconds, forKey: .refreshSeconds)
+            try container.encode(transfers, forKey: .transfers)
+            try container.encode(notifies, forKey: .notifies)
+        }
+    }
+
     public var version: String
     public var uptimeSeconds: Int
     public var failMode: String
@@ -138,6 +182,9 @@ public struct StatsSnapshot: Codable, Sendable {
     public var queues: [Queue] = []
     public var errors = Errors()
     public var queryLog = QueryLog()
+    public var zones: [Zone] = []
+    /// NOTIFY messages not from a followed zone's primary, or badly signed.
+    public var notifiesIgnored: UInt64 = 0
 
     public static func decode(_ json: String) throws -> StatsSnapshot {
         let decoder = JSONDecoder()
@@ -291,6 +338,26 @@ public struct StatsSnapshot: Codable, Sendable {
         family("list_entries", "gauge", "Entries loaded per list.", lists.map { (label("list", $0.name), UInt64($0.entries)) })
         family("list_fetch_failing", "gauge", "1 when the last fetch of a remote list failed.",
                lists.filter { $0.url != nil }.map { (label("list", $0.name), $0.lastError == nil ? 0 : 1) })
+        family("zone_serial", "gauge", "Serial of each followed zone's copy in force.",
+               zones.compactMap { zone in zone.serial.map { (label("zone", zone.zone), UInt64($0)) } })
+        family("zone_records", "gauge", "Records in each followed zone's copy.",
+               zones.map { (label("zone", $0.zone), UInt64($0.records)) })
+        family("zone_last_success_timestamp_seconds", "gauge",
+               "When each zone was last transferred or confirmed current by a primary (Unix time).",
+               zones.compactMap { zone in zone.lastSuccess.flatMap(unixSeconds).map { (label("zone", zone.zone), $0) } })
+        family("zone_failing", "gauge", "1 when the last check of a zone failed on every primary.",
+               zones.map { (label("zone", $0.zone), $0.lastError == nil ? 0 : 1) })
+        family("zone_expired", "gauge", "1 when a zone's SOA expire passed since its last success (its copy stays in force).",
+               zones.map { (label("zone", $0.zone), $0.expired ? 1 : 0) })
+        family("zone_transfers_total", "counter", "Zone checks by outcome: axfr, ixfr, up_to_date, failed.",
+               zones.flatMap { zone in
+                   [("axfr", zone.transfers.axfr), ("ixfr", zone.transfers.ixfr), ("up_to_date", zone.transfers.upToDate),
+                    ("failed", zone.transfers.failed)].map { ("\(label("zone", zone.zone)),\(label("kind", $0.0))", $0.1) }
+               })
+        family("zone_notifies_total", "counter", "NOTIFY messages answered per zone.",
+               zones.map { (label("zone", $0.zone), $0.notifies) })
+        family("notifies_ignored_total", "counter", "NOTIFY messages ignored: not from a followed zone's primary, or badly signed.",
+               [("", notifiesIgnored)])
         family("queue_received_total", "counter", "Queries (and unreadable packets) received per queue.",
                queues.map { (label("queue", String($0.queue)), $0.received) })
         family("queue_answers_received_total", "counter", "Responses received per queue (the answer stage).",

@@ -82,6 +82,8 @@ public struct DnsgateConfig: Sendable {
     public var ipLists: [DomainListConfig] = []
     public var ruleGroups: [RuleGroupConfig] = []
     public var threatDetection = ThreatDetectionConfig()
+    /// Where NOTIFY messages from the zones' primaries are listened for.
+    public var notifyListen: [ServerAddress] = []
 
     public init(path: String) { self.path = path }
 }
@@ -104,6 +106,8 @@ public struct DomainListConfig: Sendable {
         case inline([String])
         case file(String)
         case url(RemoteSource)
+        /// Followed by zone transfer from primaries (an RPZ).
+        case zone(ZoneSource)
     }
     public var name: String
     public var source: Source
@@ -129,6 +133,72 @@ public struct DomainListConfig: Sendable {
         if case .url(let remote) = source { return remote.maximumBytes }
         return maximumFileBytes
     }
+
+    /// Where a list kept as a cached copy comes from (its URL, or its zone
+    /// and primaries); nil for a file or inline list.
+    public var remoteOrigin: String? {
+        switch source {
+        case .url(let remote): remote.url
+        case .zone(let zone): zone.origin
+        case .inline, .file: nil
+        }
+    }
+}
+
+/// An RPZ followed from its primaries by AXFR/IXFR, with NOTIFY.
+public struct ZoneSource: Sendable, Equatable {
+    /// The zone's apex, absolute and lowercased (`rpz.example.`).
+    public var zone: String
+    /// Asked in order until one answers.
+    public var primaries: [ServerAddress]
+    public var tsig: TSIGKeyConfig?
+
+    /// How stats and messages name where the list comes from.
+    public var origin: String { "dns://\(primaries.map(\.description).joined(separator: ","))/\(zone)" }
+}
+
+/// A TSIG key: its name and algorithm as the primary knows them, and the
+/// file holding its secret (base64, or a BIND/Knot `key` block).
+public struct TSIGKeyConfig: Sendable, Equatable {
+    public var name: String
+    public var algorithm: String
+    public var secretFile: String
+
+    public static let algorithms = ["hmac-sha256", "hmac-sha384", "hmac-sha512"]
+}
+
+/// An address and port: `192.0.2.53`, `192.0.2.53:5300`, `2001:db8::53`, `[2001:db8::53]:5300`.
+public struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// Reads `text`; `defaultPort` when it names none (nil: a port is required).
+    public init?(_ text: String, defaultPort: UInt16?) {
+        var host = Substring(text)
+        var port = defaultPort
+        if host.hasPrefix("[") {
+            guard let close = host.firstIndex(of: "]") else { return nil }
+            let rest = host[host.index(after: close)...]
+            host = host[host.index(after: host.startIndex)..<close]
+            if !rest.isEmpty {
+                guard rest.hasPrefix(":"), let value = UInt16(rest.dropFirst()), value > 0 else { return nil }
+                port = value
+            }
+        } else if host.filter({ $0 == ":" }).count == 1, let colon = host.firstIndex(of: ":") {
+            guard let value = UInt16(host[host.index(after: colon)...]), value > 0 else { return nil }
+            port = value
+            host = host[..<colon]
+        }
+        guard let port, let address = IPAddress(host) else { return nil }
+        self.init(address: address, port: port)
+    }
+
+    public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
 }
 
 /// A list fetched over HTTP(S) and refreshed in the background.

@@ -23,7 +23,7 @@ public enum ConfigReader {
         }
         var config = DnsgateConfig(path: path)
         context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
-                                             "block_defaults", "domain_lists", "ip_lists", "rule_groups", "threat_detection"], in: "the config")
+                                             "block_defaults", "domain_lists", "ip_lists", "rule_groups", "threat_detection", "notify_listen"], in: "the config")
         if let node = mapping["queues"] {
             config.queues = context.queues(node)
             config.queuesLine = node.mark?.line ?? 0
@@ -65,6 +65,17 @@ public enum ConfigReader {
             }
             if let flag = defaults["extended_error"], let value = context.bool(flag, "extended_error") {
                 config.extendedError = value
+            }
+        }
+        if let node = mapping["notify_listen"] {
+            let items = node.sequence.map(Array.init) ?? [node]
+            config.notifyListen = items.compactMap { item in
+                guard let text = context.string(item, "notify_listen") else { return nil }
+                guard let address = ServerAddress(text, defaultPort: nil) else {
+                    context.error(item, "notify_listen: expected ADDRESS:PORT, like 192.0.2.1:5300 or [2001:db8::1]:5300")
+                    return nil
+                }
+                return address
             }
         }
         if let node = mapping["threat_detection"] { config.threatDetection = context.threatDetection(node, config: path) }
@@ -214,7 +225,7 @@ public enum ConfigReader {
             let noun = kind.noun
             let inlineKey = kind == .domains ? "domains" : "addresses"
             guard let mapping = mapping(node, "a \(noun)") else { return nil }
-            checkKeys(mapping, allowed: Set(["name", inlineKey, "file", "url", "refresh", "max_size", "format", "allow_empty"]
+            checkKeys(mapping, allowed: Set(["name", inlineKey, "file", "url", "zone", "refresh", "max_size", "format", "allow_empty"]
                                             + (kind == .domains ? ["match_subdomains"] : [])), in: noun)
             guard let nameNode = mapping["name"], let name = string(nameNode, "\(noun) name") else {
                 if mapping["name"] == nil { error(node, "a \(noun) needs a 'name'") }
@@ -237,10 +248,10 @@ public enum ConfigReader {
             if let flag = mapping["allow_empty"], let value = bool(flag, "allow_empty") {
                 allowEmpty = value
             }
-            let sources = [inlineKey, "file", "url"].filter { mapping[$0] != nil }
+            let sources = [inlineKey, "file", "url", "zone"].filter { mapping[$0] != nil }
             guard sources.count == 1 else {
-                error(node, sources.isEmpty ? "\(noun) '\(name)': needs '\(inlineKey)', 'file' or 'url'"
-                    : "\(noun) '\(name)': give one of '\(inlineKey)', 'file' or 'url', not \(sources.joined(separator: " and "))")
+                error(node, sources.isEmpty ? "\(noun) '\(name)': needs '\(inlineKey)', 'file', 'url' or 'zone'"
+                    : "\(noun) '\(name)': give one of '\(inlineKey)', 'file', 'url' or 'zone', not \(sources.joined(separator: " and "))")
                 return nil
             }
             if sources[0] != "url", mapping["refresh"] != nil {
@@ -252,6 +263,19 @@ public enum ConfigReader {
                 }
             }
             switch sources[0] {
+            case "zone":
+                if format != .auto && format != .rpz { error(mapping["format"], "\(noun) '\(name)': a zone is read as rpz") }
+                guard let zone = zoneSource(mapping["zone"]!, list: name) else { return nil }
+                var list = DomainListConfig(name: name, source: .zone(zone), format: .rpz, matchSubdomains: matchSubdomains,
+                                            kind: kind, line: line, allowEmpty: allowEmpty)
+                if let sizeNode = mapping["max_size"] {
+                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
+                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
+                        return nil
+                    }
+                    list.maximumFileBytes = bytes
+                }
+                return list
             case inlineKey:
                 let entries = mapping[inlineKey]!
                 let names = sequence(entries, inlineKey).compactMap { string($0, kind == .domains ? "a domain" : "an address") }
@@ -296,6 +320,55 @@ public enum ConfigReader {
                 return DomainListConfig(name: name, source: .url(remote), format: format,
                                         matchSubdomains: matchSubdomains, kind: kind, line: line, allowEmpty: allowEmpty)
             }
+        }
+
+        /// `zone: {name: rpz.example, primaries: [ADDRESS[:PORT]...], tsig: {name, algorithm, secret_file}}`.
+        mutating func zoneSource(_ node: Node, list: String) -> ZoneSource? {
+            guard let mapping = mapping(node, "zone") else { return nil }
+            checkKeys(mapping, allowed: ["name", "primaries", "tsig"], in: "zone")
+            guard let nameNode = mapping["name"], let text = string(nameNode, "zone name") else {
+                error(node, "domain list '\(list)': zone needs a 'name' (the RPZ's apex)")
+                return nil
+            }
+            let absolute = text.hasSuffix(".") ? text : text + "."
+            guard absolute != ".", DomainName(text: absolute.dropLast()) != nil else {
+                error(nameNode, "domain list '\(list)': zone name '\(text)' is not a domain name")
+                return nil
+            }
+            guard let primariesNode = mapping["primaries"] else {
+                error(node, "domain list '\(list)': zone needs 'primaries' (addresses of the servers to transfer it from)")
+                return nil
+            }
+            let items = primariesNode.sequence.map(Array.init) ?? [primariesNode]
+            let primaries = items.compactMap { item -> ServerAddress? in
+                guard let value = string(item, "a primary") else { return nil }
+                guard let address = ServerAddress(value, defaultPort: 53) else {
+                    error(item, "domain list '\(list)': primary '\(value)' is not ADDRESS or ADDRESS:PORT")
+                    return nil
+                }
+                return address
+            }
+            guard !primaries.isEmpty, primaries.count == items.count else {
+                if items.isEmpty { error(primariesNode, "domain list '\(list)': zone needs at least one primary") }
+                return nil
+            }
+            var key: TSIGKeyConfig? = nil
+            if let tsigNode = mapping["tsig"] {
+                guard let tsig = self.mapping(tsigNode, "tsig") else { return nil }
+                checkKeys(tsig, allowed: ["name", "algorithm", "secret_file"], in: "tsig")
+                guard let keyName = tsig["name"].flatMap({ string($0, "tsig name") }),
+                      let secretFile = tsig["secret_file"].flatMap({ string($0, "secret_file") }) else {
+                    error(tsigNode, "domain list '\(list)': tsig needs 'name' and 'secret_file'")
+                    return nil
+                }
+                let algorithm = tsig["algorithm"].flatMap { string($0, "algorithm") }?.lowercased() ?? "hmac-sha256"
+                guard TSIGKeyConfig.algorithms.contains(algorithm) else {
+                    error(tsig["algorithm"], "tsig algorithm must be one of \(TSIGKeyConfig.algorithms.joined(separator: ", "))")
+                    return nil
+                }
+                key = TSIGKeyConfig(name: keyName, algorithm: algorithm, secretFile: ConfigPaths.resolve(secretFile, relativeTo: file))
+            }
+            return ZoneSource(zone: absolute.lowercased(), primaries: primaries, tsig: key)
         }
 
         /// `90s`, `30m`, `4h`, `1d`, or plain seconds.

@@ -259,7 +259,7 @@ public struct PolicyCompiler {
             report = parseBytes(bytes.span)
             if var collapse = ListHealth.collapse(report, list: list.name, file: source.file, allowEmpty: list.allowEmpty,
                                                   kind: list.kind.noun) {
-                if case .url = list.source {
+                if list.remoteOrigin != nil {
                     collapse.severity = .warning
                     collapsedCopy = true
                 }
@@ -270,7 +270,7 @@ public struct PolicyCompiler {
             report = ListReport(format: list.format)
         }
         let info = ListInfo(name: list.name, file: source.file, inline: { if case .inline = list.source { true } else { false } }(),
-                            url: { if case .url(let remote) = list.source { remote.url } else { nil } }(),
+                            url: list.remoteOrigin,
                             format: report.format, entries: 0, skippedLines: report.skippedLines,
                             skipReasons: report.skipReasons, hasEntryActions: false,
                             awaitingFirstCopy: source.awaitingFirstCopy || collapsedCopy)
@@ -306,7 +306,8 @@ public struct PolicyCompiler {
             }
             source.bytes = checked(source.bytes!, limit: limit, list: list, file: file, diagnostics: &source.diagnostics)
             return source
-        case .url(let remote):
+        case .url, .zone:
+            let origin = list.remoteOrigin ?? ""
             // The last good copy. A list with none yet loads empty, so that one
             // feed outage cannot keep the rest of the policy from loading; the
             // feed thread fetches it and reloads.
@@ -314,7 +315,7 @@ public struct PolicyCompiler {
             func awaitingCopy(_ why: String) -> ListSource {
                 source.awaitingFirstCopy = true
                 source.diagnostics.append(Diagnostic(.warning, file: config.path, line: list.line,
-                    "\(list.kind.noun) '\(list.name)': no usable copy of \(remote.url) yet (\(source.file): \(why)); it is empty until a download succeeds"))
+                    "\(list.kind.noun) '\(list.name)': no usable copy of \(origin) yet (\(source.file): \(why)); it is empty until a download succeeds"))
                 return source
             }
             let bytes: [UInt8]

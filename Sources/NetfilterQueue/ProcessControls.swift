@@ -48,6 +48,15 @@ public enum MemoryTuning {
         dg_return_large_blocks(threshold)
     }
 
+    /// At most `count` heaps: each thread that compiles a policy (the feeds,
+    /// zones and stats threads, a signal's) would otherwise keep an arena of
+    /// its own whose high-water mark stays with the process, and RSS climbs
+    /// with every reload that lands on another thread. The packet path does
+    /// not allocate, so the workers do not contend for them.
+    public static func limitHeaps(to count: Int32 = 2) {
+        dg_limit_heaps(count)
+    }
+
     /// Hands the free pages of every heap back to the system (after a reload
     /// has dropped the old policy).
     public static func releaseFreePages() {

@@ -64,6 +64,9 @@ int dg_queue_verdict(dg_queue *queue, uint32_t packet_id, int verdict);
 void dg_return_large_blocks(size_t threshold);
 void dg_trim_heap(void);
 
+/// At most `count` malloc arenas for the whole process.
+void dg_limit_heaps(int count);
+
 /// Lowers the calling thread's priority (nice 10) so that on a shared core a
 /// queue worker always runs first. Returns 0 or -errno.
 int dg_lower_current_thread_priority(void);
@@ -130,5 +133,32 @@ int dg_socket_timeouts(int fd, int milliseconds);
 /// kernel's neighbour table (ARP / NDP) and writes its 6-byte link-layer
 /// address to `mac`. Returns 0, -ENOENT when the table has no usable entry, or -errno.
 int dg_neighbour_mac(int family, const uint8_t *address, uint8_t *mac);
+
+/// Connects a TCP socket to `address` (4 or 16 bytes, by `family`) and
+/// `port`, marked with `mark` (0: none) so that dnsgate's own DNS bypasses its
+/// rules, waiting at most `timeout_ms`; the socket keeps that timeout for
+/// every read and write. Returns the fd or -errno (-ETIMEDOUT).
+int dg_tcp_connect(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms);
+
+/// Binds a UDP socket to `address` and `port` (close-on-exec, marked with
+/// `mark`), its reads timing out after `timeout_ms`. Returns the fd or -errno.
+int dg_udp_bind(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms);
+
+/// Receives one datagram of at most `capacity` bytes; writes its source to
+/// `family`, `address` (16 bytes of room) and `port`. Returns its length, or
+/// -errno (-EAGAIN when the timeout passed).
+int dg_udp_receive(int fd, uint8_t *buffer, size_t capacity, int *family, uint8_t *address, uint16_t *port);
+
+/// Listens on TCP `address` and `port` (close-on-exec, marked with `mark`);
+/// accepts time out after `timeout_ms`. Returns the fd or -errno.
+int dg_tcp_listen(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms);
+
+/// Accepts one TCP connection, writing its peer to `family`, `address` (16
+/// bytes of room) and `port`; the connection's reads and writes time out after
+/// `timeout_ms`. Returns the fd, or -errno (-EAGAIN when the accept timed out).
+int dg_tcp_accept(int listener, int *family, uint8_t *address, uint16_t *port, int timeout_ms);
+
+/// Sends one datagram to `address` and `port`. Returns 0 or -errno.
+int dg_udp_send(int fd, const uint8_t *buffer, size_t length, int family, const uint8_t *address, uint16_t port);
 
 #endif

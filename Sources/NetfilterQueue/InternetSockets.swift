@@ -1,0 +1,121 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+internal import CDnsgateShims
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A TCP connection to a DNS server (a zone's primary), with a timeout on
+/// every read and write so that a stalled peer cannot hold the caller.
+public final class StreamConnection {
+    private let descriptor: Int32
+    public let peer: String
+
+    /// Connects to `address` (4 or 16 bytes) and `port`, marked with `mark`.
+    public init(connectingTo address: [UInt8], port: UInt16, mark: UInt32, timeoutMilliseconds: Int32,
+                peer: String) throws(SystemError) {
+        self.peer = peer
+        let family = address.count == 4 ? AF_INET : AF_INET6
+        descriptor = try check("connecting to \(peer)", dg_tcp_connect(family, address, port, mark, timeoutMilliseconds))
+    }
+
+    init(descriptor: Int32, peer: String) {
+        self.descriptor = descriptor
+        self.peer = peer
+    }
+
+    deinit { close(descriptor) }
+
+    public func send(_ bytes: [UInt8]) throws(SystemError) {
+        var rest = bytes[...]
+        while !rest.isEmpty {  // each turn sends at least one byte or throws
+            let count = try systemCall("sending to \(peer)", rest.withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            })
+            rest = rest.dropFirst(count)
+        }
+    }
+
+    /// Exactly `count` bytes; nil when the peer closed before the first.
+    public func read(exactly count: Int) throws(SystemError) -> [UInt8]? {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var filled = 0
+        while filled < count {  // each turn reads at least one byte, or ends
+            let received: Int
+            do throws(SystemError) {
+                received = try systemCall("reading from \(peer)", bytes.withUnsafeMutableBytes {
+                    recv(descriptor, $0.baseAddress! + filled, count - filled, 0)
+                })
+            } catch where error.errno == EAGAIN || error.errno == EWOULDBLOCK {
+                throw SystemError("reading from \(peer)", negativeErrno: -ETIMEDOUT)
+            }
+            if received == 0 {
+                if filled == 0 { return nil }
+                throw SystemError("reading from \(peer): connection closed in the middle of a message", negativeErrno: -ECONNRESET)
+            }
+            filled += received
+        }
+        return bytes
+    }
+}
+
+/// A bound UDP socket: NOTIFY messages in, their answers out.
+public final class DatagramSocket: Sendable {
+    private let descriptor: Int32
+    public let local: String
+
+    /// Binds `address` (4 or 16 bytes) and `port`; `receive` waits at most `timeoutMilliseconds`.
+    public init(binding address: [UInt8], port: UInt16, mark: UInt32, timeoutMilliseconds: Int32,
+                local: String) throws(SystemError) {
+        self.local = local
+        let family = address.count == 4 ? AF_INET : AF_INET6
+        descriptor = try check("listening on \(local)", dg_udp_bind(family, address, port, mark, timeoutMilliseconds))
+    }
+
+    deinit { close(descriptor) }
+
+    /// One datagram and its source, or nil when the timeout passed first.
+    public func receive(capacity: Int = 65535) throws(SystemError) -> (bytes: [UInt8], address: [UInt8], port: UInt16)? {
+        var bytes = [UInt8](repeating: 0, count: capacity)
+        var address = [UInt8](repeating: 0, count: 16)
+        var family: Int32 = 0
+        var port: UInt16 = 0
+        let count = dg_udp_receive(descriptor, &bytes, capacity, &family, &address, &port)
+        if count == -EAGAIN || count == -EWOULDBLOCK || count == -EINTR { return nil }
+        let length = Int(try check("receiving on \(local)", count))
+        return (Array(bytes[..<length]), family == AF_INET ? Array(address[..<4]) : address, port)
+    }
+
+    public func send(_ bytes: [UInt8], to address: [UInt8], port: UInt16) throws(SystemError) {
+        let family = address.count == 4 ? AF_INET : AF_INET6
+        _ = try check("answering from \(local)", dg_udp_send(descriptor, bytes, bytes.count, family, address, port))
+    }
+}
+
+/// A listening TCP socket (NOTIFY over TCP, as Knot DNS sends it).
+public final class StreamListener: Sendable {
+    private let descriptor: Int32
+    public let local: String
+
+    /// Listens on `address` (4 or 16 bytes) and `port`; `accept` waits at most `timeoutMilliseconds`.
+    public init(binding address: [UInt8], port: UInt16, mark: UInt32, timeoutMilliseconds: Int32,
+                local: String) throws(SystemError) {
+        self.local = local
+        let family = address.count == 4 ? AF_INET : AF_INET6
+        descriptor = try check("listening on \(local)", dg_tcp_listen(family, address, port, mark, timeoutMilliseconds))
+    }
+
+    deinit { close(descriptor) }
+
+    /// The next connection and its peer's address, or nil when the timeout
+    /// passed; the connection's reads and writes time out after `ioTimeoutMilliseconds`.
+    public func accept(ioTimeoutMilliseconds: Int32) throws(SystemError) -> (StreamConnection, [UInt8])? {
+        var address = [UInt8](repeating: 0, count: 16)
+        var family: Int32 = 0
+        var port: UInt16 = 0
+        let accepted = dg_tcp_accept(descriptor, &family, &address, &port, ioTimeoutMilliseconds)
+        if accepted == -EAGAIN || accepted == -EWOULDBLOCK || accepted == -EINTR || accepted == -ECONNABORTED { return nil }
+        let connection = try check("accepting on \(local)", accepted)
+        let peer = family == AF_INET ? Array(address[..<4]) : address
+        return (StreamConnection(descriptor: connection, peer: "\(peer):\(port)"), peer)
+    }
+}
