@@ -160,4 +160,47 @@ struct ConfigReaderTests {
         let (_, diagnostics) = ConfigReader.read(yaml: yaml, path: "c.yaml")
         #expect(Set(diagnostics.map(\.line)) == [1, 2, 3])
     }
+
+    @Test("zone lists: primaries with ports, TSIG, notify_listen")
+    func zoneLists() throws {
+        let yaml = """
+        notify_listen: ["192.0.2.1:5300", "[2001:db8::1]:5300"]
+        domain_lists:
+          - name: fleet
+            zone:
+              name: RPZ.Example
+              primaries: ["203.0.113.53", "[2001:db8:3::53]:5353", "198.51.100.9:53"]
+              tsig: {name: fleet-key, secret_file: keys/fleet.key}
+        """
+        let (config, diagnostics) = ConfigReader.read(yaml: yaml, path: "/etc/dnsgate/c.yaml")
+        #expect(diagnostics.isEmpty, "\(diagnostics)")
+        let parsed = try #require(config)
+        #expect(parsed.notifyListen.map(\.description) == ["192.0.2.1:5300", "[2001:db8::1]:5300"])
+        guard case .zone(let zone) = parsed.domainLists.first?.source else { Issue.record("not a zone list"); return }
+        #expect(zone.zone == "rpz.example.")
+        #expect(zone.primaries.map(\.description) == ["203.0.113.53:53", "[2001:db8:3::53]:5353", "198.51.100.9:53"])
+        #expect(zone.tsig == TSIGKeyConfig(name: "fleet-key", algorithm: "hmac-sha256", secretFile: "/etc/dnsgate/keys/fleet.key"))
+        #expect(parsed.domainLists[0].format == .rpz)
+        #expect(parsed.domainLists[0].remoteOrigin == "dns://203.0.113.53:53,[2001:db8:3::53]:5353,198.51.100.9:53/rpz.example.")
+    }
+
+    @Test("zone list mistakes are reported with their line", arguments: [
+        ("zone: {primaries: [203.0.113.53]}", "needs a 'name'"),
+        ("zone: {name: rpz.example}", "needs 'primaries'"),
+        ("zone: {name: rpz.example, primaries: [\"203.0.113.999\"]}", "is not ADDRESS or ADDRESS:PORT"),
+        ("zone: {name: rpz.example, primaries: [\"203.0.113.53:0\"]}", "is not ADDRESS or ADDRESS:PORT"),
+        ("zone: {name: \"bad..name\", primaries: [203.0.113.53]}", "is not a domain name"),
+        ("zone: {name: rpz.example, primaries: [203.0.113.53], tsig: {name: k}}", "needs 'name' and 'secret_file'"),
+        ("zone: {name: rpz.example, primaries: [203.0.113.53], tsig: {name: k, secret_file: f, algorithm: hmac-md5}}",
+         "algorithm must be one of"),
+        ("zone: {name: rpz.example, primaries: [203.0.113.53]}, url: \"http://x.example/l\"", "give one of"),
+        ("zone: {name: rpz.example, primaries: [203.0.113.53]}, format: hosts", "a zone is read as rpz"),
+    ])
+    func zoneMistakes(source: String, message: String) {
+        let yaml = "domain_lists:\n  - {name: fleet, \(source)}\n"
+        let (_, problems) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+        #expect(problems.contains { $0.severity == .error && $0.line == 2 && $0.message.contains(message) }, "\(problems)")
+        let (_, listen) = ConfigReader.read(yaml: "notify_listen: 192.0.2.1\n", path: "c.yaml")
+        #expect(listen.contains { $0.line == 1 && $0.message.contains("notify_listen: expected ADDRESS:PORT") })
+    }
 }
