@@ -65,6 +65,8 @@ public struct DnsgateConfig: Sendable {
     public var queuesLine = 0
     public var workerCPUsLine = 0
     public var statsSocket = "/run/dnsgate/dnsgate.sock"
+    /// Where the HTTP metrics endpoint (`/metrics`, `/healthz`) listens; nil = none.
+    public var metricsListen: ListenAddress? = nil
     /// Group owning the stats socket (mode 0660): its members may read stats;
     /// only root and the daemon's own user may reload.
     public var statsSocketGroup: String? = nil
@@ -84,6 +86,40 @@ public struct DnsgateConfig: Sendable {
     public var threatDetection = ThreatDetectionConfig()
 
     public init(path: String) { self.path = path }
+}
+
+/// A numeric address and TCP port, written `192.0.2.1:9153` or
+/// `[2001:db8::1]:9153` (brackets, as in URLs, because IPv6 addresses hold colons).
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// Nil unless `input` is an address (no host name: nothing is resolved) and a port from 1 to 65535.
+    public init?(_ input: some StringProtocol) {
+        let text = String(input)[...]
+        let host: Substring, portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+            guard host.contains(":") else { return nil }
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            guard !host.contains(":") else { return nil }
+        }
+        guard let address = IPAddress(host), portText.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let port = UInt16(portText), port > 0 else { return nil }
+        self.init(address: address, port: port)
+    }
+
+    public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
 }
 
 public struct QueryLogConfig: Sendable, Equatable {
