@@ -174,6 +174,11 @@ public enum ConfigReader {
                 error(node, "\(what): '\(scalar.string.prefix(80))' is not \(form)")
                 return nil
             }
+            // No authentication: every interface includes the WAN side.
+            if address.address == .v4(0) || address.address == .v6(high: 0, low: 0) {
+                diagnostics.append(Diagnostic(.warning, file: file, line: node.mark?.line ?? 0,
+                    "\(what): \(address) answers on every interface, the WAN side too; name a LAN or management address, or filter the port"))
+            }
             return address
         }
 

@@ -9,8 +9,6 @@ struct MetricsListenTests {
     @Test("IPv4 and bracketed IPv6 addresses with a port are read; absent means no endpoint", arguments: [
         ("metrics_listen: 192.0.2.1:9153\n", "192.0.2.1", 9153),
         ("metrics_listen: \"[2001:db8::1]:9153\"\n", "2001:db8::1", 9153),
-        ("metrics_listen: '[::]:65535'\n", "::", 65535),
-        ("metrics_listen: 0.0.0.0:1\n", "0.0.0.0", 1),
         ("metrics_listen: \"[::ffff:192.0.2.1]:9100\"\n", "::ffff:192.0.2.1", 9100),
     ])
     func validForms(yaml: String, address: String, port: Int) throws {
@@ -21,6 +19,18 @@ struct MetricsListenTests {
         #expect(listen.address == IPAddress(address))
         #expect(Int(listen.port) == port)
         #expect(ListenAddress(listen.description) == listen, "the description reads back as the same address")
+    }
+
+    @Test("every interface is allowed, with a warning: the endpoint has no authentication", arguments: [
+        ("metrics_listen: '[::]:65535'\n", "::", 65535),
+        ("metrics_listen: 0.0.0.0:1\n", "0.0.0.0", 1),
+    ])
+    func wildcard(yaml: String, address: String, port: Int) throws {
+        let (config, diagnostics) = ConfigReader.read(yaml: yaml, path: "c.yaml")
+        #expect(diagnostics.count == 1 && diagnostics.allSatisfy { $0.severity == .warning && $0.line == 1 })
+        #expect(diagnostics.first?.message.contains("every interface") == true, "\(diagnostics)")
+        let listen = try #require(config?.metricsListen)
+        #expect(listen == ListenAddress(address: try #require(IPAddress(address)), port: UInt16(port)))
     }
 
     @Test("no metrics_listen, no endpoint")
