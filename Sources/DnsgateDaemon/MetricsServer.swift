@@ -76,7 +76,7 @@ final class MetricsServer: Sendable {
     private let state = Mutex<State>(State())
 
     private struct State {
-        /// Set by `start`; until then `serve` only notes nothing.
+        /// Set by `start` and cleared by `stop`; without it `serve` does nothing.
         var routes: MetricsRoutes?
         /// Made on first use, so that without `metrics_listen` no thread exists.
         var group: MultiThreadedEventLoopGroup?
@@ -102,6 +102,7 @@ final class MetricsServer: Sendable {
     /// (and the error is thrown); only when the old socket holds the port
     /// itself (`0.0.0.0:9153` to `192.0.2.1:9153`) is it closed first, and
     /// bound again if the new one still fails. Before `start`, does nothing.
+    /// Waits for the binds: never call it on an event loop (NIO traps).
     func serve(on address: ListenAddress?) throws {
         try state.withLock { state in
             guard let routes = state.routes, state.listening?.address != address else { return }
