@@ -54,6 +54,8 @@ public final class Daemon: Sendable {
     let zones: Zones
     let reloader: PolicyReloader
     let listener: UnixListener
+    /// `metrics_listen`: Prometheus over HTTP.
+    let metrics = MetricsServer()
 
     /// Loads the config and compiles the policy from what is on disk (remote
     /// lists from their cached copies: the feed thread fetches), binds the
@@ -117,7 +119,8 @@ public final class Daemon: Sendable {
                          mark: Self.answerMark,
                          undecodable: config.undecodable, undecodableAnswer: config.undecodableAnswer)
         reloader = PolicyReloader(configPath: configPath, logger: logger, feeds: feeds, zones: zones, policies: policies,
-                                  recorder: recorder, deciders: config.queues.count + 1, startedWith: config)
+                                  recorder: recorder, deciders: config.queues.count + 1, startedWith: config,
+                                  metrics: metrics)
         logger.info("policy generation 1: \(policy.rules.count) rules, \(policy.listSummary)")
     }
 
@@ -131,6 +134,7 @@ public final class Daemon: Sendable {
         } catch {
             throw DaemonError(description: "listening for redirected DNS over TCP on port \(config.tcpPort): \(error)")
         }
+        startMetricsEndpoint()
         // Only fail-open overflow needs the rules' own counters (see `snapshot`).
         if config.onOverload == .pass { queuedAtStart.withLock { $0 = RuleCounters.queuedPackets() } }
         let stopped = DispatchSemaphore(value: 0)
@@ -173,7 +177,8 @@ public final class Daemon: Sendable {
         // Not in `finished`: shutdown never waits on a fetch (it is cancelled).
         feeds.start(changed: { [reloader] in _ = reloader.reload() })
         zones.start(changed: { [reloader] in _ = reloader.reload() })
-        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)")
+        let metricsNote = metrics.address.map { ", metrics on http://\($0)/metrics" } ?? ""
+        logger.info("dnsgate \(Self.version) running: queues \(config.queues.map(String.init).joined(separator: ",")), fail_mode \(config.failMode.rawValue), undecodable \(config.undecodable.rawValue), on_overload \(config.onOverload.rawValue), TCP on port \(config.tcpPort), stats socket \(config.statsSocket)\(metricsNote)")
         stopped.wait()
         logger.info("stopping")
         // The queues first: each worker leaves its loop within a receive timeout,
@@ -184,9 +189,36 @@ public final class Daemon: Sendable {
         // The chaser before the relay: a pending target answers on the relay's loop.
         chaser.stop()
         relay.stop()
+        metrics.stop()
         // Helpers finish their round (the log drains); none may hold up the exit.
         if finished.wait(timeout: .now() + 3) == .timedOut { logger.warning("a helper thread did not stop in 3 s") }
         withExtendedLifetime(sources) {}
+    }
+
+    /// Serves `metrics_listen` when set. An address that cannot be bound (in
+    /// use, not this host's) is logged and the daemon goes on enforcing: a
+    /// monitoring endpoint must not take the firewall down; a reload tries
+    /// again, and Prometheus sees the target down meanwhile.
+    private func startMetricsEndpoint() {
+        let routes = MetricsRoutes(metrics: { [self] in snapshot().prometheus },
+                                   healthProblems: { [self] in healthProblems() })
+        do {
+            try metrics.start(routes: routes, on: config.metricsListen)
+        } catch {
+            logger.error("metrics_listen \(config.metricsListen.map(String.init(describing:)) ?? "-"): \(error); enforcing without the HTTP metrics endpoint (the stats socket's metrics command still answers); a reload tries again")
+        }
+    }
+
+    /// Why the daemon is not enforcing, for `/healthz`: stopping, no policy, or
+    /// a served queue the kernel does not list as bound.
+    func healthProblems() -> [String] {
+        guard runState.isRunning else { return ["the daemon is stopping"] }
+        guard let text = try? String(contentsOfFile: KernelQueueStats.path, encoding: .utf8) else {
+            return ["cannot read \(KernelQueueStats.path), so whether the queues are bound is unknown"]
+        }
+        return HealthReport.enforcementProblems(policyGeneration: policies.state.policy.generation,
+                                                servedQueues: config.queues,
+                                                boundQueues: Set(KernelQueueStats.parse(text).keys))
     }
 
     private func startThread(name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {

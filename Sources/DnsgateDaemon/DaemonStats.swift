@@ -38,7 +38,7 @@ extension Daemon {
         let policy = state.policy
         let iso = ISO8601DateFormatter()
         let loadedAt = iso.string(from: state.loadedAt)
-        let kernel = KernelQueueStats.parse((try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8)) ?? "")
+        let kernel = KernelQueueStats.parse((try? String(contentsOfFile: KernelQueueStats.path, encoding: .utf8)) ?? "")
         var snapshot = StatsSnapshot(
             version: Self.version, uptimeSeconds: Int(Date().timeIntervalSince(started)),
             failMode: config.failMode.rawValue, undecodable: config.undecodable.rawValue,

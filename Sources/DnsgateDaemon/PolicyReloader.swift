@@ -21,10 +21,12 @@ final class PolicyReloader: Sendable {
     /// The settings the daemon started with; changes to them wait for a restart.
     let startedWith: DnsgateConfig
     let failures = Atomic<UInt64>(0)
+    /// `metrics_listen` follows the config in force.
+    let metrics: MetricsServer
     private let generation = Mutex<Int>(1)
 
     init(configPath: String, logger: Logger, feeds: Feeds, zones: Zones, policies: PolicyHolder, recorder: DecisionRecorder,
-         deciders: Int, startedWith: DnsgateConfig) {
+         deciders: Int, startedWith: DnsgateConfig, metrics: MetricsServer) {
         self.configPath = configPath
         self.logger = logger
         self.feeds = feeds
@@ -33,6 +35,7 @@ final class PolicyReloader: Sendable {
         self.recorder = recorder
         self.deciders = deciders
         self.startedWith = startedWith
+        self.metrics = metrics
     }
 
     /// Reads the config and compiles it from what is on disk (remote lists
@@ -59,10 +62,12 @@ final class PolicyReloader: Sendable {
             let (config, result) = Self.load(configPath, generation: generation + 1, feeds: feeds, zones: zones)
             let policy: CompiledPolicy
             let tunnelPairs: Int
+            let metricsListen: ServerAddress?
             do {
                 guard let config else { throw PolicyError(result.diagnostics.filter { $0.severity == .error }) }
                 policy = try result.requirePolicy()
                 tunnelPairs = config.threatDetection.tunnelPairs
+                metricsListen = config.metricsListen
                 warnAboutRestartOnlySettings(config)
             } catch {
                 failures.wrappingAdd(1, ordering: .relaxed)
@@ -78,9 +83,24 @@ final class PolicyReloader: Sendable {
             }
             policies.replace(with: state)
             MemoryTuning.releaseFreePages()
-            let message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
+            var message = "policy generation \(generation): \(policy.rules.count) rules, \(policy.domainCount) names"
             logger.info("reloaded: \(message)")
+            if let problem = applyMetricsListen(metricsListen) { message += "\nwarning: " + problem }
             return (true, message)
+        }
+    }
+
+    /// Moves the HTTP endpoint to the config's `metrics_listen`; what went
+    /// wrong, if anything (the policy is in force either way).
+    private func applyMetricsListen(_ address: ServerAddress?) -> String? {
+        do {
+            try metrics.serve(on: address)
+            return nil
+        } catch {
+            let serving = metrics.address.map { "still serving metrics on \($0)" } ?? "not serving metrics over HTTP"
+            let problem = "metrics_listen \(address.map(String.init(describing:)) ?? "-"): \(error); \(serving)"
+            logger.error("\(problem)")
+            return problem
         }
     }
 

@@ -65,6 +65,8 @@ public struct DnsgateConfig: Sendable {
     public var queuesLine = 0
     public var workerCPUsLine = 0
     public var statsSocket = "/run/dnsgate/dnsgate.sock"
+    /// Where the HTTP metrics endpoint (`/metrics`, `/healthz`) listens; nil = none.
+    public var metricsListen: ServerAddress? = nil
     /// Group owning the stats socket (mode 0660): its members may read stats;
     /// only root and the daemon's own user may reload.
     public var statsSocketGroup: String? = nil
@@ -86,6 +88,47 @@ public struct DnsgateConfig: Sendable {
     public var notifyListen: [ServerAddress] = []
 
     public init(path: String) { self.path = path }
+}
+
+/// A numeric address and TCP port, written `192.0.2.1:9153` or
+/// `[2001:db8::1]:9153` (brackets, as in URLs, because IPv6 addresses hold colons).
+/// An address and port: `192.0.2.53:5300`, `[2001:db8::53]:5300`.
+public struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+
+    public init(address: IPAddress, port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// Nil unless `input` is an address (no host name: nothing is resolved)
+    /// and a port from 1 to 65535; the port may be left out when there is a
+    /// `defaultPort` (`192.0.2.53`, `2001:db8::53`).
+    public init?(_ input: some StringProtocol, defaultPort: UInt16? = nil) {
+        let text = String(input)[...]
+        if let defaultPort, let address = IPAddress(text) {
+            self.init(address: address, port: defaultPort)
+            return
+        }
+        let host: Substring, portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            portText = text[text.index(close, offsetBy: 2)...]
+            guard host.contains(":") else { return nil }
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            guard !host.contains(":") else { return nil }
+        }
+        guard let address = IPAddress(host), portText.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let port = UInt16(portText), port > 0 else { return nil }
+        self.init(address: address, port: port)
+    }
+
+    public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
 }
 
 public struct QueryLogConfig: Sendable, Equatable {
@@ -165,40 +208,6 @@ public struct TSIGKeyConfig: Sendable, Equatable {
     public var secretFile: String
 
     public static let algorithms = ["hmac-sha256", "hmac-sha384", "hmac-sha512"]
-}
-
-/// An address and port: `192.0.2.53`, `192.0.2.53:5300`, `2001:db8::53`, `[2001:db8::53]:5300`.
-public struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
-    public var address: IPAddress
-    public var port: UInt16
-
-    public init(address: IPAddress, port: UInt16) {
-        self.address = address
-        self.port = port
-    }
-
-    /// Reads `text`; `defaultPort` when it names none (nil: a port is required).
-    public init?(_ text: String, defaultPort: UInt16?) {
-        var host = Substring(text)
-        var port = defaultPort
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return nil }
-            let rest = host[host.index(after: close)...]
-            host = host[host.index(after: host.startIndex)..<close]
-            if !rest.isEmpty {
-                guard rest.hasPrefix(":"), let value = UInt16(rest.dropFirst()), value > 0 else { return nil }
-                port = value
-            }
-        } else if host.filter({ $0 == ":" }).count == 1, let colon = host.firstIndex(of: ":") {
-            guard let value = UInt16(host[host.index(after: colon)...]), value > 0 else { return nil }
-            port = value
-            host = host[..<colon]
-        }
-        guard let port, let address = IPAddress(host) else { return nil }
-        self.init(address: address, port: port)
-    }
-
-    public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
 }
 
 /// A list fetched over HTTP(S) and refreshed in the background.

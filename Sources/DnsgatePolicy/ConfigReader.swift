@@ -22,7 +22,7 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "cache_dir", "query_log",
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "metrics_listen", "cache_dir", "query_log",
                                              "block_defaults", "domain_lists", "ip_lists", "rule_groups", "threat_detection", "notify_listen"], in: "the config")
         if let node = mapping["queues"] {
             config.queues = context.queues(node)
@@ -47,6 +47,7 @@ public enum ConfigReader {
         if let node = mapping["stats_socket"], let socket = context.string(node, "stats_socket") {
             config.statsSocket = ConfigPaths.resolve(socket, relativeTo: path)
         }
+        if let node = mapping["metrics_listen"] { config.metricsListen = context.listenAddress(node, "metrics_listen") }
         if let node = mapping["queue_length"], let length = context.integer(node, "queue_length", 1...1_000_000) {
             config.queueLength = UInt32(length)
         }
@@ -69,14 +70,7 @@ public enum ConfigReader {
         }
         if let node = mapping["notify_listen"] {
             let items = node.sequence.map(Array.init) ?? [node]
-            config.notifyListen = items.compactMap { item in
-                guard let text = context.string(item, "notify_listen") else { return nil }
-                guard let address = ServerAddress(text, defaultPort: nil) else {
-                    context.error(item, "notify_listen: expected ADDRESS:PORT, like 192.0.2.1:5300 or [2001:db8::1]:5300")
-                    return nil
-                }
-                return address
-            }
+            config.notifyListen = items.compactMap { context.listenAddress($0, "notify_listen") }
         }
         if let node = mapping["threat_detection"] { config.threatDetection = context.threatDetection(node, config: path) }
         if let node = mapping["domain_lists"] {
@@ -93,6 +87,9 @@ public enum ConfigReader {
             for item in context.sequence(node, "rule_groups") {
                 if let group = context.ruleGroup(item) { config.ruleGroups.append(group) }
             }
+        }
+        if let metrics = config.metricsListen, metrics.port == config.tcpPort, let node = mapping["metrics_listen"] {
+            context.error(node, "metrics_listen: port \(metrics.port) is tcp_port's, where redirected DNS over TCP arrives")
         }
         context.checkReferences(config)
         return (config, context.diagnostics)
@@ -168,6 +165,25 @@ public enum ConfigReader {
             }
             error(node, "\(what): '\(text)' is not one of \(Value.allCases.map(\.rawValue).joined(separator: ", "))")
             return nil
+        }
+
+        /// `ADDRESS:PORT`; an unquoted `[2001:db8::1]:9153` is a YAML list, hence the hint.
+        mutating func listenAddress(_ node: Node, _ what: String) -> ServerAddress? {
+            let form = "an address and port like 192.0.2.1:9153 or \"[2001:db8::1]:9153\" (IPv6 in brackets, quoted)"
+            guard case .scalar(let scalar) = node else {
+                error(node, "\(what) must be \(form)")
+                return nil
+            }
+            guard let address = ServerAddress(scalar.string.trimmingSpaces) else {
+                error(node, "\(what): '\(scalar.string.prefix(80))' is not \(form)")
+                return nil
+            }
+            // No authentication: every interface includes the WAN side.
+            if address.address == .v4(0) || address.address == .v6(high: 0, low: 0) {
+                diagnostics.append(Diagnostic(.warning, file: file, line: node.mark?.line ?? 0,
+                    "\(what): \(address) answers on every interface, the WAN side too; name a LAN or management address, or filter the port"))
+            }
+            return address
         }
 
         /// `"0-1"`, `3`, or `[0, 1]`.

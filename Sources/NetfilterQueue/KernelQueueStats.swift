@@ -2,6 +2,10 @@
 
 /// Kernel-side counters of a queue, from /proc/net/netfilter/nfnetlink_queue.
 public struct KernelQueueStats: Sendable {
+    /// The proc file, through the process's own directory: systemd's
+    /// `ProcSubset=pid` (the shipped unit) hides /proc/net but not /proc/self/net.
+    public static let path = "/proc/self/net/netfilter/nfnetlink_queue"
+
     public var queue: UInt16
     public var waiting: UInt64
     public var kernelDropped: UInt64

@@ -354,7 +354,7 @@ extension Dnsgate {
             guard let stats = try? StatsSnapshot.decode(text) else {
                 throw CommandFailure(message: "unhealthy: unexpected reply from the daemon: \(text.prefix(200))")
             }
-            let kernel = (try? String(contentsOfFile: "/proc/net/netfilter/nfnetlink_queue", encoding: .utf8))
+            let kernel = (try? String(contentsOfFile: KernelQueueStats.path, encoding: .utf8))
                 .map(KernelQueueStats.parse) ?? [:]
             let problems = HealthReport.problems(stats, boundQueues: Set(kernel.keys), fedQueues: Deployment.fedQueues(),
                                                  maxFeedAge: TimeInterval(maxFeedAge), now: Date())
@@ -367,38 +367,6 @@ extension Dnsgate {
                 + "\(stats.policy.domains) names), queues \(stats.queues.map { String($0.queue) }.joined(separator: ",")) bound"
                 + (feeds > 0 ? ", \(feeds) remote list(s) fresh" : ""))
         }
-    }
-}
-
-/// What `dnsgate health` finds wrong in the daemon's stats and the machine.
-enum HealthReport {
-    static func problems(_ stats: StatsSnapshot, boundQueues: Set<UInt16>, fedQueues: (queues: Set<UInt16>, source: String)?,
-                         maxFeedAge: TimeInterval, now: Date) -> [String] {
-        var problems: [String] = []
-        if stats.policy.generation < 1 { problems.append("no policy is loaded") }
-        let served = stats.queues.map(\.queue)
-        if served.isEmpty { problems.append("the daemon serves no queue") }
-        for queue in served where !boundQueues.contains(queue) {
-            problems.append("NFQUEUE \(queue) is not bound in this network namespace")
-        }
-        if let (fed, source) = fedQueues {
-            for queue in fed.subtracting(served).sorted() {
-                problems.append("the installed rules (\(source)) send packets to NFQUEUE \(queue), which the daemon does not serve")
-            }
-        }
-        let dates = ISO8601DateFormatter()
-        for list in stats.lists where list.url != nil {
-            guard let text = list.lastSuccess, let fetched = dates.date(from: text) else {
-                problems.append("remote list \(list.name) was never fetched" + (list.lastError.map { ": \($0)" } ?? ""))
-                continue
-            }
-            let age = now.timeIntervalSince(fetched)
-            if age > maxFeedAge {
-                problems.append("remote list \(list.name) is stale: last fetched \(Int(age)) s ago (at \(text))"
-                    + (list.lastError.map { "; last error: \($0)" } ?? ""))
-            }
-        }
-        return problems
     }
 }
 

@@ -22,8 +22,8 @@ if os.geteuid() != 0:
 # one clear message rather than failures scattered through the run.
 TOOLS = ["ip", "sysctl", "iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
          "ip6tables-restore", "nft", "dig", "kdig", "getent", "unbound", "named", "kresd", "dnsmasq", "dnsperf",
-         "tcpreplay", "tcpdump", "openssl", "setpriv", "taskset", "logrotate", "systemd-analyze", "knotd", "knotc", "nsd",
-         "nsd-control"]
+         "tcpreplay", "tcpdump", "openssl", "setpriv", "taskset", "logrotate", "systemd-analyze", "prometheus",
+         "promtool", "knotd", "knotc", "nsd", "nsd-control"]
 MODULES = {"dns": "python3-dnspython", "scapy": "python3-scapy", "pycares": "pycares (PyPI)"}
 
 
