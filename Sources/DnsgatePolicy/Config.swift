@@ -90,9 +90,9 @@ public struct DnsgateConfig: Sendable {
     public init(path: String) { self.path = path }
 }
 
-/// A numeric address and TCP port, written `192.0.2.1:9153` or
-/// `[2001:db8::1]:9153` (brackets, as in URLs, because IPv6 addresses hold colons).
-/// An address and port: `192.0.2.53:5300`, `[2001:db8::53]:5300`.
+/// A numeric address and port, written `192.0.2.1:9153` or `[2001:db8::1]:9153`
+/// (brackets, as in URLs, because IPv6 addresses hold colons): where dnsgate
+/// listens (`metrics_listen`, `notify_listen`) or a zone's primary.
 public struct ServerAddress: Sendable, Hashable, CustomStringConvertible {
     public var address: IPAddress
     public var port: UInt16
