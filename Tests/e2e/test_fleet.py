@@ -90,6 +90,14 @@ def test_every_gateway_transfers_the_zone_and_enforces_it(fleet):
         assert zone["records"] == 4, zone  # NS and the three triggers
     assert enforced_everywhere(fleet, {"bad1.fleet.example": "NXDOMAIN", "x.bad1.fleet.example": "NXDOMAIN",
                                        "bad3.fleet.example": "NXDOMAIN", "good.fleet.example": "NOERROR"})
+    # The zone's series, as the shipped alerts and dashboard read them, in a form promtool accepts.
+    metrics = fleet.gateways[0].cli("stats", "--metrics", "--socket", str(fleet.gateways[0].socket_path)).stdout
+    for line in (f'dnsgate_zone_serial{{zone="{ZONE}."}} 1', f'dnsgate_zone_failing{{zone="{ZONE}."}} 0',
+                 f'dnsgate_zone_expired{{zone="{ZONE}."}} 0', f'dnsgate_zone_transfers_total{{zone="{ZONE}.",kind="axfr"}} 1'):
+        assert line in metrics, line
+    assert re.search(rf'dnsgate_zone_last_success_timestamp_seconds{{zone="{ZONE}\."}} \d+', metrics)
+    check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_a_change_on_the_primary_reaches_all_three_by_notify_and_ixfr_within_5_seconds(fleet):
