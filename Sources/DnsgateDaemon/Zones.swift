@@ -55,7 +55,7 @@ final class Zones: Sendable {
     static let defaultRetry: UInt32 = 10
     /// Bounds on the wait for one answer and on a whole transfer.
     static let readTimeoutMilliseconds: Int32 = 10_000
-    static let transferDeadline: TimeInterval = 600
+    static let transferDeadline = 600.0
 
     private struct Shared: Sendable {
         var zones: [Followed] = []
@@ -181,9 +181,12 @@ final class Zones: Sendable {
     /// One NOTIFY over TCP (Knot DNS sends them so): one message in, its
     /// answer out, then the connection is closed; 2 s for it all.
     func acceptNotify(on listener: StreamListener) {
-        guard let (connection, address) = try? listener.accept(ioTimeoutMilliseconds: 2000) else { return }
-        guard let prefix = try? connection.read(exactly: 2),
-              let bytes = try? connection.read(exactly: Int(prefix[0]) << 8 | Int(prefix[1])) else { return }
+        guard let (connection, address) = try? listener.accept(ioTimeoutMilliseconds: 1000) else { return }
+        let deadline = StreamConnection.deadline(in: 2)
+        // A NOTIFY is a header and a question (and maybe a TSIG): a few hundred bytes.
+        guard let prefix = try? connection.read(exactly: 2, deadline: deadline),
+              case let length = Int(prefix[0]) << 8 | Int(prefix[1]), length <= 4096,
+              let bytes = try? connection.read(exactly: length, deadline: deadline) else { return }
         if let response = answer(notify: bytes, from: address) {
             try? connection.send([UInt8(response.count >> 8), UInt8(response.count & 0xff)] + response)
         }
@@ -274,8 +277,7 @@ final class Zones: Sendable {
                 status.primary = primary.description
                 if let held, !serialIsNewer(serial, than: held.serial) {
                     status.upToDate += 1
-                } else {
-                    let (contents, kind) = try transfer(zone, from: primary, key: key, held: held)
+                } else if let (contents, kind) = try transfer(zone, from: primary, key: key, held: held) {
                     try write(contents, for: zone)
                     copies[zone.name] = contents
                     status.serial = contents.serial
@@ -284,6 +286,8 @@ final class Zones: Sendable {
                     if kind == "ixfr" { status.ixfr += 1 } else { status.axfr += 1 }
                     changed = true
                     logger.info("zone \(zone.source.zone): serial \(contents.serial) by \(kind.uppercased()) from \(primary), \(contents.count) records")
+                } else {
+                    status.upToDate += 1
                 }
                 if let soa = try? StartOfAuthority(copies[zone.name]!.soa) {
                     (status.refresh, status.retry, status.expire) = (soa.refresh, soa.retry, soa.expire)
@@ -331,11 +335,13 @@ final class Zones: Sendable {
     }
 
     /// The next message of the answer, checked (ID, question, signature).
-    private func receive(from connection: StreamConnection, id: UInt16, zone: WireName,
+    private func receive(from connection: StreamConnection, id: UInt16, zone: WireName, deadline: UInt64,
                          session: inout TSIGSession?) throws -> DNSMessage? {
-        guard let prefix = try connection.read(exactly: 2) else { return nil }
+        guard let prefix = try connection.read(exactly: 2, deadline: deadline) else { return nil }
         let length = Int(prefix[0]) << 8 | Int(prefix[1])
-        guard let bytes = try connection.read(exactly: length) else { throw ZoneTransferError("connection closed") }
+        guard let bytes = try connection.read(exactly: length, deadline: deadline) else {
+            throw ZoneTransferError("connection closed")
+        }
         let message = try DNSMessage(bytes)
         guard message.id == id, message.isResponse else { throw ZoneTransferError("an answer to another query") }
         if let question = message.questions.first, question.name != zone {
@@ -350,7 +356,8 @@ final class Zones: Sendable {
         guard let apex = WireName(zone.source.zone) else { throw ZoneTransferError("bad zone name") }
         let connection = try connect(primary)
         var (id, session) = try send(RecordType.soa, zone: apex, held: nil, to: connection, key: key)
-        guard let message = try receive(from: connection, id: id, zone: apex, session: &session) else {
+        let deadline = StreamConnection.deadline(in: Double(Self.readTimeoutMilliseconds) / 1000)
+        guard let message = try receive(from: connection, id: id, zone: apex, deadline: deadline, session: &session) else {
             throw ZoneTransferError("no answer to the SOA query")
         }
         guard message.responseCode == 0 else {
@@ -364,14 +371,15 @@ final class Zones: Sendable {
     }
 
     /// The zone at the primary's serial: by IXFR from `held` when there is a
-    /// copy, by AXFR otherwise or when IXFR cannot be used.
+    /// copy, by AXFR otherwise or when IXFR cannot be used; nil when the
+    /// primary's IXFR answer says the copy is current after all.
     func transfer(_ zone: Followed, from primary: ServerAddress, key: TSIGKey?,
-                  held: ZoneContents?) throws -> (ZoneContents, String) {
+                  held: ZoneContents?) throws -> (ZoneContents, String)? {
         guard let apex = WireName(zone.source.zone) else { throw ZoneTransferError("bad zone name") }
         if let held {
             do {
                 switch try transferOnce(apex, type: RecordType.ixfr, from: primary, key: key, held: held) {
-                case .upToDate: return (held, "ixfr")
+                case .upToDate: return nil
                 case .full(let soa, let records):
                     return (ZoneContents(zone: apex, soa: soa, records: records), "axfr")
                 case .incremental(_, let differences):
@@ -395,9 +403,9 @@ final class Zones: Sendable {
         let connection = try connect(primary)
         var (id, session) = try send(type, zone: apex, held: held?.soa, to: connection, key: key)
         var assembler = TransferAssembler(zone: apex, heldSerial: held?.serial)
-        let deadline = Date().addingTimeInterval(Self.transferDeadline)
-        while Date() < deadline, !isStopping {  // each turn reads one message, within the deadline
-            guard let message = try receive(from: connection, id: id, zone: apex, session: &session) else {
+        let deadline = StreamConnection.deadline(in: Self.transferDeadline)
+        while StreamConnection.monotonicNanoseconds() < deadline, !isStopping {  // one message a turn, within the deadline
+            guard let message = try receive(from: connection, id: id, zone: apex, deadline: deadline, session: &session) else {
                 throw ZoneTransferError("the primary closed the connection before the end of the transfer")
             }
             guard message.responseCode == 0 else {

@@ -282,8 +282,10 @@ public enum ConfigReader {
             case "zone":
                 if format != .auto && format != .rpz { error(mapping["format"], "\(noun) '\(name)': a zone is read as rpz") }
                 guard let zone = zoneSource(mapping["zone"]!, list: name) else { return nil }
+                // A zone is what its primary serves, signed and complete: empty, or
+                // mostly triggers of another kind, is a state of it, not a collapse.
                 var list = DomainListConfig(name: name, source: .zone(zone), format: .rpz, matchSubdomains: matchSubdomains,
-                                            kind: kind, line: line, allowEmpty: allowEmpty)
+                                            kind: kind, line: line, allowEmpty: mapping["allow_empty"] == nil ? true : allowEmpty)
                 if let sizeNode = mapping["max_size"] {
                     guard let bytes = byteSize(sizeNode), bytes > 0 else {
                         error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")

@@ -36,10 +36,15 @@ public final class StreamConnection {
     }
 
     /// Exactly `count` bytes; nil when the peer closed before the first.
-    public func read(exactly count: Int) throws(SystemError) -> [UInt8]? {
+    /// Past `deadline` (CLOCK_MONOTONIC nanoseconds, see `monotonicNanoseconds`)
+    /// it gives up, so that a peer trickling a byte at a time cannot hold it.
+    public func read(exactly count: Int, deadline: UInt64) throws(SystemError) -> [UInt8]? {
         var bytes = [UInt8](repeating: 0, count: count)
         var filled = 0
         while filled < count {  // each turn reads at least one byte, or ends
+            guard Self.monotonicNanoseconds() < deadline else {
+                throw SystemError("reading from \(peer): too slow", negativeErrno: -ETIMEDOUT)
+            }
             let received: Int
             do throws(SystemError) {
                 received = try systemCall("reading from \(peer)", bytes.withUnsafeMutableBytes {
@@ -55,6 +60,18 @@ public final class StreamConnection {
             filled += received
         }
         return bytes
+    }
+
+    /// CLOCK_MONOTONIC now, in nanoseconds: what deadlines are counted in.
+    public static func monotonicNanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+    }
+
+    /// The deadline `seconds` from now.
+    public static func deadline(in seconds: Double) -> UInt64 {
+        monotonicNanoseconds() + UInt64(seconds * 1e9)
     }
 }
 
