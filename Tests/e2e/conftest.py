@@ -22,7 +22,7 @@ if os.geteuid() != 0:
 # one clear message rather than failures scattered through the run.
 TOOLS = ["ip", "sysctl", "iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
          "ip6tables-restore", "nft", "dig", "kdig", "getent", "unbound", "named", "kresd", "dnsmasq", "dnsperf",
-         "tcpreplay", "tcpdump", "openssl", "setpriv", "taskset", "logrotate", "systemd-analyze"]
+         "tcpreplay", "tcpdump", "openssl", "setpriv", "taskset", "logrotate", "systemd-analyze", "fstrm_capture", "dnstap-ldns"]
 MODULES = {"dns": "python3-dnspython", "scapy": "python3-scapy", "pycares": "pycares (PyPI)"}
 
 
