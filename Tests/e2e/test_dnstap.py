@@ -35,7 +35,7 @@ rule_groups:
 # dnstap.proto's numbers (Message.Type, Policy.Action, Policy.Match).
 CLIENT_QUERY, CLIENT_RESPONSE = 5, 6
 ACTION_NXDOMAIN, ACTION_PASS = 1, 3
-MATCH_QNAME = 1
+MATCH_QNAME, MATCH_RESPONSE_IP = 1, 3
 
 
 # -- a small Frame Streams file and protobuf reader ---------------------------------
@@ -188,7 +188,7 @@ def test_decisions_reach_a_unix_socket_collector_even_one_started_late(lab):
     assert query["query_address"] == socket.inet_aton(CLIENT_V4)
     assert query["response_address"] == socket.inet_aton(UPSTREAM_V4) and query["response_port"] == 53
     assert abs(query["query_time"] - time.time()) < 600
-    assert query["policy"] == {"type": "dnsgate".encode(), "rule": b"base/block-bad", "action": ACTION_NXDOMAIN,
+    assert query["policy"] == {"type": b"dnsgate", "rule": b"base/block-bad", "action": ACTION_NXDOMAIN,
                                "match": MATCH_QNAME, "value": b"www.bad.example."}
     asked = dns.message.from_wire(query["query_message"])
     forged = dns.message.from_wire(response["response_message"])
@@ -264,3 +264,46 @@ def test_enforcing_goes_on_and_drops_are_counted_without_a_working_collector(lab
         if listener is not None:
             listener.close()
     assert "dnstap: " in lab.dnsgate_stderr()
+
+
+def test_a_block_on_a_resolvers_answer_is_the_client_response_it_got(lab):
+    """Decided on the answer (lab/upstream.py answers every A with 203.0.113.7):
+    the message is the forged answer that replaced the resolver's, and Policy
+    names the address that matched."""
+    tap = lab.dir / "answers.sock"
+    capture_file = lab.dir / "answers.fstrm"
+    capture = start_capture(lab, capture_file, "-u", str(tap))
+    config = lab.write_config(f"""
+queues: "0-1"
+stats_socket: {lab.socket_path}
+dnstap: {{unix: {tap}, actions: [BLOCK]}}
+ip_lists:
+  - name: lab-answers
+    addresses: ["203.0.113.7/32"]
+rule_groups:
+  - name: base
+    priority: 1
+    rules:
+      - {{name: block-address, priority: 1, ip_list: lab-answers, action: BLOCK}}
+""", "dnstap-answers.yaml")
+    lab.apply_rules()
+    try:
+        wait_until(tap.exists, timeout=10)
+        lab.start_dnsgate(config)
+        wait_until(lambda: dnstap_stats(lab)["connected"], timeout=15)
+        assert blocked(lab, "answered.example")
+        wait_until(lambda: dnstap_stats(lab)["frames"] >= 1, timeout=10)
+        lab.stop_dnsgate()
+    finally:
+        lab.stop_dnsgate()
+        lab.remove_rules()
+        stop_capture(capture)
+    (message,) = [decode_dnstap(frame) for frame in read_frames(capture_file)]
+    assert message["type"] == CLIENT_RESPONSE
+    assert message["query_address"] == socket.inet_aton(CLIENT_V4)
+    assert message["response_address"] == socket.inet_aton(UPSTREAM_V4)
+    assert message["policy"] == {"type": b"dnsgate", "rule": b"base/block-address", "action": ACTION_NXDOMAIN,
+                                 "match": MATCH_RESPONSE_IP, "value": b"203.0.113.7"}
+    forged = dns.message.from_wire(message["response_message"])
+    assert forged.rcode() == 3 and forged.question[0].name.to_text() == "answered.example."
+    assert not forged.answer, "the resolver's address is not in what the client got"
