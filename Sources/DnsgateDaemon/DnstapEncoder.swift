@@ -41,15 +41,17 @@ struct DnstapEncoder {
 
         switch record.detail {
         case .answer(let answer):
-            // Decided on the resolver's answer: the client gets the forged
-            // answer when the rule answers, else the resolver's (the query
-            // itself went by unrecorded).
+            // Decided on the resolver's answer: over UDP the client gets the
+            // forged answer when the rule answers, nothing when it drops, and
+            // the resolver's answer when it passes; over TCP a block resets
+            // the connection. (The query itself went by unrecorded.)
             var response = base
             response.type = .clientResponse
             response.responseTimeSec = base.queryTimeSec
             response.responseTimeNsec = base.queryTimeNsec
-            if record.action == .block, let kind = outcome?.forgedAnswer {
-                if let forged = Self.forgedAnswer(toResponse: answer.response, kind: kind, record: record, labels: labels) {
+            if record.action == .block {
+                if record.transport == .udp, let kind = outcome?.forgedAnswer,
+                   let forged = Self.forgedAnswer(toResponse: answer.response, kind: kind, record: record, labels: labels) {
                     response.responseMessage = Data(forged)
                 }
             } else if !answer.response.isCut {

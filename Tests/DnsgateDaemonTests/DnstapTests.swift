@@ -180,6 +180,7 @@ struct DnstapTests {
     func unixCollector() throws {
         let policy = try DaemonPartsTests.policy()
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("dnstap-\(getpid()).sock").path
+        defer { unlink(path) }
         let collector = try TestCollector(path: path)
         let output = Self.output(.unix(path: path))
         let record = try Self.record(Self.query("a.bad.example"), name: "a.bad.example", policy: policy)
@@ -205,6 +206,46 @@ struct DnstapTests {
     }
 }
 
+extension DnstapTests {
+    @Test("a collector that goes away is noticed, and the next one gets the frames sent since")
+    func collectorGoesAway() throws {
+        let policy = try DaemonPartsTests.policy()
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("dnstap-away-\(getpid()).sock").path
+        defer { unlink(path) }
+        let record = try Self.record(Self.query("a.bad.example"), name: "a.bad.example", policy: policy)
+        let output = Self.output(.unix(path: path))
+        func serviceUntil(_ condition: () -> Bool) {
+            for _ in 0..<300 where !condition() {  // at most 3 s
+                output.service()
+                usleep(10_000)
+            }
+        }
+        do {
+            let first = try TestCollector(path: path, leavesAfterFrames: 2)
+            Thread { first.serve() }.start()
+            output.send(record, labels: RuleLabels(policy))
+            serviceUntil { output.sentFrames.value == 2 }
+            #expect(first.done.wait(timeout: .now() + 5) == .success)
+            serviceUntil { output.lastError.withLock { $0 } != nil }
+            let connected = output.isConnected.load(ordering: .relaxed)
+            #expect(!connected)
+            #expect(output.lastError.withLock { $0 }?.contains("closed the connection") == true)
+        }
+        output.send(record, labels: RuleLabels(policy))  // waits for the next collector
+        let second = try TestCollector(path: path)
+        Thread { second.serve() }.start()
+        serviceUntil { output.sentFrames.value == 4 }
+        #expect(output.sentFrames.value == 4)
+        let reconnected = output.isConnected.load(ordering: .relaxed)
+        #expect(reconnected && output.lastError.withLock { $0 } == nil)
+        output.finish()
+        #expect(second.done.wait(timeout: .now() + 5) == .success)
+        #expect(second.seen.withLock { $0 }.controls == [.ready, .start, .stop])
+        #expect(second.seen.withLock { $0 }.frames.count == 2)
+        #expect(output.droppedFrames.value == 0)
+    }
+}
+
 /// A Frame Streams collector on a Unix socket, in the test's process: one
 /// connection, ACCEPT for READY, FINISH for STOP; records what it got.
 final class TestCollector: @unchecked Sendable {
@@ -216,9 +257,12 @@ final class TestCollector: @unchecked Sendable {
     let done = DispatchSemaphore(value: 0)
     private let listener: Int32
     private let path: String
+    /// Goes away (closes without FINISH) after this many data frames.
+    private let leavesAfterFrames: Int?
 
-    init(path: String) throws {
+    init(path: String, leavesAfterFrames: Int? = nil) throws {
         self.path = path
+        self.leavesAfterFrames = leavesAfterFrames
         unlink(path)
         listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         var address = sockaddr_un()
@@ -232,10 +276,8 @@ final class TestCollector: @unchecked Sendable {
         try #require(bound == 0 && listen(listener, 1) == 0)
     }
 
-    deinit {
-        close(listener)
-        unlink(path)
-    }
+    /// The socket file stays (a later collector may bind the same path); tests remove it.
+    deinit { close(listener) }
 
     func serve() {
         defer { done.signal() }
@@ -260,7 +302,11 @@ final class TestCollector: @unchecked Sendable {
             let length = Int(FrameStreams.readBigEndian(prefix[...], at: 0))
             if length > 0 {
                 guard let frame = read(length) else { return }
-                seen.withLock { $0.frames.append(frame) }
+                let count = seen.withLock { seen in
+                    seen.frames.append(frame)
+                    return seen.frames.count
+                }
+                if let leavesAfterFrames, count >= leavesAfterFrames { return }
                 continue
             }
             guard let lengthBytes = read(4), let body = read(Int(FrameStreams.readBigEndian(lengthBytes[...], at: 0))),
