@@ -258,6 +258,8 @@ def test_enforcing_goes_on_and_drops_are_counted_without_a_working_collector(lab
         assert stats["dnstap"]["dropped"] >= 8 and stats["dnstap"]["buffered"] == 16, stats["dnstap"]
         assert stats["dnstap"].get("last_error"), stats["dnstap"]
         assert stats["verdicts"]["block"] >= 12
+        table = lab.cli("stats", "--socket", str(lab.socket_path)).stdout
+        assert "dnstap_error" in table and "dropped" in table, table
     finally:
         lab.stop_dnsgate()
         lab.remove_rules()
