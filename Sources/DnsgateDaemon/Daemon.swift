@@ -85,7 +85,16 @@ public final class Daemon: Sendable {
         policies = PolicyHolder(PolicyState(policy: policy, workers: config.queues.count + 1,
                                             tunnelPairs: config.threatDetection.tunnelPairs))
         // One ring per queue worker and one for the TCP relay.
-        recorder = DecisionRecorder(log: config.queryLog, deciders: config.queues.count + 1)
+        let dnstap = config.dnstap.map { [logger] dnstap in
+            DnstapOutput(dnstap, defaultIdentity: Self.hostName(), defaultVersion: "dnsgate \(Self.version)") {
+                if let problem = $0 {
+                    logger.error("dnstap: \(problem); frames wait in the buffer (then are dropped, counted) until it works")
+                } else {
+                    logger.info("dnstap: collector \(dnstap.destination) accepted the stream")
+                }
+            }
+        }
+        recorder = DecisionRecorder(log: config.queryLog, dnstap: dnstap, deciders: config.queues.count + 1)
         recorder.policyInForce(policy)
         let settings = WorkerSettings(undecodable: config.undecodable, undecodableAnswer: config.undecodableAnswer,
                                       overload: config.onOverload,
@@ -231,6 +240,14 @@ public final class Daemon: Sendable {
         }
         thread.name = name
         thread.start()
+    }
+
+    /// The kernel's host name, as `hostname` prints it (Foundation's may ask
+    /// the DNS for a canonical name, and the DNS may be this daemon's to pass).
+    static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "dnsgate" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     private static func makeListener(_ config: DnsgateConfig) throws -> UnixListener {

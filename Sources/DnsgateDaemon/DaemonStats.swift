@@ -92,6 +92,12 @@ extension Daemon {
         snapshot.errors.queryLogDropped = recorder.droppedRecords.load(ordering: .relaxed)
         snapshot.queryLog = .init(written: recorder.writtenRecords.value, lost: recorder.lostRecords.value,
                                   lastError: recorder.lastError.withLock { $0 })
+        if let dnstap = recorder.dnstap {
+            snapshot.dnstap = .init(frames: dnstap.sentFrames.value, dropped: dnstap.droppedFrames.value,
+                                    buffered: UInt64(dnstap.bufferedFrames.load(ordering: .relaxed)),
+                                    connected: dnstap.isConnected.load(ordering: .relaxed),
+                                    lastError: dnstap.lastError.withLock { $0 })
+        }
         snapshot.rules = policy.rules.enumerated().map {
             .init(group: $1.group, rule: $1.name, action: $1.action.rawValue, hits: hits[$0].questions,
                   answerHits: hits[$0].answers)

@@ -29,20 +29,54 @@ struct DecisionRecord: Sendable {
     var blockResponse: BlockResponse
     /// What the detector of a threat rule found.
     var threat = ThreatFinding.benign
-    /// For a decision on a response's answer: the answer, and what matched.
-    var answer: LoggedAnswer? = nil
+    /// The query's message (for dnstap), or a response's answer, or neither:
+    /// one inline buffer serves both, so a record is no larger for either.
+    var detail = Detail.none
+    /// The RPZ entry outcome that decided (`Decision.entryOutcome`), or -1 for the rule's own.
+    var entryOutcome = -1
+
+    enum Detail: Sendable {
+        case none
+        /// The query's DNS message, copied only while dnstap is on.
+        case query(MessageCopy)
+        /// For a decision on a response's answer: the answer, and what matched.
+        case answer(LoggedAnswer)
+    }
 
     static let noRule = -1
     var matched: Bool { ruleIndex != Self.noRule }
+
+    var answer: LoggedAnswer? {
+        if case .answer(let answer) = detail { return answer }
+        return nil
+    }
+}
+
+/// The first `capacity` bytes of a DNS message, copied inline: a memcpy into
+/// the record, never an allocation.
+struct MessageCopy: Sendable {
+    static let capacity = 512
+    var bytes = InlineArray<512, UInt8>(repeating: 0)
+    var length = 0
+    /// The message's own length: more than `length` when it was cut.
+    var fullLength = 0
+    var isCut: Bool { fullLength > length }
+
+    init(_ source: Span<UInt8>) {
+        length = min(source.count, Self.capacity)
+        fullLength = source.count
+        for offset in 0..<length { bytes[offset] = source[offset] }
+    }
+
+    /// The copied bytes, for code off the packet path.
+    var array: [UInt8] { (0..<length).map { bytes[$0] } }
 }
 
 /// A response's answer as the query log shows it: the first bytes of its DNS
 /// message (the answers past them are left out of the log), its RCODE, and
 /// the name or address of it the rule matched.
 struct LoggedAnswer: Sendable {
-    static let capacity = 512
-    var message = InlineArray<512, UInt8>(repeating: 0)
-    var length = 0
+    var response: MessageCopy
     var answersStart = 0
     var responseCode: ResponseCode
     /// The name the answer redirected to that the rule matched; empty when
@@ -52,8 +86,7 @@ struct LoggedAnswer: Sendable {
 
     /// Copies what the log needs of `finding` in `response`.
     init(_ response: DNSQuery, message source: Span<UInt8>, finding: borrowing AnswerFinding) {
-        length = min(source.count, Self.capacity)
-        for offset in 0..<length { message[offset] = source[offset] }
+        self.response = MessageCopy(source)
         answersStart = response.answersStart
         responseCode = response.responseCode
         switch finding.subject {
@@ -75,12 +108,22 @@ struct RuleLabels: Sendable {
     /// The query-log field naming the rule's list: a domain list, an ip list,
     /// or none for a rebinding rule.
     var listField: [String?]
+    /// What dnstap needs to forge a block's answer again, as the decider did:
+    /// each rule's outcome and EDE text, the RPZ entries' outcomes, the settings.
+    var outcome: [Outcome]
+    var extraText: [[UInt8]]
+    var entryOutcomes: [Outcome]
+    var answerSettings: ForgedAnswerSettings
 
     init(_ policy: CompiledPolicy) {
         group = policy.rules.map(\.group)
         rule = policy.rules.map(\.name)
         list = policy.rules.map(\.listName)
         threat = policy.rules.map(\.threat)
+        outcome = policy.rules.map(\.outcome)
+        extraText = policy.rules.map(\.extraText)
+        entryOutcomes = policy.entryOutcomes
+        answerSettings = policy.answerSettings
         listField = policy.rules.map { rule in
             rule.rebindingExemptions != nil ? nil : rule.addressListIndex >= 0 ? "firewall_ip_list" : "firewall_domain_list"
         }
@@ -88,14 +131,14 @@ struct RuleLabels: Sendable {
 }
 
 /// Takes BLOCK decisions (for the top-talkers window) and the decisions the
-/// query log wants, and handles them on a thread of its own: Route 53
-/// Resolver–style JSON lines, and `TopTalkers`.
+/// query log and dnstap want, and handles them on a thread of its own:
+/// Route 53 Resolver–style JSON lines, dnstap frames, and `TopTalkers`.
 ///
 /// Each decider (queue worker, TCP relay) has a ring of its own, so deciders
 /// never wait for each other; the log thread takes a ring's records by
 /// swapping its buffer for an empty one, so it holds a ring's lock only for
-/// that swap, never while formatting or writing. When a ring is full, records
-/// are dropped and counted, never waited for.
+/// that swap, never while formatting, encoding or writing. When a ring is
+/// full, records are dropped and counted, never waited for.
 final class DecisionRecorder: Sendable {
     /// Labels of this many recent generations are kept for records still in a ring.
     static let keptGenerations = 4
@@ -105,8 +148,16 @@ final class DecisionRecorder: Sendable {
     let path: String?
     /// Actions the query log records.
     let logActions: Set<RuleAction>
-    /// Whether queries no rule matched are logged.
+    /// Whether the query log records queries no rule matched.
     let logsNoMatch: Bool
+    /// The dnstap output, when configured; used by the log thread only.
+    let dnstap: DnstapOutput?
+    /// Actions some output (or the top talkers) wants recorded.
+    let recordedActions: Set<RuleAction>
+    /// Whether queries no rule matched are recorded (for the log or dnstap).
+    let recordsNoMatch: Bool
+    /// Whether records carry the query's message (dnstap sends it).
+    let copiesQueries: Bool
     let top = TopTalkers()
     /// One decider's records, in an object of its own (a `Mutex` cannot sit in an array).
     private final class Ring: Sendable {
@@ -120,7 +171,7 @@ final class DecisionRecorder: Sendable {
     private let rings: [Ring]
     private let labels = Mutex<[Int: RuleLabels]>([:])
     private let reopenRequested = Atomic<Bool>(false)
-    /// Records a ring had no room for.
+    /// Records a ring had no room for (lost to the query log and dnstap alike).
     let droppedRecords = Atomic<UInt64>(0)
     let writtenRecords = Atomic<UInt64>(0)
     /// Records the output did not take (full disk, read-only file system, no reader).
@@ -129,10 +180,14 @@ final class DecisionRecorder: Sendable {
     let lastError = Mutex<String?>(nil)
 
     /// - Parameter deciders: rings to make, one per decider index.
-    init(log: QueryLogConfig?, deciders: Int, capacity: Int = 8192) {
+    init(log: QueryLogConfig?, dnstap: DnstapOutput? = nil, deciders: Int, capacity: Int = 8192) {
         path = log?.path
         logActions = log?.actions ?? []
         logsNoMatch = log?.logsNoMatch ?? false
+        self.dnstap = dnstap
+        recordedActions = logActions.union(dnstap?.actions ?? []).union([.block])
+        recordsNoMatch = logsNoMatch || (dnstap?.sendsNoMatch ?? false)
+        copiesQueries = dnstap != nil
         self.capacity = capacity
         rings = (0..<deciders).map { _ in Ring(capacity: capacity) }
     }
@@ -148,7 +203,7 @@ final class DecisionRecorder: Sendable {
 
     /// Whether a decision with this outcome is recorded at all.
     @inline(__always)
-    func wants(_ action: RuleAction) -> Bool { action == .block || logActions.contains(action) }
+    func wants(_ action: RuleAction) -> Bool { recordedActions.contains(action) }
 
     /// Called on the packet path by decider `decider` only.
     @inline(__always)
@@ -175,6 +230,7 @@ final class DecisionRecorder: Sendable {
         var recordEnds: [Int] = []
         var formatter = QueryLogFormatter()
         var reportedError: String?
+        var dnstapLabels: (generation: Int, labels: RuleLabels?) = (-1, nil)
         var ringIndex = 0
         var idleRounds = 0
         while true {
@@ -189,6 +245,12 @@ final class DecisionRecorder: Sendable {
                 for record in batch {
                     if record.action == .block {
                         top.add(name: record.name, client: record.source, at: record.seconds)
+                    }
+                    if let dnstap, dnstap.wants(record) {
+                        if dnstapLabels.generation != record.generation {
+                            dnstapLabels = (record.generation, labels.withLock { $0[record.generation] })
+                        }
+                        dnstap.send(record, labels: dnstapLabels.labels)
                     }
                     if record.matched ? logActions.contains(record.action) : logsNoMatch {
                         if formatter.generation != record.generation {
@@ -209,6 +271,7 @@ final class DecisionRecorder: Sendable {
                                ?? "query log: writing again")
                     }
                 }
+                dnstap?.service()
                 idleRounds = 0
             } else if idleRounds < rings.count {
                 idleRounds += 1  // every ring looked at once more before sleeping or stopping
@@ -216,8 +279,11 @@ final class DecisionRecorder: Sendable {
                 break
             } else {
                 idleRounds = 0
+                // Connects, handshakes and writes what waits, without waiting itself.
+                dnstap?.service()
                 usleep(20_000)
             }
         }
+        dnstap?.finish()
     }
 }

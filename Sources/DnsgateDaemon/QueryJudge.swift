@@ -192,7 +192,8 @@ struct QueryJudge {
         var judgement = Judgement.pass
         var unmatched = false
         query.forEachQuestion(in: message) { question in
-            guard let (decision, outcome) = classify(question, transport: transport, state: state, mac: mac) else {
+            guard let (decision, outcome) = classify(question, message: message, transport: transport, state: state,
+                                                     mac: mac) else {
                 unmatched = true
                 return true
             }
@@ -228,7 +229,7 @@ struct QueryJudge {
     /// Decides one question: counts it, logs it, and returns the rule's
     /// decision and outcome, or nil when no rule matches.
     @inline(__always)
-    private func classify(_ query: DNSQuery, transport: Transport, state: PolicyState,
+    private func classify(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, state: PolicyState,
                           mac: MACAddress?) -> (Decision, Outcome)? {
         let policy = state.policy
         // Without threat rules, not even the clock is read.
@@ -238,8 +239,9 @@ struct QueryJudge {
         guard let decision = policy.decide(name: query.name, type: query.type, client: query.source, mac: mac,
                                            threats: threats) else {
             counters.noMatch.increment()
-            if recorder.logsNoMatch {
-                record(query, transport: transport, generation: policy.generation, ruleIndex: DecisionRecord.noRule,
+            if recorder.recordsNoMatch {
+                record(query, message: message, transport: transport, generation: policy.generation,
+                       ruleIndex: DecisionRecord.noRule,
                        outcome: Outcome(action: .allow, blockResponse: .nxdomain))
             }
             return nil
@@ -248,8 +250,8 @@ struct QueryJudge {
         let outcome = policy.outcome(of: decision)
         if recorder.wants(outcome.action) {
             let finding = policy.rules[decision.ruleIndex].threat.map { threats[$0.threat] } ?? .benign
-            record(query, transport: transport, generation: policy.generation, ruleIndex: decision.ruleIndex,
-                   outcome: outcome, threat: finding)
+            record(query, message: message, transport: transport, generation: policy.generation,
+                   ruleIndex: decision.ruleIndex, entryOutcome: decision.entryOutcome, outcome: outcome, threat: finding)
         }
         switch outcome.action {
         case .allow: counters.allow.increment()
@@ -261,10 +263,12 @@ struct QueryJudge {
 }
 
 extension QueryJudge {
-    /// Hands one decision to the recorder (for the query log and top talkers).
+    /// Hands one decision to the recorder (for the query log, dnstap and top
+    /// talkers). With dnstap on, the record carries the query's message too (a copy of
+    /// at most `MessageCopy.capacity` bytes into the record, no allocation).
     @inline(__always)
-    private func record(_ query: DNSQuery, transport: Transport, generation: Int, ruleIndex: Int, outcome: Outcome,
-                        threat: ThreatFinding = .benign) {
+    private func record(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, generation: Int,
+                        ruleIndex: Int, entryOutcome: Int = -1, outcome: Outcome, threat: ThreatFinding = .benign) {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         recorder.append(DecisionRecord(
@@ -272,7 +276,8 @@ extension QueryJudge {
             sourcePort: query.sourcePort, destination: query.destination,
             destinationPort: query.destinationPort, name: query.name, type: query.type,
             queryClass: query.queryClass, transport: transport, generation: generation,
-            ruleIndex: ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse, threat: threat),
+            ruleIndex: ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse, threat: threat,
+            detail: recorder.copiesQueries ? .query(MessageCopy(message)) : .none, entryOutcome: entryOutcome),
             from: index)
     }
 
@@ -288,7 +293,8 @@ extension QueryJudge {
             name: response.name, type: response.type, queryClass: response.queryClass, transport: transport,
             generation: generation, ruleIndex: finding.decision.ruleIndex, action: finding.outcome.action,
             blockResponse: finding.outcome.blockResponse, threat: finding.threat,
-            answer: LoggedAnswer(response, message: message, finding: finding)),
+            detail: .answer(LoggedAnswer(response, message: message, finding: finding)),
+            entryOutcome: finding.decision.entryOutcome),
             from: index)
     }
 

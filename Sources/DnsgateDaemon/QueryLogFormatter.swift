@@ -107,7 +107,7 @@ struct QueryLogFormatter {
         out.append(contentsOf: #","rcode":"#.utf8)
         string(answer.responseCode.description, to: &out)
         out.append(contentsOf: #","answers":["#.utf8)
-        let message = answer.message.span.extracting(0..<answer.length)
+        let message = answer.response.bytes.span.extracting(0..<answer.response.length)
         var listed = 0
         _ = AnswerSection.forEach(in: message, from: answer.answersStart) { record in
             if listed > 0 { out.append(UInt8(ascii: ",")) }

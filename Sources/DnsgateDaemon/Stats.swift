@@ -91,6 +91,16 @@ public struct StatsSnapshot: Codable, Sendable {
         public var written: UInt64 = 0, lost: UInt64 = 0
         public var lastError: String?
     }
+    /// The dnstap output (`dnstap:`): frames the collector took, frames lost
+    /// (its buffer full while the collector was away or slow, or cut by a
+    /// broken connection), frames waiting, whether a collector is connected
+    /// and why not. Absent without `dnstap:`; decisions the rings had no
+    /// room for are in `errors.query_log_dropped`, lost to dnstap too.
+    public struct Dnstap: Codable, Sendable {
+        public var frames: UInt64 = 0, dropped: UInt64 = 0, buffered: UInt64 = 0
+        public var connected = false
+        public var lastError: String?
+    }
     public struct List: Codable, Sendable {
         public var name: String
         /// The list file, or for a remote list its cached copy.
@@ -185,6 +195,7 @@ public struct StatsSnapshot: Codable, Sendable {
     public var zones: [Zone] = []
     /// NOTIFY messages not from a followed zone's primary, or badly signed.
     public var notifiesIgnored: UInt64 = 0
+    public var dnstap: Dnstap? = nil
 
     public static func decode(_ json: String) throws -> StatsSnapshot {
         let decoder = JSONDecoder()
@@ -231,6 +242,11 @@ public struct StatsSnapshot: Codable, Sendable {
         ("errors_total", "counter", "Failures by kind."),
         ("query_log_records_total", "counter", "Query-log records written."),
         ("query_log_failing", "gauge", "1 while the query log cannot be written."),
+        ("dnstap_frames_total", "counter", "dnstap frames the collector took."),
+        ("dnstap_dropped_total", "counter",
+         "dnstap frames lost: the buffer was full while the collector was away or slow, or a connection broke mid-frame."),
+        ("dnstap_buffered_frames", "gauge", "dnstap frames waiting for the collector."),
+        ("dnstap_connected", "gauge", "1 while a dnstap collector has accepted the stream."),
     ]
 
     public var counters: [Counter] {
@@ -294,7 +310,15 @@ public struct StatsSnapshot: Codable, Sendable {
             row("query_log", "lost", queryLog.lost, "errors_total", ("kind", "query_log_lost")),
             row("query_log", "written", queryLog.written, "query_log_records_total"),
             row("query_log", "failing", queryLog.lastError == nil ? 0 : 1, "query_log_failing"),
-        ]
+        ] + (dnstap.map { dnstap in
+            // Only with `dnstap:`, like the JSON's section.
+            [
+                row("dnstap", "frames", dnstap.frames, "dnstap_frames_total"),
+                row("dnstap", "dropped", dnstap.dropped, "dnstap_dropped_total"),
+                row("dnstap", "buffered", dnstap.buffered, "dnstap_buffered_frames"),
+                row("dnstap", "connected", dnstap.connected ? 1 : 0, "dnstap_connected"),
+            ]
+        } ?? [])
     }
 
     /// Prometheus text exposition format 0.0.4.

@@ -77,6 +77,8 @@ public struct DnsgateConfig: Sendable {
     /// of the config, absolute once read (see `ConfigPaths`).
     public var cacheDirectory = "/var/cache/dnsgate"
     public var queryLog: QueryLogConfig? = nil
+    /// The logged decisions as dnstap messages to a collector (`dnstap:`).
+    public var dnstap: DnstapConfig? = nil
     public var blockTTL: UInt32 = 60
     public var extendedError = true
     public var domainLists: [DomainListConfig] = []
@@ -142,6 +144,39 @@ public struct QueryLogConfig: Sendable, Equatable {
         self.actions = actions
         self.logsNoMatch = logsNoMatch
     }
+}
+
+/// `dnstap:`: the decisions its `actions` name, as dnstap messages over
+/// Frame Streams to a collector on a Unix socket or over TCP.
+public struct DnstapConfig: Sendable, Equatable {
+    public enum Destination: Sendable, Equatable, CustomStringConvertible {
+        case unix(path: String)
+        case tcp(address: IPAddress, port: UInt16)
+
+        public var description: String {
+            switch self {
+            case .unix(let path): return "unix:" + path
+            case .tcp(let address, let port): return address.isIPv4 ? "tcp:\(address):\(port)" : "tcp:[\(address)]:\(port)"
+            }
+        }
+    }
+    public var destination: Destination
+    /// The `identity` field of every message; nil = the host name.
+    public var identity: String? = nil
+    /// The `version` field of every message; nil = "dnsgate VERSION".
+    public var version: String? = nil
+    /// Actions sent, as `query_log.actions` (default BLOCK and ALERT).
+    public var actions: Set<RuleAction> = [.block, .alert]
+    /// Queries no rule matched are sent too (`NO_MATCH` in `actions`).
+    public var sendsNoMatch = false
+    /// Frames held while the collector is slow or away; past them new frames are dropped.
+    public var bufferFrames = DnstapConfig.defaultBufferFrames
+    public var line = 0
+
+    public static let defaultBufferFrames = 4096
+    public static let bufferFrameRange = 16...1_000_000
+
+    public init(destination: Destination) { self.destination = destination }
 }
 
 public struct DomainListConfig: Sendable {

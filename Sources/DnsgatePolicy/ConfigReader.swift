@@ -22,7 +22,7 @@ public enum ConfigReader {
             return (nil, [Diagnostic(.error, file: path, line: 1, "the config must be a YAML mapping")])
         }
         var config = DnsgateConfig(path: path)
-        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "metrics_listen", "cache_dir", "query_log",
+        context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "metrics_listen", "cache_dir", "query_log", "dnstap",
                                              "block_defaults", "domain_lists", "ip_lists", "rule_groups", "threat_detection", "notify_listen"], in: "the config")
         if let node = mapping["queues"] {
             config.queues = context.queues(node)
@@ -59,6 +59,7 @@ public enum ConfigReader {
             config.cacheDirectory = ConfigPaths.resolve(directory, relativeTo: path)
         }
         if let node = mapping["query_log"] { config.queryLog = context.queryLog(node) }
+        if let node = mapping["dnstap"] { config.dnstap = context.dnstap(node) }
         if let node = mapping["block_defaults"], let defaults = context.mapping(node, "block_defaults") {
             context.checkKeys(defaults, allowed: ["ttl", "extended_error"], in: "block_defaults")
             if let ttl = defaults["ttl"], let value = context.integer(ttl, "ttl", 0...Int(Int32.max)) {
@@ -216,22 +217,80 @@ public enum ConfigReader {
             }
             guard var path = string(pathNode, "query_log.path") else { return nil }
             if path != "-" { path = ConfigPaths.resolve(path, relativeTo: file) }
-            var actions: Set<RuleAction> = [.block, .alert]
-            var logsNoMatch = false
-            if let actionsNode = mapping["actions"] {
-                actions = []
-                for item in sequence(actionsNode, "query_log.actions") {
-                    guard let text = string(item, "query_log.actions") else { continue }
-                    if text.uppercased() == "NO_MATCH" {
-                        logsNoMatch = true
-                    } else if let action = RuleAction.allCases.first(where: { $0.rawValue == text.uppercased() }) {
-                        actions.insert(action)
-                    } else {
-                        error(item, "query_log.actions: '\(text)' is not one of ALLOW, BLOCK, ALERT, NO_MATCH")
-                    }
+            let (actions, logsNoMatch) = mapping["actions"].map { loggedActions($0, "query_log.actions") }
+                ?? ([.block, .alert], false)
+            return QueryLogConfig(path: path, actions: actions, logsNoMatch: logsNoMatch)
+        }
+
+        /// `[BLOCK, ALERT, ALLOW, NO_MATCH]`, any of them: the actions an
+        /// output records, and whether it records queries no rule matched.
+        mutating func loggedActions(_ node: Node, _ what: String) -> (Set<RuleAction>, Bool) {
+            var actions: Set<RuleAction> = []
+            var noMatch = false
+            for item in sequence(node, what) {
+                guard let text = string(item, what) else { continue }
+                if text.uppercased() == "NO_MATCH" {
+                    noMatch = true
+                } else if let action = RuleAction.allCases.first(where: { $0.rawValue == text.uppercased() }) {
+                    actions.insert(action)
+                } else {
+                    error(item, "\(what): '\(text)' is not one of ALLOW, BLOCK, ALERT, NO_MATCH")
                 }
             }
-            return QueryLogConfig(path: path, actions: actions, logsNoMatch: logsNoMatch)
+            return (actions, noMatch)
+        }
+
+        /// `dnstap: {unix: PATH}` or `{tcp: "ADDRESS:PORT"}`, with `identity`,
+        /// `version`, `actions` and `buffer_frames`.
+        mutating func dnstap(_ node: Node) -> DnstapConfig? {
+            guard let mapping = mapping(node, "dnstap") else { return nil }
+            checkKeys(mapping, allowed: ["unix", "tcp", "identity", "version", "actions", "buffer_frames"], in: "dnstap")
+            let destination: DnstapConfig.Destination
+            switch (mapping["unix"], mapping["tcp"]) {
+            case (let unixNode?, nil):
+                guard let path = string(unixNode, "dnstap.unix") else { return nil }
+                destination = .unix(path: ConfigPaths.resolve(path, relativeTo: file))
+            case (nil, let tcpNode?):
+                guard let text = string(tcpNode, "dnstap.tcp") else { return nil }
+                guard let (address, port) = Self.addressAndPort(text) else {
+                    error(tcpNode, "dnstap.tcp: '\(text)' is not ADDRESS:PORT (an IP address, [IPv6]:PORT for IPv6, port 1-65535)")
+                    return nil
+                }
+                destination = .tcp(address: address, port: port)
+            case (nil, nil):
+                error(node, "dnstap: one of 'unix' (a socket path) or 'tcp' (\"ADDRESS:PORT\") is required")
+                return nil
+            case (_?, _?):
+                error(node, "dnstap: 'unix' and 'tcp' exclude each other; name one collector")
+                return nil
+            }
+            var config = DnstapConfig(destination: destination)
+            config.line = node.mark?.line ?? 0
+            if let identity = mapping["identity"] { config.identity = string(identity, "dnstap.identity") }
+            if let version = mapping["version"] { config.version = string(version, "dnstap.version") }
+            if let actions = mapping["actions"] {
+                (config.actions, config.sendsNoMatch) = loggedActions(actions, "dnstap.actions")
+            }
+            if let buffer = mapping["buffer_frames"],
+               let frames = integer(buffer, "dnstap.buffer_frames", DnstapConfig.bufferFrameRange) {
+                config.bufferFrames = frames
+            }
+            return config
+        }
+
+        /// `192.0.2.1:6000` or `[2001:db8::1]:6000`.
+        static func addressAndPort(_ text: String) -> (IPAddress, UInt16)? {
+            guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]), port > 0
+            else { return nil }
+            var host = text[..<colon]
+            if host.hasPrefix("[") {
+                guard host.hasSuffix("]") else { return nil }
+                host = host.dropFirst().dropLast()
+                guard let address = IPAddress(host), !address.isIPv4 else { return nil }
+                return (address, port)
+            }
+            guard let address = IPAddress(host), address.isIPv4 else { return nil }
+            return (address, port)
         }
 
         /// A domain list (`domain_lists`) or an address list (`ip_lists`):

@@ -394,6 +394,7 @@ struct StatsTable {
             row(counter.name, counter.value)
         }
         if let error = stats.queryLog.lastError { row("query_log_error", error) }
+        if let error = stats.dnstap?.lastError { row("dnstap_error", error) }
         lines.append("rules")
         for rule in stats.rules { row("\(rule.group)/\(rule.rule)", "\(rule.hits)  \(rule.action)") }
         lines.append("lists")

@@ -31,6 +31,8 @@ struct DaemonPartsTests {
         snapshot.errors = .init(injectFailures: number(), reloadFailures: number(), verdictFailures: number(),
                                 queryLogDropped: number())
         snapshot.queryLog = .init(written: number(), lost: number(), lastError: "disk full")
+        snapshot.dnstap = .init(frames: number(), dropped: number(), buffered: number(), connected: true,
+                                lastError: nil)
         return snapshot
     }
 
@@ -40,7 +42,7 @@ struct DaemonPartsTests {
         let json = try #require(JSONSerialization.jsonObject(with: Data(snapshot.json().utf8)) as? [String: Any])
         let table = Dictionary(uniqueKeysWithValues: snapshot.counters.map { ("\($0.section).\($0.name)", $0.value) })
         var seen = 0
-        for section in ["packets", "verdicts", "responses", "tcp", "override_targets", "errors", "query_log"] {
+        for section in ["packets", "verdicts", "responses", "tcp", "override_targets", "errors", "query_log", "dnstap"] {
             let fields = try #require(json[section] as? [String: Any], "section \(section)")
             for (key, value) in fields {
                 guard let number = value as? NSNumber, !(value is String) else { continue }

@@ -204,3 +204,42 @@ struct ConfigReaderTests {
         #expect(listen.contains { $0.line == 1 && $0.message.contains("notify_listen: '192.0.2.1' is not an address and port") })
     }
 }
+
+@Suite("Config reader: dnstap")
+struct DnstapConfigTests {
+    @Test("dnstap: a Unix socket or a TCP address, identity, version, actions and buffer")
+    func fields() throws {
+        let (config, diagnostics) = ConfigReader.read(yaml: """
+            dnstap: {unix: run/tap.sock, identity: gw1, version: v9, actions: [BLOCK, NO_MATCH], buffer_frames: 64}
+            """, path: "/etc/dnsgate/d.yaml")
+        #expect(diagnostics.isEmpty, "\(diagnostics)")
+        let dnstap = try #require(config?.dnstap)
+        #expect(dnstap.destination == .unix(path: "/etc/dnsgate/run/tap.sock"), "relative to the config's folder")
+        #expect(dnstap.identity == "gw1" && dnstap.version == "v9")
+        #expect(dnstap.actions == [.block] && dnstap.sendsNoMatch && dnstap.bufferFrames == 64)
+
+        let tcp = try #require(ConfigReader.read(yaml: "dnstap: {tcp: \"[2001:db8::5]:6000\"}", path: "d.yaml").0?.dnstap)
+        #expect(tcp.destination == .tcp(address: IPAddress("2001:db8::5")!, port: 6000))
+        #expect(tcp.actions == [.block, .alert] && !tcp.sendsNoMatch, "the query log's default actions")
+        #expect(tcp.identity == nil && tcp.bufferFrames == DnstapConfig.defaultBufferFrames)
+        let v4 = try #require(ConfigReader.read(yaml: "dnstap: {tcp: \"192.0.2.1:6000\"}", path: "d.yaml").0?.dnstap)
+        #expect(v4.destination == .tcp(address: IPAddress("192.0.2.1")!, port: 6000))
+    }
+
+    @Test("bad dnstap settings are errors naming file and line", arguments: [
+        ("dnstap: {identity: x}", "dnstap: one of 'unix' (a socket path) or 'tcp' (\"ADDRESS:PORT\") is required"),
+        ("dnstap: {unix: /a, tcp: \"192.0.2.1:1\"}", "dnstap: 'unix' and 'tcp' exclude each other"),
+        ("dnstap: {tcp: \"collector:6000\"}", "dnstap.tcp: 'collector:6000' is not ADDRESS:PORT"),
+        ("dnstap: {tcp: \"2001:db8::5:6000\"}", "dnstap.tcp: '2001:db8::5:6000' is not ADDRESS:PORT"),
+        ("dnstap: {tcp: \"192.0.2.1:0\"}", "is not ADDRESS:PORT"),
+        ("dnstap: {unix: /a, actions: [DENY]}", "dnstap.actions: 'DENY' is not one of ALLOW, BLOCK, ALERT, NO_MATCH"),
+        ("dnstap: {unix: /a, buffer_frames: 2}", "dnstap.buffer_frames must be a whole number from 16 to 1000000"),
+        ("dnstap: {unix: /a, port: 6000}", "dnstap: unknown key 'port'"),
+        ("dnstap: /run/tap.sock", "dnstap must be a mapping"),
+    ])
+    func errors(yaml: String, message: String) {
+        let (_, diagnostics) = ConfigReader.read(yaml: "queues: 0\n" + yaml + "\n", path: "/etc/d.yaml")
+        let errors = diagnostics.filter { $0.severity == .error }.map { "\($0)" }
+        #expect(errors.contains { $0.hasPrefix("/etc/d.yaml:2:") && $0.contains(message) }, "\(errors)")
+    }
+}

@@ -23,7 +23,8 @@ if os.geteuid() != 0:
 TOOLS = ["ip", "sysctl", "iptables", "ip6tables", "iptables-save", "ip6tables-save", "iptables-restore",
          "ip6tables-restore", "nft", "dig", "kdig", "getent", "unbound", "named", "kresd", "dnsmasq", "dnsperf",
          "tcpreplay", "tcpdump", "openssl", "setpriv", "taskset", "logrotate", "systemd-analyze", "prometheus",
-         "promtool", "knotd", "knotc", "nsd", "nsd-control"]
+         "promtool", "knotd", "knotc", "nsd", "nsd-control",
+         "fstrm_capture", "dnstap-ldns"]
 MODULES = {"dns": "python3-dnspython", "scapy": "python3-scapy", "pycares": "pycares (PyPI)"}
 
 
