@@ -50,7 +50,9 @@ final class PolicyReloader: Sendable {
         if !result.hasErrors {
             feeds.configure(config)
             zones?.configure(config)
-            feeds.copiesUnusable(result.lists.filter { $0.info.url != nil && $0.info.awaitingFirstCopy }.map(\.info.name))
+            let unusable = result.lists.filter { $0.info.url != nil && $0.info.awaitingFirstCopy }.map(\.info.name)
+            feeds.copiesUnusable(unusable)
+            zones?.copiesUnusable(unusable)
         }
         return (config, result)
     }

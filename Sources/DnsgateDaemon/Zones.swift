@@ -62,6 +62,11 @@ final class Zones: Sendable {
         var statuses: [String: Status] = [:]
         /// When each zone is next checked (a NOTIFY makes it now).
         var due: [String: Date] = [:]
+        /// Zones whose copy in memory must not be trusted: the compiler found
+        /// none usable on disk (removed, damaged), so they are transferred in full.
+        var forget: Set<String> = []
+        /// When a NOTIFY was last ignored with a log line (at most one a minute).
+        var lastIgnoredLog = Date.distantPast
     }
     private let guarded = Mutex(Shared())
     private let stopping = Atomic<Bool>(false)
@@ -115,6 +120,18 @@ final class Zones: Sendable {
                 due[zone.name] = Date()  // checked at once: the copy on disk may be behind
             }
             shared = Shared(zones: zones, statuses: statuses, due: due)
+        }
+    }
+
+    /// Zone lists whose copy on disk the compiler could not use: transferred
+    /// again in full, at once.
+    func copiesUnusable(_ names: [String]) {
+        guard !names.isEmpty else { return }
+        guarded.withLock { shared in
+            for name in names where shared.zones.contains(where: { $0.name == name }) {
+                shared.forget.insert(name)
+                shared.due[name] = Date()
+            }
         }
     }
 
@@ -182,6 +199,11 @@ final class Zones: Sendable {
     /// answer out, then the connection is closed; 2 s for it all.
     func acceptNotify(on listener: StreamListener) {
         guard let (connection, address) = try? listener.accept(ioTimeoutMilliseconds: 1000) else { return }
+        // Only a primary may hold this thread, and for 2 s at most.
+        guard isPrimary(IPAddressBytes.text(address)) else {
+            ignoredNotifies.add(1, ordering: .relaxed)
+            return
+        }
         let deadline = StreamConnection.deadline(in: 2)
         // A NOTIFY is a header and a question (and maybe a TSIG): a few hundred bytes.
         guard let prefix = try? connection.read(exactly: 2, deadline: deadline),
@@ -189,6 +211,12 @@ final class Zones: Sendable {
               let bytes = try? connection.read(exactly: length, deadline: deadline) else { return }
         if let response = answer(notify: bytes, from: address) {
             try? connection.send([UInt8(response.count >> 8), UInt8(response.count & 0xff)] + response)
+        }
+    }
+
+    private func isPrimary(_ sender: String) -> Bool {
+        guarded.withLock { shared in
+            shared.zones.contains { zone in zone.source.primaries.contains { IPAddressBytes.text($0.address.bytes) == sender } }
         }
     }
 
@@ -201,14 +229,21 @@ final class Zones: Sendable {
         }
         let sender = IPAddressBytes.text(address)
         let zoneName = question.name.lowercased.description
-        let target = guarded.withLock { shared in
-            shared.zones.first { zone in
+        // Every list that follows the zone from this sender (a domain list and
+        // an ip list may follow the same RPZ).
+        let targets = guarded.withLock { shared in
+            shared.zones.filter { zone in
                 zone.source.zone == zoneName && zone.source.primaries.contains { IPAddressBytes.text($0.address.bytes) == sender }
             }
         }
-        guard let target else {
+        guard let target = targets.first else {
             ignoredNotifies.add(1, ordering: .relaxed)
-            logger.notice("NOTIFY for \(zoneName) from \(sender) ignored: not a primary of a followed zone")
+            let logs = guarded.withLock { shared in
+                guard Date().timeIntervalSince(shared.lastIgnoredLog) >= 60 else { return false }
+                shared.lastIgnoredLog = Date()
+                return true
+            }
+            if logs { logger.notice("NOTIFY for \(zoneName) from \(sender) ignored: not a primary of a followed zone (logged once a minute)") }
             return MessageBuilder.notifyResponse(to: message, responseCode: 5)
         }
         var response = MessageBuilder.notifyResponse(to: message, responseCode: 0)
@@ -223,14 +258,17 @@ final class Zones: Sendable {
                 try session.verify(bytes, message, now: UInt64(Date().timeIntervalSince1970))
             } catch {
                 ignoredNotifies.add(1, ordering: .relaxed)
-                logger.warning("NOTIFY for \(zoneName) from \(sender) ignored: \(error)")
                 return nil
             }
             session.sign(&response, now: UInt64(Date().timeIntervalSince1970))
         }
         guarded.withLock { shared in
-            shared.due[target.name] = Date()
-            shared.statuses[target.name]?.notifies += 1
+            for zone in targets {
+                // A NOTIFY flood from a primary's (spoofed) address costs one check a second at most.
+                let earliest = shared.statuses[zone.name]?.lastCheck.map { $0.addingTimeInterval(1) } ?? Date()
+                shared.due[zone.name] = max(Date(), min(shared.due[zone.name] ?? .distantFuture, earliest))
+                shared.statuses[zone.name]?.notifies += 1
+            }
         }
         logger.info("zone \(zoneName): NOTIFY from \(sender)")
         return response
@@ -263,8 +301,11 @@ final class Zones: Sendable {
         var status = status(of: zone.name) ?? Status(zone: zone.source.zone)
         let now = Date()
         status.lastCheck = now
-        if copies[zone.name] == nil {
-            copies[zone.name] = Self.readCopy(zone)
+        let forget = guarded.withLock { $0.forget.remove(zone.name) != nil }
+        // A copy in memory counts only while it is the configured zone's and
+        // is on disk (what the compiler reads): else it is transferred again.
+        if forget || copies[zone.name]?.zone.description != zone.source.zone || !FileManager.default.fileExists(atPath: zone.cachePath) {
+            copies[zone.name] = forget ? nil : Self.readCopy(zone)
         }
         var errors: [String] = []
         var changed = false
@@ -275,7 +316,11 @@ final class Zones: Sendable {
                 let key = try Self.key(of: zone)
                 let serial = try querySerial(zone, primary: primary, key: key)
                 status.primary = primary.description
-                if let held, !serialIsNewer(serial, than: held.serial) {
+                if let held, serialIsNewer(held.serial, than: serial) {
+                    // A primary behind the copy (rebuilt, lagging): ask the next one; the copy stays.
+                    throw ZoneTransferError("serial \(serial) is older than the copy's \(held.serial)")
+                }
+                if let held, serial == held.serial {
                     status.upToDate += 1
                 } else if let (contents, kind) = try transfer(zone, from: primary, key: key, held: held) {
                     try write(contents, for: zone)
@@ -314,7 +359,8 @@ final class Zones: Sendable {
         }
         let wait = succeeded ? (status.refresh ?? Self.defaultRefresh)
             : min(status.retry ?? Self.defaultRetry, copies[zone.name] == nil ? Self.defaultRetry : UInt32.max)
-        store(status, for: zone, nextCheck: Date().addingTimeInterval(TimeInterval(max(wait, 1))))
+        // Within a second and a day, whatever the SOA says.
+        store(status, for: zone, nextCheck: Date().addingTimeInterval(TimeInterval(min(max(wait, 1), 86_400))))
         return changed
     }
 
@@ -378,7 +424,8 @@ final class Zones: Sendable {
         guard let apex = WireName(zone.source.zone) else { throw ZoneTransferError("bad zone name") }
         if let held {
             do {
-                switch try transferOnce(apex, type: RecordType.ixfr, from: primary, key: key, held: held) {
+                switch try transferOnce(apex, type: RecordType.ixfr, from: primary, key: key, held: held,
+                                         maximumBytes: zone.maximumBytes) {
                 case .upToDate: return nil
                 case .full(let soa, let records):
                     return (ZoneContents(zone: apex, soa: soa, records: records), "axfr")
@@ -392,17 +439,18 @@ final class Zones: Sendable {
                 logger.notice("zone \(apex): IXFR from \(primary) not usable (\(error)); asking for AXFR")
             }
         }
-        guard case .full(let soa, let records) = try transferOnce(apex, type: RecordType.axfr, from: primary, key: key, held: nil) else {
+        guard case .full(let soa, let records) = try transferOnce(apex, type: RecordType.axfr, from: primary, key: key, held: nil,
+                                                             maximumBytes: zone.maximumBytes) else {
             throw ZoneTransferError("AXFR did not bring a whole zone")
         }
         return (ZoneContents(zone: apex, soa: soa, records: records), "axfr")
     }
 
     private func transferOnce(_ apex: WireName, type: UInt16, from primary: ServerAddress, key: TSIGKey?,
-                              held: ZoneContents?) throws -> TransferOutcome {
+                              held: ZoneContents?, maximumBytes: Int) throws -> TransferOutcome {
         let connection = try connect(primary)
         var (id, session) = try send(type, zone: apex, held: held?.soa, to: connection, key: key)
-        var assembler = TransferAssembler(zone: apex, heldSerial: held?.serial)
+        var assembler = TransferAssembler(zone: apex, heldSerial: held?.serial, maximumBytes: maximumBytes)
         let deadline = StreamConnection.deadline(in: Self.transferDeadline)
         while StreamConnection.monotonicNanoseconds() < deadline, !isStopping {  // one message a turn, within the deadline
             guard let message = try receive(from: connection, id: id, zone: apex, deadline: deadline, session: &session) else {

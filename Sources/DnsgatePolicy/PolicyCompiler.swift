@@ -331,6 +331,11 @@ public struct PolicyCompiler {
             if let binary = ListHealth.binaryContent(bytes.span, list: list.name, file: source.file, kind: list.kind.noun) {
                 return awaitingCopy(binary.message)
             }
+            // A zone's copy names its zone first: one left from another zone
+            // (the list's `zone:` changed) is no copy of this one.
+            if case .zone(let zone) = list.source, !bytes.starts(with: Array("; zone \(zone.zone) serial ".utf8)) {
+                return awaitingCopy("a copy of another zone, or not written by dnsgate")
+            }
             source.bytes = bytes
             return source
         }

@@ -171,10 +171,9 @@ struct MessageReader {
 
     /// A name at the reading position, its pointers followed.
     mutating func readName() throws(ZoneTransferError) -> WireName {
-        var labels: [[UInt8]] = []
+        var wire: [UInt8] = []
         var position = offset
         var resumeAt: Int? = nil
-        var length = 1
         while true {  // every pointer goes strictly back, every label forward: bounded by the message
             guard position < bytes.count else { throw ZoneTransferError("name runs past the message") }
             let byte = bytes[position]
@@ -193,13 +192,13 @@ struct MessageReader {
             guard byte & 0xc0 == 0 else { throw ZoneTransferError("unknown label type") }
             let count = Int(byte)
             guard position + 1 + count <= bytes.count else { throw ZoneTransferError("label runs past the message") }
-            length += count + 1
-            guard length <= 255 else { throw ZoneTransferError("name longer than 255 bytes") }
-            labels.append(Array(bytes[(position + 1)...(position + count)]))
+            guard wire.count + count + 2 <= 255 else { throw ZoneTransferError("name longer than 255 bytes") }
+            wire += bytes[position...(position + count)]
             position += 1 + count
         }
         offset = resumeAt ?? position
-        return WireName(labels: labels)
+        wire.append(0)
+        return WireName(wire: wire)
     }
 
     mutating func readRecord() throws(ZoneTransferError) -> ResourceRecord {

@@ -38,17 +38,22 @@ public struct TransferAssembler: Sendable {
 
     let zone: WireName
     let heldSerial: UInt32?
-    /// Bounds the memory a primary can make dnsgate hold for one transfer.
-    let maximumRecords: Int
+    /// Bounds the memory a primary can make dnsgate hold for one transfer:
+    /// the records' uncompressed size (names in full, RDATA, fixed fields),
+    /// whatever compression made of them on the wire.
+    let maximumBytes: Int
     private var state = State.start
     private var first: ResourceRecord? = nil
     private var firstSerial: UInt32 = 0
-    private var count = 0
+    private var bytes = 0
+    /// Records left out: another class than IN, or an owner outside the zone
+    /// (RFC 5936 §3.3: ignored; an RPZ is IN, and its triggers are below its apex).
+    public private(set) var ignored = 0
 
-    public init(zone: WireName, heldSerial: UInt32?, maximumRecords: Int = 20_000_000) {
+    public init(zone: WireName, heldSerial: UInt32?, maximumBytes: Int) {
         self.zone = zone
         self.heldSerial = heldSerial
-        self.maximumRecords = maximumRecords
+        self.maximumBytes = maximumBytes
     }
 
     /// Takes the answer records of one message; returns the outcome once the
@@ -65,10 +70,16 @@ public struct TransferAssembler: Sendable {
     }
 
     private mutating func add(_ record: ResourceRecord) throws(ZoneTransferError) {
-        count += 1
-        guard count <= maximumRecords else { throw ZoneTransferError("the transfer holds more than \(maximumRecords) records") }
+        bytes += record.owner.wire.count + record.data.count + 24
+        guard bytes <= maximumBytes else {
+            throw ZoneTransferError("the transfer holds more than \(maximumBytes) bytes of records (max_size)")
+        }
         guard record.type != RecordType.soa || record.owner == zone else {
             throw ZoneTransferError("SOA of \(record.owner) inside the transfer of \(zone)")
+        }
+        guard record.recordClass == 1, record.owner.isSubdomain(of: zone) else {
+            ignored += 1
+            return
         }
         let serial = record.type == RecordType.soa ? try StartOfAuthority(record).serial : 0
         switch state {

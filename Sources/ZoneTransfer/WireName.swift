@@ -1,31 +1,42 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 
-/// A domain name as a list of labels, for the zone-transfer path (off the
-/// packet path: it may allocate). Compared without regard to ASCII case.
+/// A domain name in uncompressed wire form, for the zone-transfer path (off
+/// the packet path: it may allocate, once per name). Compared without regard
+/// to ASCII case.
 public struct WireName: Hashable, Sendable, CustomStringConvertible {
-    public private(set) var labels: [[UInt8]]
+    /// Length-prefixed labels and the root's zero byte. A length byte is at
+    /// most 63, below every ASCII letter, so lowercasing the whole is safe.
+    public private(set) var wire: [UInt8]
 
-    public static let root = WireName(labels: [])
+    public static let root = WireName(wire: [0])
 
-    init(labels: [[UInt8]]) { self.labels = labels }
+    init(wire: [UInt8]) { self.wire = wire }
 
     /// Reads presentation text (`rpz.example.` or `rpz.example`: always
     /// absolute here). `\.` and `\DDD` escapes are understood.
     public init?(_ text: String) {
         if text == "." {
-            labels = []
+            wire = [0]
             return
         }
-        var labels: [[UInt8]] = []
+        var wire: [UInt8] = []
         var label: [UInt8] = []
+        func close() -> Bool {
+            guard !label.isEmpty, label.count <= 63 else { return false }
+            wire.append(UInt8(label.count))
+            wire += label
+            label = []
+            return true
+        }
         let bytes = Array(text.utf8)
         var index = 0
         while index < bytes.count {  // each turn consumes at least one byte
             let byte = bytes[index]
             if byte == UInt8(ascii: "\\") {
                 guard index + 1 < bytes.count else { return nil }
-                if index + 3 < bytes.count, let value = UInt16(String(decoding: bytes[(index + 1)...(index + 3)], as: UTF8.self)),
-                   value <= 255, bytes[(index + 1)...(index + 3)].allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+                let digits = bytes[(index + 1)..<min(index + 4, bytes.count)]
+                if digits.count == 3, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                   let value = UInt16(String(decoding: digits, as: UTF8.self)), value <= 255 {
                     label.append(UInt8(value))
                     index += 4
                 } else {
@@ -35,43 +46,43 @@ public struct WireName: Hashable, Sendable, CustomStringConvertible {
                 continue
             }
             if byte == UInt8(ascii: ".") {
-                guard !label.isEmpty else { return nil }
-                labels.append(label)
-                label = []
+                guard close() else { return nil }
             } else {
                 label.append(byte)
             }
             index += 1
         }
-        if !label.isEmpty { labels.append(label) }
-        guard labels.allSatisfy({ $0.count <= 63 }), labels.reduce(1, { $0 + $1.count + 1 }) <= 255 else { return nil }
-        self.labels = labels
-    }
-
-    /// Wire form, uncompressed, with the case as given.
-    public var wire: [UInt8] {
-        var bytes: [UInt8] = []
-        for label in labels {
-            bytes.append(UInt8(label.count))
-            bytes += label
-        }
-        bytes.append(0)
-        return bytes
+        if !label.isEmpty, !close() { return nil }
+        wire.append(0)
+        guard wire.count <= 255 else { return nil }
+        self.wire = wire
     }
 
     /// Wire form in lowercase: what TSIG digests and comparisons use.
-    public var canonicalWire: [UInt8] { lowercased.wire }
+    public var canonicalWire: [UInt8] { wire.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 } }
 
-    public var lowercased: WireName {
-        WireName(labels: labels.map { $0.map { $0 >= 0x41 && $0 <= 0x5a ? $0 | 0x20 : $0 } })
+    public var lowercased: WireName { WireName(wire: canonicalWire) }
+
+    /// Where each label starts, in order.
+    private var labelStarts: [Int] {
+        var starts: [Int] = []
+        var offset = 0
+        while offset < wire.count, wire[offset] != 0 {  // each turn moves past one label
+            starts.append(offset)
+            offset += 1 + Int(wire[offset])
+        }
+        return starts
     }
 
-    /// Presentation form, absolute (trailing dot), with RFC 1035 escapes.
+    public var labelCount: Int { labelStarts.count }
+
+    /// Presentation form, absolute (trailing dot), with RFC 1035 escapes for
+    /// anything a zone-file reader could take for syntax (`;`, `(`, quotes, blanks).
     public var description: String {
-        if labels.isEmpty { return "." }
+        if wire.count <= 1 { return "." }
         var text = ""
-        for label in labels {
-            for byte in label {
+        for start in labelStarts {
+            for byte in wire[(start + 1)...(start + Int(wire[start]))] {
                 switch byte {
                 case UInt8(ascii: "."), UInt8(ascii: "\\"):
                     text += "\\" + String(UnicodeScalar(byte))
@@ -80,9 +91,7 @@ public struct WireName: Hashable, Sendable, CustomStringConvertible {
                      UInt8(ascii: "/"), UInt8(ascii: "+"), UInt8(ascii: "="):
                     text.unicodeScalars.append(UnicodeScalar(byte))
                 default:
-                    // Anything a zone-file reader could take for syntax (`;`, `(`, quotes, blanks).
-                    let digits = String(byte)
-                    text += "\\" + String(repeating: "0", count: 3 - digits.count) + digits
+                    text += "\\" + String(format3: byte)
                 }
             }
             text += "."
@@ -90,12 +99,15 @@ public struct WireName: Hashable, Sendable, CustomStringConvertible {
         return text
     }
 
-    public static func == (lhs: WireName, rhs: WireName) -> Bool { lhs.lowercased.labels == rhs.lowercased.labels }
-    public func hash(into hasher: inout Hasher) { hasher.combine(lowercased.labels) }
+    public static func == (lhs: WireName, rhs: WireName) -> Bool { lhs.canonicalWire == rhs.canonicalWire }
+    public func hash(into hasher: inout Hasher) { hasher.combine(canonicalWire) }
 
     /// Whether this name is `other` or below it.
     public func isSubdomain(of other: WireName) -> Bool {
-        guard labels.count >= other.labels.count else { return false }
-        return WireName(labels: Array(labels.suffix(other.labels.count))) == other
+        let starts = labelStarts
+        let depth = other.labelCount
+        guard starts.count >= depth else { return false }
+        let suffix = depth == starts.count ? 0 : starts[starts.count - depth]
+        return WireName(wire: Array(wire[suffix...])) == other
     }
 }

@@ -47,8 +47,11 @@ public struct ZoneContents: Sendable {
         var text = "; zone \(zone) serial \(serial), written by dnsgate from a zone transfer\n$ORIGIN \(zone)\n"
         text += Self.line(Self.key(soa), ttl: soa.ttl)
         for key in records.keys.sorted() { text += Self.line(key, ttl: records[key]!) }
-        return text
+        return text + Self.trailer(records.count)
     }
+
+    /// The last line: a copy cut short lacks it, or counts other records.
+    private static func trailer(_ count: Int) -> String { "; end: \(count) records\n" }
 
     private static func line(_ key: String, ttl: UInt32) -> String {
         let owner = key.prefix { $0 != " " }
@@ -62,8 +65,17 @@ public struct ZoneContents: Sendable {
         var soa: ResourceRecord? = nil
         var records: [String: UInt32] = [:]
         var number = 0
+        var complete = false
         for line in text.split(separator: "\n") {  // bounded by the text
             number += 1
+            guard !complete else { throw ZoneTransferError("line \(number) follows the end of the copy") }
+            if line.hasPrefix("; end: ") {
+                guard line + "\n" == Self.trailer(records.count) else {
+                    throw ZoneTransferError("the copy holds \(records.count) records, not what its last line says")
+                }
+                complete = true
+                continue
+            }
             if line.hasPrefix(";") || line.hasPrefix("$ORIGIN") { continue }
             let fields = line.split(separator: " ", maxSplits: 2)
             guard fields.count == 3, let ttl = UInt32(fields[1]) else {
@@ -77,6 +89,7 @@ public struct ZoneContents: Sendable {
             }
         }
         guard let soa else { throw ZoneTransferError("the copy holds no SOA") }
+        guard complete else { throw ZoneTransferError("the copy is cut short (no end line)") }
         self.soa = soa
         self.records = records
     }

@@ -50,7 +50,7 @@ private enum Dnspython {
         var session = TSIGSession(key: Dnspython.key)
         var request = MessageBuilder.query(id: 0x1234, zone: zone, type: RecordType.axfr)
         session.sign(&request, now: Dnspython.time)
-        var assembler = TransferAssembler(zone: zone, heldSerial: nil)
+        var assembler = TransferAssembler(zone: zone, heldSerial: nil, maximumBytes: 1 << 20)
         var outcome: TransferOutcome? = nil
         for bytes in [Dnspython.response1, Dnspython.response2] {
             let message = try DNSMessage(bytes)
@@ -117,7 +117,7 @@ private enum Dnspython {
 @Suite struct TransferTests {
     @Test func readsAnIncrementalTransferAndAppliesIt() throws {
         var contents = ZoneContents(zone: zone, soa: soa(1), records: [cname("a", "."), cname("b", ".")])
-        var assembler = TransferAssembler(zone: zone, heldSerial: 1)
+        var assembler = TransferAssembler(zone: zone, heldSerial: 1, maximumBytes: 1 << 20)
         // 1 → 2 deletes a, adds c; 2 → 3 changes b's action.
         let stream = [soa(3), soa(1), cname("a", "."), soa(2), cname("c", "."), soa(2), cname("b", "."), soa(3),
                       cname("b", "rpz-passthru."), soa(3)]
@@ -131,7 +131,7 @@ private enum Dnspython {
     }
 
     @Test func takesAFullZoneAnsweredToAnIXFR() throws {
-        var assembler = TransferAssembler(zone: zone, heldSerial: 1)
+        var assembler = TransferAssembler(zone: zone, heldSerial: 1, maximumBytes: 1 << 20)
         guard case .full(_, let records) = try assembler.add([soa(5), cname("x", "."), soa(5)]) else {
             Issue.record("not full"); return
         }
@@ -139,9 +139,9 @@ private enum Dnspython {
     }
 
     @Test func aSingleSOANotNewerIsUpToDate() throws {
-        var assembler = TransferAssembler(zone: zone, heldSerial: 9)
+        var assembler = TransferAssembler(zone: zone, heldSerial: 9, maximumBytes: 1 << 20)
         guard case .upToDate = try assembler.add([soa(9)]) else { Issue.record("not up to date"); return }
-        var older = TransferAssembler(zone: zone, heldSerial: 0xffff_fff0)
+        var older = TransferAssembler(zone: zone, heldSerial: 0xffff_fff0, maximumBytes: 1 << 20)
         #expect(try older.add([soa(3)]) == nil, "serial 3 is newer than 0xfffffff0 (RFC 1982): wait for more")
     }
 
@@ -154,11 +154,24 @@ private enum Dnspython {
             (nil, [soa(2), soa(2), cname("a", ".")]),            // records after the end
         ]
         for (held, records) in cases {
-            var assembler = TransferAssembler(zone: zone, heldSerial: held)
+            var assembler = TransferAssembler(zone: zone, heldSerial: held, maximumBytes: 1 << 20)
             #expect(throws: ZoneTransferError.self) { try assembler.add(records) }
         }
-        var bounded = TransferAssembler(zone: zone, heldSerial: nil, maximumRecords: 3)
+        // The budget counts names in full: a pointer to a long owner costs its length.
+        var bounded = TransferAssembler(zone: zone, heldSerial: nil, maximumBytes: 150)
         #expect(throws: ZoneTransferError.self) { try bounded.add([soa(1), cname("a", "."), cname("b", "."), cname("c", ".")]) }
+    }
+
+    @Test func leavesOutRecordsOfAnotherClassOrOutsideTheZone() throws {
+        var assembler = TransferAssembler(zone: zone, heldSerial: nil, maximumBytes: 1 << 20)
+        var chaos = cname("c", ".")
+        chaos.recordClass = 3
+        let outside = ResourceRecord(owner: WireName("bad.example.")!, type: 5, ttl: 300, data: WireName(".")!.wire)
+        guard case .full(_, let records) = try assembler.add([soa(1), cname("a", "."), chaos, outside, soa(1)]) else {
+            Issue.record("not full"); return
+        }
+        #expect(records.map(ZoneContents.key) == ["a.rpz.example. IN CNAME ."])
+        #expect(assembler.ignored == 2)
     }
 
     @Test func aDeletionOfARecordNotHeldIsDrift() {
@@ -184,6 +197,13 @@ private enum Dnspython {
         #expect(back.records == contents.records)
         #expect(back.soa == contents.soa)
         #expect(throws: ZoneTransferError.self) { try ZoneContents(masterFile: "garbage line\n", zone: zone) }
+        // Cut short at a line boundary, or with a line lost: refused (transferred again in full).
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let cut = lines.dropLast(2).joined(separator: "\n") + "\n"
+        #expect(throws: ZoneTransferError.self) { try ZoneContents(masterFile: cut, zone: zone) }
+        var lost = lines
+        lost.remove(at: 4)
+        #expect(throws: ZoneTransferError.self) { try ZoneContents(masterFile: lost.joined(separator: "\n"), zone: zone) }
     }
 }
 

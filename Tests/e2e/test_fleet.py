@@ -189,7 +189,7 @@ def test_a_million_record_zone_transfers_and_swaps_without_losing_a_query(fleet,
         fleet.publish(fleet.records + [f"n{i}.big.example CNAME ." for i in range(names)])
         wait_until(lambda: zone_stats(lab)["records"] > names, timeout=50, step=0.5)
         arrived = time.monotonic() - started
-        wait_until(lambda: status(lab, f"n{names - 1}.big.example") == "NXDOMAIN", timeout=10, step=0.5)
+        wait_until(lambda: status(lab, f"n{names - 1}.big.example") == "NXDOMAIN", timeout=40, step=0.5)
         swapped = time.monotonic() - started
         out = load.communicate(timeout=90)[0]
     finally:
@@ -203,7 +203,8 @@ def test_a_million_record_zone_transfers_and_swaps_without_losing_a_query(fleet,
     lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
     print(f"dnsperf through the gateway meanwhile: {sent} sent, {lost} lost")
     assert sent > 100_000 and lost == 0, out
-    assert status(lab, "n0.big.example") == "NXDOMAIN" and status(lab, "bad2.fleet.example") == "NXDOMAIN"
+    earlier = fleet.records[0].split()[0]  # a name the zone blocked before, still blocked
+    assert status(lab, "n0.big.example") == "NXDOMAIN" and status(lab, earlier) == "NXDOMAIN"
 
 
 @pytest.fixture(scope="module")
