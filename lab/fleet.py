@@ -10,6 +10,7 @@ README's "Running a fleet"); `knot_config` and `nsd_config` are that text."""
 import base64
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -120,8 +121,47 @@ zone:
 """
 
 
+def bind_config(directory: Path, gateways: int, secret: str = SECRET) -> str:
+    """named's configuration: the same zone, key and gateways. BIND sends
+    NOTIFY over UDP and, with `ixfr-from-differences`, keeps the differences
+    of each edit of the zone file for IXFR; operators raise the serial in the
+    file and run `rndc reload rpz.example` (the tests send SIGHUP, which reloads
+    the same way)."""
+    notify = " ".join(f"{gateway_v4(i)} port {NOTIFY_PORT} key \"{KEY_NAME}\";" for i in range(gateways))
+    return f"""options {{
+    directory "{directory}/zones";
+    pid-file "{directory}/named.pid";
+    session-keyfile "{directory}/session.key";
+    managed-keys-directory "{directory}";
+    listen-on port 53 {{ {PRIMARY_V4}; }};
+    listen-on-v6 port 53 {{ {PRIMARY_V6}; }};
+    recursion no;
+    dnssec-validation no;
+    notify explicit;
+    ixfr-from-differences yes;
+    // BIND answers IXFR with the whole zone when the differences are larger
+    // than the zone (max-ixfr-ratio, 100% by default): a lab zone is tiny.
+    max-ixfr-ratio unlimited;
+}};
+controls {{ }};
+logging {{
+    channel primary {{ file "{directory}/named.log"; severity info; print-time yes; }};
+    category default {{ primary; }};
+    category xfer-out {{ primary; }};
+    category notify {{ primary; }};
+}};
+key "{KEY_NAME}" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{ZONE}" {{
+    type primary;
+    file "{ZONE}.zone";
+    also-notify {{ {notify} }};
+    allow-transfer {{ key "{KEY_NAME}"; }};
+}};
+"""
+
+
 class Primary:
-    """knotd (or nsd) in a namespace of its own, bridged to the gateways."""
+    """knotd (or nsd, or named) in a namespace of its own, bridged to the gateways."""
 
     def __init__(self, tag: str, directory: Path, server: str = "knot"):
         self.server = server
@@ -168,13 +208,20 @@ class Primary:
             self.config = self.dir / "nsd.conf"
             self.config.write_text(nsd_config(self.dir, gateways, secret))
             command = ["nsd", "-d", "-c", str(self.config)]
+        elif self.server == "bind":
+            self.config = self.dir / "named.conf"
+            self.config.write_text(bind_config(self.dir, gateways, secret))
+            command = ["named", "-f", "-n", "1", "-c", str(self.config)]  # -f: the logging statement applies
         else:
             self.config.write_text(knot_config(self.dir, gateways, secret))
             command = ["knotd", "-c", str(self.config)]
         self.process = subprocess.Popen(["ip", "netns", "exec", self.namespace, *command],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: self.control("zonestatus" if self.server == "nsd" else "zone-status", ZONE).returncode == 0,
-                   timeout=30, step=0.2)
+        if self.server == "bind":
+            wait_until(lambda: self.serial() >= 0, timeout=30, step=0.2)
+        else:
+            wait_until(lambda: self.control("zonestatus" if self.server == "nsd" else "zone-status", ZONE).returncode == 0,
+                       timeout=30, step=0.2)
 
     def control(self, *args: str) -> subprocess.CompletedProcess:
         program = "nsd-control" if self.server == "nsd" else "knotc"
@@ -182,6 +229,9 @@ class Primary:
 
     def reload(self) -> None:
         """What an operator does after editing the zone file."""
+        if self.server == "bind":
+            self.process.send_signal(signal.SIGHUP)  # as `rndc reload`; `ip netns exec` execs named
+            return
         result = self.control("reload" if self.server == "nsd" else "zone-reload", ZONE)
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -190,7 +240,7 @@ class Primary:
         return int(out[2]) if len(out) > 2 else -1
 
     def log(self) -> str:
-        path = self.dir / ("nsd.log" if self.server == "nsd" else "knot.log")
+        path = self.dir / {"nsd": "nsd.log", "bind": "named.log"}.get(self.server, "knot.log")
         return path.read_text() if path.exists() else ""
 
     def stop(self) -> None:
