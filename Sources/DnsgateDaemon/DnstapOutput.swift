@@ -164,6 +164,8 @@ final class DnstapOutput: @unchecked Sendable {
         // Bounded: a collector sends a handful of small control frames.
         for _ in 0..<4 {
             guard let bytes = try socket.receive() else {
+                // After FINISH the collector closes: the end of a clean stop.
+                if sender.state == .finished { return }
                 throw DaemonError(description: "the collector closed the connection")
             }
             if bytes.isEmpty { return }

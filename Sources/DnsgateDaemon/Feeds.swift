@@ -238,13 +238,27 @@ final class Feeds: Sendable {
     }
 
     /// Write to a temporary file and rename, so a reader never sees half a list.
+    /// The data reaches the disk before the rename, and the rename before this
+    /// returns: a power cut leaves the old copy or the new one, never a torn one.
     static func writeAtomically(_ data: Data, to path: String) throws {
         let temporary = path + ".tmp"
         guard FileManager.default.createFile(atPath: temporary, contents: data, attributes: [.posixPermissions: 0o640]) else {
             throw DaemonError(description: "cannot create \(temporary)")
         }
+        do {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: temporary))
+            defer { try? handle.close() }
+            try handle.synchronize()
+        } catch {
+            throw DaemonError(description: "cannot write \(temporary) to disk: \(error)")
+        }
         if rename(temporary, path) != 0 {
             throw DaemonError(description: "cannot rename \(temporary): \(String(cString: strerror(errno)))")
+        }
+        let folder = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY)
+        if folder >= 0 {
+            _ = fsync(folder)
+            close(folder)
         }
     }
 

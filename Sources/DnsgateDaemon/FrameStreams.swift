@@ -137,7 +137,8 @@ struct FrameStreamsSender {
             input.removeFirst(length)
             switch (state, frame.type) {
             case (.awaitingAccept, .accept):
-                guard frame.contentTypes.contains(FrameStreams.dnstapContentType) else {
+                // No content type at all matches any, as libfstrm reads an ACCEPT.
+                guard frame.contentTypes.isEmpty || frame.contentTypes.contains(FrameStreams.dnstapContentType) else {
                     state = .closed
                     throw DaemonError(description: "the collector does not accept protobuf:dnstap.Dnstap")
                 }

@@ -102,16 +102,16 @@ final class PolicyHolder: Sendable {
 
     /// Hits per rule of the current policy, including those its namesakes in
     /// earlier generations counted.
+    /// The lock is held only to copy what it guards (the counters themselves
+    /// are atomics): the TCP relay takes it for every message, and a scraper
+    /// must not keep it waiting while the totals are summed.
     func ruleHits() -> (PolicyState, [RuleHits]) {
-        guarded.withLock { guarded in
-            var totals = guarded.retiredHits
-            if let previous = guarded.previous { Self.fold(previous, into: &totals) }
-            let current = guarded.current
-            let hits = current.policy.rules.indices.map { index in
-                current.hits(ofRule: index) + (totals[Self.key(current.policy.rules[index])] ?? RuleHits())
-            }
-            return (current, hits)
+        var (totals, previous, current) = guarded.withLock { ($0.retiredHits, $0.previous, $0.current) }
+        if let previous { Self.fold(previous, into: &totals) }
+        let hits = current.policy.rules.indices.map { index in
+            current.hits(ofRule: index) + (totals[Self.key(current.policy.rules[index])] ?? RuleHits())
         }
+        return (current, hits)
     }
 
     private static func key(_ rule: CompiledRule) -> String { rule.group + "/" + rule.name }

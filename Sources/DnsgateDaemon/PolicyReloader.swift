@@ -111,8 +111,9 @@ final class PolicyReloader: Sendable {
         if config.queues != running.queues || config.failMode != running.failMode
             || config.statsSocket != running.statsSocket || config.tcpPort != running.tcpPort
             || config.undecodable != running.undecodable || config.onOverload != running.onOverload
-            || config.notifyListen != running.notifyListen {
-            logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port, stats_socket and notify_listen take effect only after a restart")
+            || config.notifyListen != running.notifyListen || config.queryLog != running.queryLog
+            || config.dnstap != running.dnstap {
+            logger.warning("queues, fail_mode, undecodable, on_overload, tcp_port, stats_socket, notify_listen, query_log and dnstap take effect only after a restart")
         }
     }
 }

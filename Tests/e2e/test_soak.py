@@ -1,14 +1,31 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """A bounded soak at load: memory stays flat per query, per reload and per list
 refresh, with threat rules (every reload reads the model and the suffix list
-anew; every query is scored and recorded in the tunnel table)."""
+anew; every query is scored and recorded in the tunnel table).
+
+It runs the release build, what ships: a debug build allocates on the packet
+path (no inlining, no stack promotion), and its heap grows with that churn
+(measured: 68 to 115 MB in 3 minutes, where the release build stays flat)."""
+import os
 import re
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from lab import UPSTREAM_V4
+from lab import ROOT, UPSTREAM_V4
+
+
+def release_binary() -> Path:
+    """DNSGATE_RELEASE_BIN, or the release build (built here when missing or stale)."""
+    configured = os.environ.get("DNSGATE_RELEASE_BIN")
+    if configured:
+        return Path(configured)
+    subprocess.run(["swift", "build", "-c", "release", "--product", "dnsgate"], cwd=ROOT, check=True,
+                   capture_output=True, timeout=3600)
+    out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=600)
+    return Path(out.stdout.strip()) / "dnsgate"
 
 
 def rss_kb(pid: int) -> int:
@@ -35,6 +52,16 @@ rule_groups:
                                    {{name: tunnels, priority: 4, threat: DNS_TUNNELING, confidence: LOW, action: ALERT}}]}}
 """, "soak.yaml")
     lab.apply_rules()
+    debug_binary, lab.binary = lab.binary, release_binary()
+    try:
+        run_soak(lab, config, folder)
+    finally:
+        lab.stop_dnsgate()
+        lab.binary = debug_binary
+        lab.remove_rules()
+
+
+def run_soak(lab, config: Path, folder: Path) -> None:
     lab.start_dnsgate(config)
     queries = lab.dir / "soak-queries.txt"
     # Four blocked names for one passed on: the lab's Python resolver is not the bottleneck.
@@ -87,5 +114,3 @@ rule_groups:
     # 9 MB in 3 minutes without (each compiling thread's arena kept its peak).
     second_minute, last_minute = min(samples[12:24]), min(samples[24:])
     assert last_minute - second_minute < 4096, f"RSS floor grew {last_minute - second_minute} KB from {second_minute} KB"
-    lab.stop_dnsgate()
-    lab.remove_rules()
