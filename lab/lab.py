@@ -37,6 +37,21 @@ def dnsgate_binary() -> Path:
     return Path(out.stdout.strip()) / "dnsgate"
 
 
+def release_binary() -> Path:
+    """DNSGATE_RELEASE_BIN, or the release build (built here when missing or
+    stale): for the tests that measure what ships (memory, a million-record
+    swap), which a debug build's packet-path allocations and slower compiles
+    would distort."""
+    configured = os.environ.get("DNSGATE_RELEASE_BIN")
+    if configured:
+        return Path(configured)
+    subprocess.run(["swift", "build", "-c", "release", "--product", "dnsgate"], cwd=ROOT, check=True,
+                   capture_output=True, timeout=3600)
+    out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=600)
+    return Path(out.stdout.strip()) / "dnsgate"
+
+
 def unbound_forwarder_config(listen: str, directory: Path, upstream: str, extra: str = "") -> str:
     """An Unbound that listens on `listen` (IPv4 or IPv6), forwards every name
     to `upstream` and stays in the foreground; `extra` goes into `server:`."""

@@ -72,6 +72,11 @@ public enum ConfigReader {
         if let node = mapping["notify_listen"] {
             let items = node.sequence.map(Array.init) ?? [node]
             config.notifyListen = items.compactMap { context.listenAddress($0, "notify_listen") }
+            if config.notifyListen.contains(where: { $0.port == 53 }) {
+                // TCP/53 to the gateway goes to the relay, and on to itself: the
+                // NOTIFY would seem to come from the gateway, not the primary.
+                context.warning(node, "notify_listen: port 53 is where the shipped rules divert DNS (a TCP NOTIFY, as Knot sends it, reaches dnsgate through the relay and is refused); use another port, like 5300, and name it in the primary's notify target")
+            }
         }
         if let node = mapping["threat_detection"] { config.threatDetection = context.threatDetection(node, config: path) }
         if let node = mapping["domain_lists"] {
@@ -101,6 +106,10 @@ public enum ConfigReader {
         var diagnostics: [Diagnostic] = []
 
         init(file: String) { self.file = file }
+
+        mutating func warning(_ node: Node?, _ message: String) {
+            diagnostics.append(Diagnostic(.warning, file: file, line: node?.mark?.line ?? 0, message))
+        }
 
         mutating func error(_ node: Node?, _ message: String) {
             diagnostics.append(Diagnostic(.error, file: file, line: node?.mark?.line ?? 0, message))

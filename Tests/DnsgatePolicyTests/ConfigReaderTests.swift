@@ -200,6 +200,8 @@ struct ConfigReaderTests {
         let yaml = "domain_lists:\n  - {name: fleet, \(source)}\n"
         let (_, problems) = ConfigReader.read(yaml: yaml, path: "c.yaml")
         #expect(problems.contains { $0.severity == .error && $0.line == 2 && $0.message.contains(message) }, "\(problems)")
+        let (_, port53) = ConfigReader.read(yaml: "notify_listen: [\"192.0.2.1:53\"]\n", path: "c.yaml")
+        #expect(port53.contains { $0.severity == .warning && $0.line == 1 && $0.message.contains("use another port") })
         let (_, listen) = ConfigReader.read(yaml: "notify_listen: 192.0.2.1\n", path: "c.yaml")
         #expect(listen.contains { $0.line == 1 && $0.message.contains("notify_listen: '192.0.2.1' is not an address and port") })
     }

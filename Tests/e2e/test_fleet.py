@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))
 from fleet import KEY_NAME, NOTIFY_PORT, SECRET, ZONE, Primary, fleet_config, zone_text  # noqa: E402
-from lab import Lab, wait_until  # noqa: E402
+from lab import Lab, release_binary, wait_until  # noqa: E402
 
 GATEWAYS = 3
 
@@ -36,8 +36,11 @@ class Fleet:
         self.gateways: list[Lab] = []
         self.serial = 0
         self.records: list[str] = []
+        # The release build: the 5 s bars and the million-record swap measure what ships.
+        binary = release_binary()
         for index in range(gateways):
             lab = Lab(name=f"fl{index}x{id(self) % 1000}").up()
+            lab.binary = binary
             self.primary.attach(lab, index)
             self.gateways.append(lab)
 
@@ -183,15 +186,16 @@ def test_a_million_record_zone_transfers_and_swaps_without_losing_a_query(fleet,
     queries = tmp_path / "queries.txt"
     queries.write_text("".join(f"q{i}.load.example A\n" for i in range(1000)))
     load = subprocess.Popen(["ip", "netns", "exec", lab.client, "dnsperf", "-s", "198.51.100.53", "-d", str(queries),
-                             "-l", "60", "-Q", "2000", "-t", "2"], stdout=subprocess.PIPE, text=True)
+                             "-l", "120", "-Q", "2000", "-t", "2"], stdout=subprocess.PIPE, text=True)
     try:
         started = time.monotonic()
         fleet.publish(fleet.records + [f"n{i}.big.example CNAME ." for i in range(names)])
-        wait_until(lambda: zone_stats(lab)["records"] > names, timeout=50, step=0.5)
+        wait_until(lambda: zone_stats(lab)["records"] > names, timeout=90, step=0.5)
         arrived = time.monotonic() - started
-        wait_until(lambda: status(lab, f"n{names - 1}.big.example") == "NXDOMAIN", timeout=40, step=0.5)
+        wait_until(lambda: status(lab, f"n{names - 1}.big.example") == "NXDOMAIN", timeout=90, step=0.5)
         swapped = time.monotonic() - started
-        out = load.communicate(timeout=90)[0]
+        assert swapped < 110, "the swap happened while dnsperf was sending"
+        out = load.communicate(timeout=150)[0]
     finally:
         if load.poll() is None:
             load.kill()
@@ -202,7 +206,7 @@ def test_a_million_record_zone_transfers_and_swaps_without_losing_a_query(fleet,
     sent = int(re.search(r"Queries sent:\s+(\d+)", out).group(1))
     lost = int(re.search(r"Queries lost:\s+(\d+)", out).group(1))
     print(f"dnsperf through the gateway meanwhile: {sent} sent, {lost} lost")
-    assert sent > 100_000 and lost == 0, out
+    assert sent > 200_000 and lost == 0, out
     earlier = fleet.records[0].split()[0]  # a name the zone blocked before, still blocked
     assert status(lab, "n0.big.example") == "NXDOMAIN" and status(lab, earlier) == "NXDOMAIN"
 

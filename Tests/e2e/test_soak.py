@@ -6,26 +6,13 @@ anew; every query is scored and recorded in the tunnel table).
 It runs the release build, what ships: a debug build allocates on the packet
 path (no inlining, no stack promotion), and its heap grows with that churn
 (measured: 68 to 115 MB in 3 minutes, where the release build stays flat)."""
-import os
 import re
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from lab import ROOT, UPSTREAM_V4
-
-
-def release_binary() -> Path:
-    """DNSGATE_RELEASE_BIN, or the release build (built here when missing or stale)."""
-    configured = os.environ.get("DNSGATE_RELEASE_BIN")
-    if configured:
-        return Path(configured)
-    subprocess.run(["swift", "build", "-c", "release", "--product", "dnsgate"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=3600)
-    out = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, capture_output=True,
-                         text=True, check=True, timeout=600)
-    return Path(out.stdout.strip()) / "dnsgate"
+from lab import UPSTREAM_V4, release_binary
 
 
 def rss_kb(pid: int) -> int:
