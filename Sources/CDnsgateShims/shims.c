@@ -559,6 +559,20 @@ static socklen_t dg_inet_address(int family, const uint8_t *address, uint16_t po
     return sizeof(*v6);
 }
 
+/// The family, address (4 or 16 bytes written) and port of `storage`.
+static void dg_inet_peer(const struct sockaddr_storage *storage, int *family, uint8_t *address, uint16_t *port) {
+    *family = storage->ss_family;
+    if (storage->ss_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)storage;
+        memcpy(address, &v4->sin_addr, 4);
+        *port = ntohs(v4->sin_port);
+    } else {
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)storage;
+        memcpy(address, &v6->sin6_addr, 16);
+        *port = ntohs(v6->sin6_port);
+    }
+}
+
 int dg_tcp_connect(int family, const uint8_t *address, uint16_t port, uint32_t mark, int timeout_ms) {
     struct sockaddr_storage storage;
     socklen_t length = dg_inet_address(family, address, port, &storage);
@@ -612,16 +626,7 @@ int dg_udp_receive(int fd, uint8_t *buffer, size_t capacity, int *family, uint8_
     socklen_t length = sizeof(storage);
     ssize_t count = recvfrom(fd, buffer, capacity, 0, (struct sockaddr *)&storage, &length);
     if (count < 0) return -errno;
-    *family = storage.ss_family;
-    if (storage.ss_family == AF_INET) {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
-        memcpy(address, &v4->sin_addr, 4);
-        *port = ntohs(v4->sin_port);
-    } else {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
-        memcpy(address, &v6->sin6_addr, 16);
-        *port = ntohs(v6->sin6_port);
-    }
+    dg_inet_peer(&storage, family, address, port);
     return (int)count;
 }
 
@@ -661,15 +666,6 @@ int dg_tcp_accept(int listener, int *family, uint8_t *address, uint16_t *port, i
         close(fd);
         return rc;
     }
-    *family = storage.ss_family;
-    if (storage.ss_family == AF_INET) {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&storage;
-        memcpy(address, &v4->sin_addr, 4);
-        *port = ntohs(v4->sin_port);
-    } else {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&storage;
-        memcpy(address, &v6->sin6_addr, 16);
-        *port = ntohs(v6->sin6_port);
-    }
+    dg_inet_peer(&storage, family, address, port);
     return fd;
 }

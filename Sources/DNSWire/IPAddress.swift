@@ -17,6 +17,18 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The address of 4 (IPv4) or 16 (IPv6) bytes in network order, as
+    /// sockets and A/AAAA RDATA hold it.
+    public init?(bytes: some Collection<UInt8>) {
+        switch bytes.count {
+        case 4: self = .v4(bytes.reduce(0) { $0 << 8 | UInt32($1) })
+        case 16:
+            self = .v6(high: bytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) },
+                       low: bytes.dropFirst(8).reduce(0) { $0 << 8 | UInt64($1) })
+        default: return nil
+        }
+    }
+
     public var isIPv4: Bool { if case .v4 = self { true } else { false } }
 
     /// The address in network byte order, 4 or 16 bytes.

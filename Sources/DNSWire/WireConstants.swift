@@ -25,6 +25,10 @@ public struct QueryType: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let https = QueryType(rawValue: 65)
     public static let any = QueryType(rawValue: 255)
     public static let caa = QueryType(rawValue: 257)
+    /// Meta-types of zone transfers (RFC 8945, RFC 1995, RFC 5936).
+    public static let tsig = QueryType(rawValue: 250)
+    public static let ixfr = QueryType(rawValue: 251)
+    public static let axfr = QueryType(rawValue: 252)
 
     private static let mnemonics: [(String, QueryType)] = [
         ("A", .a), ("NS", .ns), ("CNAME", .cname), ("SOA", .soa), ("NULL", .null), ("PTR", .ptr),

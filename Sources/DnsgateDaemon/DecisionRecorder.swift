@@ -156,8 +156,9 @@ final class DecisionRecorder: Sendable {
     let recordedActions: Set<RuleAction>
     /// Whether queries no rule matched are recorded (for the log or dnstap).
     let recordsNoMatch: Bool
-    /// Whether records carry the query's message (dnstap sends it).
-    let copiesQueries: Bool
+    /// Decisions whose records carry the query's message: those dnstap sends.
+    private let queryCopyActions: Set<RuleAction>
+    private let copiesUnmatchedQueries: Bool
     let top = TopTalkers()
     /// One decider's records, in an object of its own (a `Mutex` cannot sit in an array).
     private final class Ring: Sendable {
@@ -187,7 +188,8 @@ final class DecisionRecorder: Sendable {
         self.dnstap = dnstap
         recordedActions = logActions.union(dnstap?.actions ?? []).union([.block])
         recordsNoMatch = logsNoMatch || (dnstap?.sendsNoMatch ?? false)
-        copiesQueries = dnstap != nil
+        queryCopyActions = dnstap?.actions ?? []
+        copiesUnmatchedQueries = dnstap?.sendsNoMatch ?? false
         self.capacity = capacity
         rings = (0..<deciders).map { _ in Ring(capacity: capacity) }
     }
@@ -199,6 +201,13 @@ final class DecisionRecorder: Sendable {
             kept[policy.generation] = generationLabels
             for old in kept.keys where old <= policy.generation - Self.keptGenerations { kept[old] = nil }
         }
+    }
+
+    /// Whether the record of a decision carries the query's message: only
+    /// when dnstap will send it, so that no other decision pays the copy.
+    @inline(__always)
+    func copiesQuery(matched: Bool, action: RuleAction) -> Bool {
+        matched ? queryCopyActions.contains(action) : copiesUnmatchedQueries
     }
 
     /// Whether a decision with this outcome is recorded at all.

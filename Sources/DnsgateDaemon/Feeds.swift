@@ -87,14 +87,7 @@ final class Feeds: Sendable {
     /// Starts the feed thread. It is never joined: `stop` abandons the fetch
     /// in progress, and the process may exit while the thread still winds down.
     func start(changed: @escaping @Sendable () -> Void) {
-        let thread = Thread { [self] in
-            // Foundation's Thread.name does not reach the kernel on Linux.
-            CurrentThread.name("dnsgate-feeds")
-            CurrentThread.lowerPriority()
-            run(changed: changed)
-        }
-        thread.name = "dnsgate-feeds"
-        thread.start()
+        startHelperThread("dnsgate-feeds") { [self] in run(changed: changed) }
     }
 
     /// Ends the fetch in progress, without waiting for it.
@@ -226,15 +219,22 @@ final class Feeds: Sendable {
 
     private func store(_ status: Status, for feed: Feed) {
         guarded.withLock { $0.statuses[feed.name] = status }
-        if let data = try? Self.encoder.encode(status) {
-            try? Self.writeAtomically(data, to: feed.cachePath + ".meta")
-        }
+        Self.writeStatus(status, besideCopy: feed.cachePath)
     }
 
     static func readStatus(_ feed: Feed) -> Status? {
-        guard let bytes = try? readFileBytes(feed.cachePath + ".meta", maximumBytes: 64 << 10),
-              let status = try? decoder.decode(Status.self, from: Data(bytes)), status.url == feed.remote.url else { return nil }
+        guard let status: Status = readStatus(besideCopy: feed.cachePath), status.url == feed.remote.url else { return nil }
         return status
+    }
+
+    /// A remote list's or zone's status, kept next to its copy (`NAME.list.meta`).
+    static func writeStatus(_ status: some Encodable, besideCopy path: String) {
+        if let data = try? encoder.encode(status) { try? writeAtomically(data, to: path + ".meta") }
+    }
+
+    static func readStatus<Status: Decodable>(besideCopy path: String) -> Status? {
+        guard let bytes = try? readFileBytes(path + ".meta", maximumBytes: 64 << 10) else { return nil }
+        return try? decoder.decode(Status.self, from: Data(bytes))
     }
 
     /// Write to a temporary file and rename, so a reader never sees half a list.
@@ -272,4 +272,18 @@ final class Feeds: Sendable {
         decoder.dateDecodingStrategy = .iso8601
         return decoder
     }()
+}
+
+/// Starts a helper thread (feeds, zones, NOTIFY), named for `top` and the
+/// kernel, at the lower priority helpers run at so that they yield to the
+/// queue workers on a shared core. It is never joined.
+func startHelperThread(_ name: String, _ body: @escaping @Sendable () -> Void) {
+    let thread = Thread {
+        // Foundation's Thread.name does not reach the kernel on Linux.
+        CurrentThread.name(name)
+        CurrentThread.lowerPriority()
+        body()
+    }
+    thread.name = name
+    thread.start()
 }

@@ -277,7 +277,9 @@ extension QueryJudge {
             destinationPort: query.destinationPort, name: query.name, type: query.type,
             queryClass: query.queryClass, transport: transport, generation: generation,
             ruleIndex: ruleIndex, action: outcome.action, blockResponse: outcome.blockResponse, threat: threat,
-            detail: recorder.copiesQueries ? .query(MessageCopy(message)) : .none, entryOutcome: entryOutcome),
+            detail: recorder.copiesQuery(matched: ruleIndex != DecisionRecord.noRule, action: outcome.action)
+                ? .query(MessageCopy(message)) : .none,
+            entryOutcome: entryOutcome),
             from: index)
     }
 

@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
 import DnsgatePolicy
 import Foundation
 import Logging
@@ -147,16 +148,16 @@ final class Zones: Sendable {
     /// runs (on the zones thread) after a zone's copy changed on disk.
     func start(changed: @escaping @Sendable () -> Void) {
         for socket in notifySockets {
-            spawn("dnsgate-notify") { [self] in
+            startHelperThread("dnsgate-notify") { [self] in
                 while !isStopping { receiveNotify(on: socket) }  // each turn waits at most the socket's timeout
             }
         }
         for listener in notifyListeners {
-            spawn("dnsgate-notify") { [self] in
+            startHelperThread("dnsgate-notify") { [self] in
                 while !isStopping { acceptNotify(on: listener) }  // each turn waits at most the timeouts
             }
         }
-        spawn("dnsgate-zones") { [self] in
+        startHelperThread("dnsgate-zones") { [self] in
             var copies: [String: ZoneContents] = [:]
             while !isStopping {  // ends at shutdown
                 let now = Date()
@@ -171,16 +172,6 @@ final class Zones: Sendable {
                 usleep(50_000)
             }
         }
-    }
-
-    private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
-        let thread = Thread {
-            CurrentThread.name(name)
-            CurrentThread.lowerPriority()
-            body()
-        }
-        thread.name = name
-        thread.start()
     }
 
     // MARK: NOTIFY
@@ -200,7 +191,7 @@ final class Zones: Sendable {
     func acceptNotify(on listener: StreamListener) {
         guard let (connection, address) = try? listener.accept(ioTimeoutMilliseconds: 1000) else { return }
         // Only a primary may hold this thread, and for 2 s at most.
-        guard isPrimary(IPAddressBytes.text(address)) else {
+        guard let sender = IPAddress(bytes: address), isPrimary(sender) else {
             ignoredNotifies.add(1, ordering: .relaxed)
             return
         }
@@ -214,10 +205,8 @@ final class Zones: Sendable {
         }
     }
 
-    private func isPrimary(_ sender: String) -> Bool {
-        guarded.withLock { shared in
-            shared.zones.contains { zone in zone.source.primaries.contains { IPAddressBytes.text($0.address.bytes) == sender } }
-        }
+    private func isPrimary(_ sender: IPAddress) -> Bool {
+        guarded.withLock { shared in shared.zones.contains { zone in zone.source.primaries.contains { $0.address == sender } } }
     }
 
     /// The answer to a NOTIFY message, or nil when none is due.
@@ -227,13 +216,13 @@ final class Zones: Sendable {
             ignoredNotifies.add(1, ordering: .relaxed)
             return nil
         }
-        let sender = IPAddressBytes.text(address)
+        guard let sender = IPAddress(bytes: address) else { return nil }
         let zoneName = question.name.lowercased.description
         // Every list that follows the zone from this sender (a domain list and
         // an ip list may follow the same RPZ).
         let targets = guarded.withLock { shared in
             shared.zones.filter { zone in
-                zone.source.zone == zoneName && zone.source.primaries.contains { IPAddressBytes.text($0.address.bytes) == sender }
+                zone.source.zone == zoneName && zone.source.primaries.contains { $0.address == sender }
             }
         }
         guard let target = targets.first else {
@@ -244,9 +233,9 @@ final class Zones: Sendable {
                 return true
             }
             if logs { logger.notice("NOTIFY for \(zoneName) from \(sender) ignored: not a primary of a followed zone (logged once a minute)") }
-            return MessageBuilder.notifyResponse(to: message, responseCode: 5)
+            return MessageBuilder.notifyResponse(to: message, responseCode: .refused)
         }
-        var response = MessageBuilder.notifyResponse(to: message, responseCode: 0)
+        var response = MessageBuilder.notifyResponse(to: message, responseCode: .noError)
         if message.signature != nil {
             // A signed NOTIFY gets a signed answer, with the zone's key; a bad signature none.
             guard let key = try? Self.key(of: target) else {
@@ -370,7 +359,7 @@ final class Zones: Sendable {
     }
 
     /// Sends one signed (when a key is given) query on a new connection.
-    private func send(_ type: UInt16, zone: WireName, held: ResourceRecord?, to connection: StreamConnection,
+    private func send(_ type: QueryType, zone: WireName, held: ResourceRecord?, to connection: StreamConnection,
                       key: TSIGKey?) throws -> (UInt16, TSIGSession?) {
         let id = UInt16.random(in: 0...UInt16.max)
         var query = MessageBuilder.query(id: id, zone: zone, type: type, held: held)
@@ -401,16 +390,16 @@ final class Zones: Sendable {
     func querySerial(_ zone: Followed, primary: ServerAddress, key: TSIGKey?) throws -> UInt32 {
         guard let apex = WireName(zone.source.zone) else { throw ZoneTransferError("bad zone name") }
         let connection = try connect(primary)
-        var (id, session) = try send(RecordType.soa, zone: apex, held: nil, to: connection, key: key)
+        var (id, session) = try send(.soa, zone: apex, held: nil, to: connection, key: key)
         let deadline = StreamConnection.deadline(in: Double(Self.readTimeoutMilliseconds) / 1000)
         guard let message = try receive(from: connection, id: id, zone: apex, deadline: deadline, session: &session) else {
             throw ZoneTransferError("no answer to the SOA query")
         }
-        guard message.responseCode == 0 else {
-            throw ZoneTransferError("SOA query answered \(responseCodeName(message.responseCode))")
+        guard message.responseCode == .noError else {
+            throw ZoneTransferError("SOA query answered \(message.responseCode)")
         }
         guard message.flags & 0x0400 != 0,
-              let soa = message.answers.first(where: { $0.type == RecordType.soa && $0.owner == apex }) else {
+              let soa = message.answers.first(where: { $0.type == .soa && $0.owner == apex }) else {
             throw ZoneTransferError("the primary is not authoritative for \(apex) (no SOA in an AA answer)")
         }
         return try StartOfAuthority(soa).serial
@@ -424,7 +413,7 @@ final class Zones: Sendable {
         guard let apex = WireName(zone.source.zone) else { throw ZoneTransferError("bad zone name") }
         if let held {
             do {
-                switch try transferOnce(apex, type: RecordType.ixfr, from: primary, key: key, held: held,
+                switch try transferOnce(apex, type: .ixfr, from: primary, key: key, held: held,
                                          maximumBytes: zone.maximumBytes) {
                 case .upToDate: return nil
                 case .full(let soa, let records):
@@ -439,26 +428,26 @@ final class Zones: Sendable {
                 logger.notice("zone \(apex): IXFR from \(primary) not usable (\(error)); asking for AXFR")
             }
         }
-        guard case .full(let soa, let records) = try transferOnce(apex, type: RecordType.axfr, from: primary, key: key, held: nil,
+        guard case .full(let soa, let records) = try transferOnce(apex, type: .axfr, from: primary, key: key, held: nil,
                                                              maximumBytes: zone.maximumBytes) else {
             throw ZoneTransferError("AXFR did not bring a whole zone")
         }
         return (ZoneContents(zone: apex, soa: soa, records: records), "axfr")
     }
 
-    private func transferOnce(_ apex: WireName, type: UInt16, from primary: ServerAddress, key: TSIGKey?,
+    private func transferOnce(_ apex: WireName, type: QueryType, from primary: ServerAddress, key: TSIGKey?,
                               held: ZoneContents?, maximumBytes: Int) throws -> TransferOutcome {
         let connection = try connect(primary)
         var (id, session) = try send(type, zone: apex, held: held?.soa, to: connection, key: key)
         var assembler = TransferAssembler(zone: apex, heldSerial: held?.serial, maximumBytes: maximumBytes)
         let deadline = StreamConnection.deadline(in: Self.transferDeadline)
-        while StreamConnection.monotonicNanoseconds() < deadline, !isStopping {  // one message a turn, within the deadline
+        while !StreamConnection.hasPassed(deadline), !isStopping {  // one message a turn, within the deadline
             guard let message = try receive(from: connection, id: id, zone: apex, deadline: deadline, session: &session) else {
                 throw ZoneTransferError("the primary closed the connection before the end of the transfer")
             }
-            guard message.responseCode == 0 else {
-                let kind = type == RecordType.ixfr ? "IXFR" : "AXFR"
-                throw ZoneTransferError("\(kind) answered \(responseCodeName(message.responseCode))")
+            guard message.responseCode == .noError else {
+                let kind = type == .ixfr ? "IXFR" : "AXFR"
+                throw ZoneTransferError("\(kind) answered \(message.responseCode)")
             }
             if let outcome = try assembler.add(message.answers) {
                 try session?.finish()
@@ -492,26 +481,8 @@ final class Zones: Sendable {
             if let due = shared.due[zone.name], due > (status.lastCheck ?? .distantPast) { return }
             shared.due[zone.name] = nextCheck
         }
-        if let data = try? Feeds.encoder.encode(status) {
-            try? Feeds.writeAtomically(data, to: zone.cachePath + ".meta")
-        }
+        Feeds.writeStatus(status, besideCopy: zone.cachePath)
     }
 
-    static func readStatus(_ zone: Followed) -> Status? {
-        guard let bytes = try? readFileBytes(zone.cachePath + ".meta", maximumBytes: 64 << 10) else { return nil }
-        return try? Feeds.decoder.decode(Status.self, from: Data(bytes))
-    }
-}
-
-/// Addresses as the sockets give them (4 or 16 bytes), in text.
-enum IPAddressBytes {
-    static func text(_ bytes: [UInt8]) -> String {
-        if bytes.count == 4 { return bytes.map(String.init).joined(separator: ".") }
-        // An IPv4-mapped source (a dual-stack socket) is its IPv4 address.
-        if bytes.count == 16, bytes[..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
-            return bytes[12...].map(String.init).joined(separator: ".")
-        }
-        return stride(from: 0, to: bytes.count, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
-            .joined(separator: ":")
-    }
+    static func readStatus(_ zone: Followed) -> Status? { Feeds.readStatus(besideCopy: zone.cachePath) }
 }

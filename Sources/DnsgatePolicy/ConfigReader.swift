@@ -343,8 +343,16 @@ public enum ConfigReader {
             }
             if sources[0] == inlineKey {
                 for key in ["max_size", "allow_empty"] where mapping[key] != nil {
-                    error(mapping[key], "\(noun) '\(name)': '\(key)' only applies to a 'file' or 'url' list")
+                    error(mapping[key], "\(noun) '\(name)': '\(key)' only applies to a 'file', 'url' or 'zone' list")
                 }
+            }
+            var maximumSize: Int? = nil
+            if let sizeNode = mapping["max_size"] {
+                guard let bytes = byteSize(sizeNode), bytes > 0 else {
+                    error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
+                    return nil
+                }
+                maximumSize = bytes
             }
             switch sources[0] {
             case "zone":
@@ -354,13 +362,7 @@ public enum ConfigReader {
                 // mostly triggers of another kind, is a state of it, not a collapse.
                 var list = DomainListConfig(name: name, source: .zone(zone), format: .rpz, matchSubdomains: matchSubdomains,
                                             kind: kind, line: line, allowEmpty: mapping["allow_empty"] == nil ? true : allowEmpty)
-                if let sizeNode = mapping["max_size"] {
-                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
-                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
-                        return nil
-                    }
-                    list.maximumFileBytes = bytes
-                }
+                if let maximumSize { list.maximumFileBytes = maximumSize }
                 return list
             case inlineKey:
                 let entries = mapping[inlineKey]!
@@ -372,13 +374,7 @@ public enum ConfigReader {
                 var list = DomainListConfig(name: name, source: .file(ConfigPaths.resolve(listFile, relativeTo: file)),
                                             format: format, matchSubdomains: matchSubdomains, kind: kind, line: line,
                                             allowEmpty: allowEmpty)
-                if let sizeNode = mapping["max_size"] {
-                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
-                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
-                        return nil
-                    }
-                    list.maximumFileBytes = bytes
-                }
+                if let maximumSize { list.maximumFileBytes = maximumSize }
                 return list
             default:
                 let urlNode = mapping["url"]!
@@ -396,13 +392,7 @@ public enum ConfigReader {
                     }
                     remote.refreshSeconds = seconds
                 }
-                if let sizeNode = mapping["max_size"] {
-                    guard let bytes = byteSize(sizeNode), bytes > 0 else {
-                        error(sizeNode, "max_size: expected a size like 500K, 64M or 1G")
-                        return nil
-                    }
-                    remote.maximumBytes = bytes
-                }
+                if let maximumSize { remote.maximumBytes = maximumSize }
                 return DomainListConfig(name: name, source: .url(remote), format: format,
                                         matchSubdomains: matchSubdomains, kind: kind, line: line, allowEmpty: allowEmpty)
             }

@@ -14,8 +14,7 @@ public final class StreamConnection {
     public init(connectingTo address: [UInt8], port: UInt16, mark: UInt32, timeoutMilliseconds: Int32,
                 peer: String) throws(SystemError) {
         self.peer = peer
-        let family = address.count == 4 ? AF_INET : AF_INET6
-        descriptor = try check("connecting to \(peer)", dg_tcp_connect(family, address, port, mark, timeoutMilliseconds))
+        descriptor = try check("connecting to \(peer)", dg_tcp_connect(family(of: address), address, port, mark, timeoutMilliseconds))
     }
 
     init(descriptor: Int32, peer: String) {
@@ -42,7 +41,7 @@ public final class StreamConnection {
         var bytes = [UInt8](repeating: 0, count: count)
         var filled = 0
         while filled < count {  // each turn reads at least one byte, or ends
-            guard Self.monotonicNanoseconds() < deadline else {
+            guard monotonicNanoseconds() < deadline else {
                 throw SystemError("reading from \(peer): too slow", negativeErrno: -ETIMEDOUT)
             }
             let received: Int
@@ -62,17 +61,13 @@ public final class StreamConnection {
         return bytes
     }
 
-    /// CLOCK_MONOTONIC now, in nanoseconds: what deadlines are counted in.
-    public static func monotonicNanoseconds() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
-
     /// The deadline `seconds` from now.
     public static func deadline(in seconds: Double) -> UInt64 {
         monotonicNanoseconds() + UInt64(seconds * 1e9)
     }
+
+    /// Whether `deadline` has passed.
+    public static func hasPassed(_ deadline: UInt64) -> Bool { monotonicNanoseconds() >= deadline }
 }
 
 /// A bound UDP socket: NOTIFY messages in, their answers out.
@@ -84,8 +79,7 @@ public final class DatagramSocket: Sendable {
     public init(binding address: [UInt8], port: UInt16, mark: UInt32, timeoutMilliseconds: Int32,
                 local: String) throws(SystemError) {
         self.local = local
-        let family = address.count == 4 ? AF_INET : AF_INET6
-        descriptor = try check("listening on \(local)", dg_udp_bind(family, address, port, mark, timeoutMilliseconds))
+        descriptor = try check("listening on \(local)", dg_udp_bind(family(of: address), address, port, mark, timeoutMilliseconds))
     }
 
     deinit { close(descriptor) }
@@ -99,12 +93,11 @@ public final class DatagramSocket: Sendable {
         let count = dg_udp_receive(descriptor, &bytes, capacity, &family, &address, &port)
         if count == -EAGAIN || count == -EWOULDBLOCK || count == -EINTR { return nil }
         let length = Int(try check("receiving on \(local)", count))
-        return (Array(bytes[..<length]), family == AF_INET ? Array(address[..<4]) : address, port)
+        return (Array(bytes[..<length]), trimmed(address, family: family), port)
     }
 
     public func send(_ bytes: [UInt8], to address: [UInt8], port: UInt16) throws(SystemError) {
-        let family = address.count == 4 ? AF_INET : AF_INET6
-        _ = try check("answering from \(local)", dg_udp_send(descriptor, bytes, bytes.count, family, address, port))
+        _ = try check("answering from \(local)", dg_udp_send(descriptor, bytes, bytes.count, family(of: address), address, port))
     }
 }
 
@@ -117,8 +110,7 @@ public final class StreamListener: Sendable {
     public init(binding address: [UInt8], port: UInt16, mark: UInt32, timeoutMilliseconds: Int32,
                 local: String) throws(SystemError) {
         self.local = local
-        let family = address.count == 4 ? AF_INET : AF_INET6
-        descriptor = try check("listening on \(local)", dg_tcp_listen(family, address, port, mark, timeoutMilliseconds))
+        descriptor = try check("listening on \(local)", dg_tcp_listen(family(of: address), address, port, mark, timeoutMilliseconds))
     }
 
     deinit { close(descriptor) }
@@ -132,7 +124,19 @@ public final class StreamListener: Sendable {
         let accepted = dg_tcp_accept(descriptor, &family, &address, &port, ioTimeoutMilliseconds)
         if accepted == -EAGAIN || accepted == -EWOULDBLOCK || accepted == -EINTR || accepted == -ECONNABORTED { return nil }
         let connection = try check("accepting on \(local)", accepted)
-        let peer = family == AF_INET ? Array(address[..<4]) : address
-        return (StreamConnection(descriptor: connection, peer: "\(peer):\(port)"), peer)
+        return (StreamConnection(descriptor: connection, peer: "a peer of \(local)"), trimmed(address, family: family))
     }
+}
+
+/// The family of an address of 4 (IPv4) or 16 (IPv6) bytes.
+private func family(of address: [UInt8]) -> Int32 { address.count == 4 ? AF_INET : AF_INET6 }
+
+/// The address a socket call wrote into 16 bytes of room, at its family's length.
+private func trimmed(_ address: [UInt8], family: Int32) -> [UInt8] { family == AF_INET ? Array(address[..<4]) : address }
+
+/// CLOCK_MONOTONIC now, in nanoseconds: what the sockets' deadlines are counted in.
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
 }

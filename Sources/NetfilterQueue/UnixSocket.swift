@@ -13,21 +13,15 @@ public final class UnixConnection {
 
     init(descriptor: Int32, totalMilliseconds: Int32? = nil) {
         self.descriptor = descriptor
-        deadline = totalMilliseconds.map { Self.now() + UInt64($0) * 1_000_000 }
+        deadline = totalMilliseconds.map { monotonicNanoseconds() + UInt64($0) * 1_000_000 }
     }
     deinit { close(descriptor) }
-
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
-    }
 
     /// Before each read or write: what is left of the deadline becomes the
     /// socket's timeout, so a peer that trickles bytes cannot hold it longer.
     private func armTimeout(_ doing: String) throws(SystemError) {
         guard let deadline else { return }
-        let now = Self.now()
+        let now = monotonicNanoseconds()
         guard now < deadline else { throw SystemError(doing, negativeErrno: -ETIMEDOUT) }
         _ = dg_socket_timeouts(descriptor, Int32(clamping: max((deadline - now) / 1_000_000, 1)))
     }
@@ -45,7 +39,7 @@ public final class UnixConnection {
     /// the time the client has to take the reply.
     public func renewDeadline(milliseconds: Int32) {
         guard deadline != nil else { return }
-        deadline = Self.now() + UInt64(milliseconds) * 1_000_000
+        deadline = monotonicNanoseconds() + UInt64(milliseconds) * 1_000_000
     }
 
     /// Reads up to the first newline (or `limit` bytes, or end of stream).

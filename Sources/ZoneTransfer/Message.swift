@@ -1,17 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-import DNSWire
+public import DNSWire
 
-/// Record types the zone-transfer path names.
-public enum RecordType {
-    public static let soa: UInt16 = 6
-    public static let tsig: UInt16 = 250
-    public static let ixfr: UInt16 = 251
-    public static let axfr: UInt16 = 252
-}
-
-/// DNS opcodes and response codes the transfer path uses.
+/// The DNS opcode the transfer path answers.
 public enum Opcode {
-    public static let query: UInt8 = 0
     public static let notify: UInt8 = 4
 }
 
@@ -20,12 +11,12 @@ public enum Opcode {
 /// Equal records differ at most in TTL (RFC 2181 §5).
 public struct ResourceRecord: Hashable, Sendable {
     public var owner: WireName
-    public var type: UInt16
-    public var recordClass: UInt16
+    public var type: QueryType
+    public var recordClass: QueryClass
     public var ttl: UInt32
     public var data: [UInt8]
 
-    public init(owner: WireName, type: UInt16, recordClass: UInt16 = 1, ttl: UInt32, data: [UInt8]) {
+    public init(owner: WireName, type: QueryType, recordClass: QueryClass = .internet, ttl: UInt32, data: [UInt8]) {
         self.owner = owner
         self.type = type
         self.recordClass = recordClass
@@ -46,8 +37,8 @@ public struct ResourceRecord: Hashable, Sendable {
     /// The record in wire form, its names uncompressed.
     public var wire: [UInt8] {
         var bytes = owner.wire
-        bytes.appendBigEndian(type)
-        bytes.appendBigEndian(recordClass)
+        bytes.appendBigEndian(type.rawValue)
+        bytes.appendBigEndian(recordClass.rawValue)
         bytes.appendBigEndian(ttl)
         bytes.appendBigEndian(UInt16(data.count))
         return bytes + data
@@ -65,7 +56,7 @@ public struct StartOfAuthority: Sendable, Equatable {
     public var minimum: UInt32
 
     public init(_ record: ResourceRecord) throws(ZoneTransferError) {
-        guard record.type == RecordType.soa else { throw ZoneTransferError("not an SOA record") }
+        guard record.type == .soa else { throw ZoneTransferError("not an SOA record") }
         var reader = MessageReader(record.data)
         primaryServer = try reader.readName()
         mailbox = try reader.readName()
@@ -74,12 +65,6 @@ public struct StartOfAuthority: Sendable, Equatable {
         retry = try reader.read32()
         expire = try reader.read32()
         minimum = try reader.read32()
-    }
-
-    public var data: [UInt8] {
-        var bytes = primaryServer.wire + mailbox.wire
-        for value in [serial, refresh, retry, expire, minimum] { bytes.appendBigEndian(value) }
-        return bytes
     }
 }
 
@@ -92,8 +77,8 @@ public func serialIsNewer(_ serial: UInt32, than other: UInt32) -> Bool {
 public struct DNSMessage: Sendable {
     public struct Question: Sendable, Equatable {
         public var name: WireName
-        public var type: UInt16
-        public var questionClass: UInt16
+        public var type: QueryType
+        public var questionClass: QueryClass
     }
 
     public var id: UInt16
@@ -108,7 +93,7 @@ public struct DNSMessage: Sendable {
 
     public var isResponse: Bool { flags & 0x8000 != 0 }
     public var opcode: UInt8 { UInt8((flags >> 11) & 0xf) }
-    public var responseCode: UInt8 { UInt8(flags & 0xf) }
+    public var responseCode: ResponseCode { ResponseCode(rawValue: UInt8(flags & 0xf)) }
 
     /// Most records one message may carry: a 64 KB message holds fewer.
     static let maximumRecords = 65535 / 11
@@ -122,14 +107,15 @@ public struct DNSMessage: Sendable {
             throw ZoneTransferError("message announces more records than it can hold")
         }
         for _ in 0..<counts[0] {
-            questions.append(Question(name: try reader.readName(), type: try reader.read16(), questionClass: try reader.read16()))
+            questions.append(Question(name: try reader.readName(), type: QueryType(rawValue: try reader.read16()),
+                                      questionClass: QueryClass(rawValue: try reader.read16())))
         }
         for _ in 0..<counts[1] { answers.append(try reader.readRecord()) }
         for _ in 0..<counts[2] { authority.append(try reader.readRecord()) }
         for index in 0..<Int(counts[3]) {
             let start = reader.offset
             let record = try reader.readRecord()
-            if record.type == RecordType.tsig {
+            if record.type == .tsig {
                 guard index == Int(counts[3]) - 1 else { throw ZoneTransferError("TSIG record is not the last record") }
                 signatureOffset = start
             }
@@ -203,14 +189,14 @@ struct MessageReader {
 
     mutating func readRecord() throws(ZoneTransferError) -> ResourceRecord {
         let owner = try readName()
-        let type = try read16()
-        let recordClass = try read16()
+        let type = QueryType(rawValue: try read16())
+        let recordClass = QueryClass(rawValue: try read16())
         let ttl = try read32()
         let length = Int(try read16())
         let end = offset + length
         guard end <= bytes.count else { throw ZoneTransferError("record data runs past the message") }
         let data: [UInt8]
-        if let layout = Self.nameLayout[type] {
+        if let layout = Self.nameLayout[type.rawValue] {
             var expanded: [UInt8] = []
             for part in layout {
                 switch part {
@@ -251,9 +237,9 @@ extension [UInt8] {
 
 /// The messages dnsgate sends a primary, and its answer to a NOTIFY.
 public enum MessageBuilder {
-    /// A query for the zone's SOA, or a transfer (`RecordType.axfr`, or
+    /// A query for the zone's SOA, or a transfer (`.axfr`, or
     /// `.ixfr` with the SOA of the copy held in the authority section, RFC 1995 §3).
-    public static func query(id: UInt16, zone: WireName, type: UInt16, held: ResourceRecord? = nil) -> [UInt8] {
+    public static func query(id: UInt16, zone: WireName, type: QueryType, held: ResourceRecord? = nil) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.appendBigEndian(id)
         bytes.appendBigEndian(UInt16(0))  // a query, no recursion wanted
@@ -262,30 +248,25 @@ public enum MessageBuilder {
         bytes.appendBigEndian(UInt16(held == nil ? 0 : 1))
         bytes.appendBigEndian(UInt16(0))
         bytes += zone.wire
-        bytes.appendBigEndian(type)
-        bytes.appendBigEndian(UInt16(1))
+        bytes.appendBigEndian(type.rawValue)
+        bytes.appendBigEndian(QueryClass.internet.rawValue)
         if let held { bytes += held.wire }
         return bytes
     }
 
     /// The answer to a NOTIFY (RFC 1996 §4.7): its header and question,
     /// QR and AA set, with `responseCode`.
-    public static func notifyResponse(to request: DNSMessage, responseCode: UInt8) -> [UInt8] {
+    public static func notifyResponse(to request: DNSMessage, responseCode: ResponseCode) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.appendBigEndian(request.id)
-        bytes.appendBigEndian(UInt16(0x8000 | 0x0400) | UInt16(Opcode.notify) << 11 | UInt16(responseCode))
+        bytes.appendBigEndian(UInt16(0x8000 | 0x0400) | UInt16(Opcode.notify) << 11 | UInt16(responseCode.rawValue))
         bytes.appendBigEndian(UInt16(request.questions.count))
         bytes += [0, 0, 0, 0, 0, 0]
         for question in request.questions {
             bytes += question.name.wire
-            bytes.appendBigEndian(question.type)
-            bytes.appendBigEndian(question.questionClass)
+            bytes.appendBigEndian(question.type.rawValue)
+            bytes.appendBigEndian(question.questionClass.rawValue)
         }
         return bytes
     }
-}
-
-/// Response codes, by name, for messages an operator reads.
-public func responseCodeName(_ code: UInt8) -> String {
-    ResponseCode(rawValue: code).description
 }

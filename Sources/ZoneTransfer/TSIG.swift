@@ -86,7 +86,7 @@ public struct TSIGSession: Sendable {
         rdata += Self.prefixed(mac)
         rdata.appendBigEndian(originalID)
         rdata += [0, 0, 0, 0]
-        message += ResourceRecord(owner: key.name.lowercased, type: RecordType.tsig, recordClass: 255, ttl: 0, data: rdata).wire
+        message += ResourceRecord(owner: key.name.lowercased, type: .tsig, recordClass: .any, ttl: 0, data: rdata).wire
         let additional = message.bigEndian16(at: 10) + 1
         message[10] = UInt8(additional >> 8)
         message[11] = UInt8(additional & 0xff)
@@ -98,7 +98,7 @@ public struct TSIGSession: Sendable {
     public mutating func verify(_ bytes: [UInt8], _ message: DNSMessage, now: UInt64) throws(ZoneTransferError) {
         guard let offset = message.signatureOffset, let record = message.signature else {
             guard signedOne else {
-                throw ZoneTransferError(message.responseCode == 9
+                throw ZoneTransferError(message.responseCode.rawValue == 9
                     ? "the primary refused the key (NOTAUTH, unsigned: it does not know key \(key.name))"
                     : "the answer is not signed (TSIG key \(key.name) expected)")
             }
@@ -117,7 +117,7 @@ public struct TSIGSession: Sendable {
         let error = try reader.read16()
         let other = try reader.readBytes(Int(try reader.read16()))
         guard error == 0 else {
-            throw ZoneTransferError("the primary refused the signature: TSIG \(signatureErrorName(error)) (rcode \(responseCodeName(message.responseCode)))")
+            throw ZoneTransferError("the primary refused the signature: TSIG \(signatureErrorName(error)) (rcode \(message.responseCode))")
         }
         guard algorithm == key.algorithm.name else { throw ZoneTransferError("signed with \(algorithm), not \(key.algorithm.rawValue)") }
         // The message as it was before the TSIG was added: original ID, one additional record fewer.

@@ -9,11 +9,6 @@ public enum TransferOutcome: Sendable {
     /// The differences from the serial held to the new one, in order.
     case incremental(soa: ResourceRecord, differences: [ZoneDifference])
 
-    public var soa: ResourceRecord {
-        switch self {
-        case .upToDate(let soa), .full(let soa, _), .incremental(let soa, _): soa
-        }
-    }
 }
 
 /// One IXFR difference sequence: from the `from` version to `to`.
@@ -74,22 +69,22 @@ public struct TransferAssembler: Sendable {
         guard bytes <= maximumBytes else {
             throw ZoneTransferError("the transfer holds more than \(maximumBytes) bytes of records (max_size)")
         }
-        guard record.type != RecordType.soa || record.owner == zone else {
+        guard record.type != .soa || record.owner == zone else {
             throw ZoneTransferError("SOA of \(record.owner) inside the transfer of \(zone)")
         }
-        guard record.recordClass == 1, record.owner.isSubdomain(of: zone) else {
+        guard record.recordClass == .internet, record.owner.isSubdomain(of: zone) else {
             ignored += 1
             return
         }
-        let serial = record.type == RecordType.soa ? try StartOfAuthority(record).serial : 0
+        let serial = record.type == .soa ? try StartOfAuthority(record).serial : 0
         switch state {
         case .start:
-            guard record.type == RecordType.soa else { throw ZoneTransferError("the transfer does not start with the zone's SOA") }
+            guard record.type == .soa else { throw ZoneTransferError("the transfer does not start with the zone's SOA") }
             first = record
             firstSerial = serial
             state = .afterFirst
         case .afterFirst:
-            if record.type == RecordType.soa {
+            if record.type == .soa {
                 if serial == firstSerial {
                     state = .complete(.full(soa: first!, records: []))  // the SOA alone: an empty zone
                 } else {
@@ -102,7 +97,7 @@ public struct TransferAssembler: Sendable {
                 state = .full([record])
             }
         case .full(var records):
-            if record.type == RecordType.soa {
+            if record.type == .soa {
                 guard serial == firstSerial else { throw ZoneTransferError("the transfer ends with serial \(serial), not \(firstSerial)") }
                 state = .complete(.full(soa: first!, records: records))
             } else {
@@ -111,7 +106,7 @@ public struct TransferAssembler: Sendable {
                 state = .full(records)
             }
         case .deleting(var difference, let done):
-            if record.type == RecordType.soa {
+            if record.type == .soa {
                 difference.to = record
                 state = .adding(difference, done: done)
             } else {
@@ -120,7 +115,7 @@ public struct TransferAssembler: Sendable {
                 state = .deleting(difference, done: done)
             }
         case .adding(var difference, var done):
-            if record.type == RecordType.soa {
+            if record.type == .soa {
                 let reached = try StartOfAuthority(difference.to).serial
                 guard serial == reached else {
                     throw ZoneTransferError("a difference starts at serial \(serial) after one that ended at \(reached)")

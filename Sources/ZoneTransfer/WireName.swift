@@ -8,8 +8,6 @@ public struct WireName: Hashable, Sendable, CustomStringConvertible {
     /// most 63, below every ASCII letter, so lowercasing the whole is safe.
     public private(set) var wire: [UInt8]
 
-    public static let root = WireName(wire: [0])
-
     init(wire: [UInt8]) { self.wire = wire }
 
     /// Reads presentation text (`rpz.example.` or `rpz.example`: always

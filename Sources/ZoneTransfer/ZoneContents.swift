@@ -18,7 +18,7 @@ public struct ZoneContents: Sendable {
         self.zone = zone
         self.soa = soa
         self.records.reserveCapacity(records.count)
-        for record in records where record.type != RecordType.soa {
+        for record in records where record.type != .soa {
             self.records[Self.key(record)] = record.ttl
         }
     }
@@ -28,12 +28,12 @@ public struct ZoneContents: Sendable {
     public mutating func apply(_ differences: [ZoneDifference]) throws(ZoneTransferError) {
         var next = records
         for difference in differences {
-            for record in difference.deleted where record.type != RecordType.soa {
+            for record in difference.deleted where record.type != .soa {
                 guard next.removeValue(forKey: Self.key(record)) != nil else {
                     throw ZoneTransferError("IXFR deletes \(Self.key(record)), which the copy does not hold")
                 }
             }
-            for record in difference.added where record.type != RecordType.soa {
+            for record in difference.added where record.type != .soa {
                 next[Self.key(record)] = record.ttl
             }
         }
@@ -105,27 +105,13 @@ public struct ZoneContents: Sendable {
             guard let value = UInt32(field) else { throw ZoneTransferError("bad SOA number \(field)") }
             data.appendBigEndian(value)
         }
-        return ResourceRecord(owner: zone, type: RecordType.soa, ttl: ttl, data: data)
+        return ResourceRecord(owner: zone, type: .soa, ttl: ttl, data: data)
     }
 
     /// `owner CLASS TYPE RDATA` in master-file syntax (RFC 1035 §5, and
     /// RFC 3597's `\#` form for types without a text form here).
     public static func key(_ record: ResourceRecord) -> String {
-        "\(record.owner) \(className(record.recordClass)) \(typeName(record.type)) \(presentation(record))"
-    }
-
-    static func className(_ value: UInt16) -> String {
-        switch value {
-        case 1: "IN"
-        case 3: "CH"
-        case 4: "HS"
-        default: "CLASS\(value)"
-        }
-    }
-
-    static func typeName(_ value: UInt16) -> String {
-        let names: [UInt16: String] = [1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 39: "DNAME"]
-        return names[value] ?? "TYPE\(value)"
+        "\(record.owner) \(record.recordClass) \(record.type) \(presentation(record))"
     }
 
     static func presentation(_ record: ResourceRecord) -> String {
@@ -135,9 +121,9 @@ public struct ZoneContents: Sendable {
             "\\# \(data.count)" + (data.isEmpty ? "" : " " + data.map { String($0, radix: 16, uppercase: true) }
                 .map { $0.count == 1 ? "0" + $0 : $0 }.joined())
         }
-        switch record.type {
+        switch record.type.rawValue {
         case 1 where data.count == 4, 28 where data.count == 16:
-            return IPAddress.from(bytes: data).description
+            return IPAddress(bytes: data)!.description
         case 2, 5, 12, 39:
             guard let name = try? reader.readName(), reader.offset == data.count else { return generic() }
             return name.description
@@ -170,15 +156,5 @@ extension String {
     init(format3 byte: UInt8) {
         let digits = String(byte)
         self = String(repeating: "0", count: 3 - digits.count) + digits
-    }
-}
-
-extension IPAddress {
-    /// The address of a 4- or 16-byte RDATA.
-    static func from(bytes: [UInt8]) -> IPAddress {
-        if bytes.count == 4 {
-            return .v4(bytes.reduce(0) { $0 << 8 | UInt32($1) })
-        }
-        return .v6(high: bytes[0..<8].reduce(0) { $0 << 8 | UInt64($1) }, low: bytes[8..<16].reduce(0) { $0 << 8 | UInt64($1) })
     }
 }

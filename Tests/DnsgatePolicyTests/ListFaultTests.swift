@@ -134,7 +134,7 @@ struct ListFaultTests {
     func keysOnInlineLists() {
         for key in ["max_size: 1M", "allow_empty: true"] {
             let (_, diagnostics) = ConfigReader.read(yaml: "domain_lists:\n  - name: l\n    domains: [a.example]\n    \(key)\n", path: "/c.yaml")
-            #expect(diagnostics.contains { $0.line == 4 && $0.message.contains("only applies to a 'file' or 'url' list") }, "\(key)")
+            #expect(diagnostics.contains { $0.line == 4 && $0.message.contains("only applies to a 'file', 'url' or 'zone' list") }, "\(key)")
         }
         let (config, diagnostics) = ConfigReader.read(yaml: "domain_lists:\n  - {name: u, url: \"https://x.example/l\", allow_empty: true}\n", path: "/c.yaml")
         #expect(diagnostics.isEmpty && config?.domainLists.first?.allowEmpty == true)

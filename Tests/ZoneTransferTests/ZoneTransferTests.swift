@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+import DNSWire
 import Testing
 @testable import ZoneTransfer
 
@@ -18,11 +19,11 @@ private let zone = WireName("rpz.example.")!
 private func soa(_ serial: UInt32) -> ResourceRecord {
     var data = WireName("ns.rpz.example.")!.wire + WireName("admin.rpz.example.")!.wire
     for value in [serial, 2, 1, 60, 30] as [UInt32] { data.appendBigEndian(value) }
-    return ResourceRecord(owner: zone, type: RecordType.soa, ttl: 3600, data: data)
+    return ResourceRecord(owner: zone, type: .soa, ttl: 3600, data: data)
 }
 
 private func cname(_ owner: String, _ target: String) -> ResourceRecord {
-    ResourceRecord(owner: WireName(owner + ".rpz.example.")!, type: 5, ttl: 300, data: WireName(target)!.wire)
+    ResourceRecord(owner: WireName(owner + ".rpz.example.")!, type: .cname, ttl: 300, data: WireName(target)!.wire)
 }
 
 /// Signed by dnspython 2.3 (an independent implementation) at time 1700000000
@@ -41,14 +42,14 @@ private enum Dnspython {
 @Suite struct TSIGTests {
     @Test func signsARequestAsDnspythonDoes() {
         var session = TSIGSession(key: Dnspython.key)
-        var request = MessageBuilder.query(id: 0x1234, zone: zone, type: RecordType.axfr)
+        var request = MessageBuilder.query(id: 0x1234, zone: zone, type: .axfr)
         session.sign(&request, now: Dnspython.time)
         #expect(request == Dnspython.request)
     }
 
     @Test func verifiesAMultiMessageTransferSignedByDnspython() throws {
         var session = TSIGSession(key: Dnspython.key)
-        var request = MessageBuilder.query(id: 0x1234, zone: zone, type: RecordType.axfr)
+        var request = MessageBuilder.query(id: 0x1234, zone: zone, type: .axfr)
         session.sign(&request, now: Dnspython.time)
         var assembler = TransferAssembler(zone: zone, heldSerial: nil, maximumBytes: 1 << 20)
         var outcome: TransferOutcome? = nil
@@ -70,7 +71,7 @@ private enum Dnspython {
                                   (Dnspython.key, { var b = Dnspython.response1; b[60] ^= 1; return b }(), Dnspython.time),
                                   (Dnspython.key, Dnspython.response1, Dnspython.time + 301)] {
             var session = TSIGSession(key: key)
-            var request = MessageBuilder.query(id: 0x1234, zone: zone, type: RecordType.axfr)
+            var request = MessageBuilder.query(id: 0x1234, zone: zone, type: .axfr)
             session.sign(&request, now: Dnspython.time)
             #expect(throws: ZoneTransferError.self) { try session.verify(bytes, try DNSMessage(bytes), now: now) }
         }
@@ -78,7 +79,7 @@ private enum Dnspython {
 
     @Test func refusesAnUnsignedAnswerAndAnUnsignedLastMessage() throws {
         var session = TSIGSession(key: Dnspython.key)
-        var request = MessageBuilder.query(id: 0x1234, zone: zone, type: RecordType.axfr)
+        var request = MessageBuilder.query(id: 0x1234, zone: zone, type: .axfr)
         session.sign(&request, now: Dnspython.time)
         let unsigned = Array(Dnspython.response2[..<(Dnspython.response2.count - 61)])
         var stripped = unsigned
@@ -92,13 +93,13 @@ private enum Dnspython {
     @Test func answersASignedNotifyWithASignedResponse() throws {
         // dnsgate as the server side: verify a signed request, sign the answer.
         var primary = TSIGSession(key: Dnspython.key)
-        var notify = MessageBuilder.query(id: 7, zone: zone, type: RecordType.soa)
+        var notify = MessageBuilder.query(id: 7, zone: zone, type: .soa)
         notify[2] = Opcode.notify << 3 | 0x04
         primary.sign(&notify, now: Dnspython.time)
         var secondary = TSIGSession(key: Dnspython.key)
         let request = try DNSMessage(notify)
         try secondary.verify(notify, request, now: Dnspython.time)
-        var answer = MessageBuilder.notifyResponse(to: request, responseCode: 0)
+        var answer = MessageBuilder.notifyResponse(to: request, responseCode: .noError)
         secondary.sign(&answer, now: Dnspython.time)
         try primary.verify(answer, try DNSMessage(answer), now: Dnspython.time)
         #expect(try DNSMessage(answer).opcode == Opcode.notify)
@@ -165,8 +166,8 @@ private enum Dnspython {
     @Test func leavesOutRecordsOfAnotherClassOrOutsideTheZone() throws {
         var assembler = TransferAssembler(zone: zone, heldSerial: nil, maximumBytes: 1 << 20)
         var chaos = cname("c", ".")
-        chaos.recordClass = 3
-        let outside = ResourceRecord(owner: WireName("bad.example.")!, type: 5, ttl: 300, data: WireName(".")!.wire)
+        chaos.recordClass = .chaos
+        let outside = ResourceRecord(owner: WireName("bad.example.")!, type: .cname, ttl: 300, data: WireName(".")!.wire)
         guard case .full(_, let records) = try assembler.add([soa(1), cname("a", "."), chaos, outside, soa(1)]) else {
             Issue.record("not full"); return
         }
@@ -183,14 +184,14 @@ private enum Dnspython {
     }
 
     @Test func theMasterFileReadsBackAndCompilesAsRPZText() throws {
-        let txt = ResourceRecord(owner: WireName("t.rpz.example.")!, type: 16, ttl: 60, data: [8] + Array("a;b(\"c)\\".utf8))
-        let odd = ResourceRecord(owner: WireName("o.rpz.example.")!, type: 99, ttl: 60, data: [1, 2, 0xab])
-        let address = ResourceRecord(owner: WireName("32.1.2.0.192.rpz-ip.rpz.example.")!, type: 1, ttl: 60, data: [198, 51, 100, 1])
+        let txt = ResourceRecord(owner: WireName("t.rpz.example.")!, type: .txt, ttl: 60, data: [8] + Array("a;b(\"c)\\".utf8))
+        let odd = ResourceRecord(owner: WireName("o.rpz.example.")!, type: QueryType(rawValue: 65280), ttl: 60, data: [1, 2, 0xab])
+        let address = ResourceRecord(owner: WireName("32.1.2.0.192.rpz-ip.rpz.example.")!, type: .a, ttl: 60, data: [198, 51, 100, 1])
         let contents = ZoneContents(zone: zone, soa: soa(4), records: [cname("a", "."), cname("*.w", "*."), txt, odd, address])
         let text = contents.masterFile()
         #expect(text.contains("$ORIGIN rpz.example.\n"))
         #expect(text.contains("t.rpz.example. 60 IN TXT \"a\\059b\\040\\034c\\041\\092\""))
-        #expect(text.contains("o.rpz.example. 60 IN TYPE99 \\# 3 0102AB"))
+        #expect(text.contains("o.rpz.example. 60 IN TYPE65280 \\# 3 0102AB"))
         #expect(text.contains("32.1.2.0.192.rpz-ip.rpz.example. 60 IN A 198.51.100.1"))
         let back = try ZoneContents(masterFile: text, zone: zone)
         #expect(back.serial == 4)
@@ -221,7 +222,7 @@ private enum Dnspython {
         // A question whose name points at itself.
         let loop: [UInt8] = [0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 6, 0, 1]
         #expect(throws: ZoneTransferError.self) { try DNSMessage(loop) }
-        let query = MessageBuilder.query(id: 1, zone: zone, type: RecordType.ixfr, held: soa(3))
+        let query = MessageBuilder.query(id: 1, zone: zone, type: .ixfr, held: soa(3))
         for length in 0..<query.count {
             #expect(throws: ZoneTransferError.self) { try DNSMessage(Array(query[..<length])) }
         }
