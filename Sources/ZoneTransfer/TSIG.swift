@@ -29,9 +29,10 @@ public struct TSIGKey: Sendable, Equatable {
         self.secret = secret
     }
 
-    /// Reads a key file: a BIND/Knot `key "NAME" { algorithm ...; secret "BASE64"; };`
-    /// block (its name and algorithm must be the configured ones when given),
-    /// or the base64 secret alone.
+    /// Reads a key file: the secret of a BIND `key "NAME" { algorithm ...;
+    /// secret "BASE64"; };` block or of Knot's `keymgr -t` output, or the base64
+    /// secret alone. The file's key name and algorithm are not read: the
+    /// config names them, and a mismatch shows as BADSIG or BADKEY.
     public static func secret(fromFile text: String) throws(ZoneTransferError) -> [UInt8] {
         var encoded = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if let range = text.range(of: #"secret\s*:?\s*"?([A-Za-z0-9+/=]+)"?"#, options: .regularExpression) {

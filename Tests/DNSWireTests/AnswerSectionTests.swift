@@ -239,4 +239,11 @@ struct AnswerSectionTests {
     func localUseClasses(address: String, expected: String?) {
         #expect(IPAddress(address)!.localUseClass?.rawValue == expected)
     }
+
+    @Test("addresses from 4 or 16 bytes, as sockets and RDATA hold them")
+    func addressesFromBytes() {
+        #expect(IPAddress(bytes: [198, 51, 100, 7]) == IPAddress("198.51.100.7"))
+        #expect(IPAddress(bytes: IPAddress("2001:db8::53")!.bytes) == IPAddress("2001:db8::53"))
+        #expect(IPAddress(bytes: [1, 2, 3]) == nil)
+    }
 }

@@ -155,6 +155,19 @@ struct DnstapTests {
         return DnstapOutput(config, defaultIdentity: "test", defaultVersion: "v")
     }
 
+    @Test("only the decisions dnstap sends carry a copy of the query")
+    func queryCopies() {
+        var config = DnstapConfig(destination: .unix(path: "/nonexistent/dnsgate-dnstap.sock"))
+        config.actions = [.block]
+        let recorder = DecisionRecorder(log: QueryLogConfig(path: "-", actions: [.allow, .block]),
+                                        dnstap: DnstapOutput(config, defaultIdentity: "t", defaultVersion: "v"), deciders: 1)
+        #expect(recorder.copiesQuery(matched: true, action: .block))
+        #expect(!recorder.copiesQuery(matched: true, action: .allow), "logged, but not sent: no copy")
+        #expect(!recorder.copiesQuery(matched: false, action: .allow))
+        let withoutDnstap = DecisionRecorder(log: QueryLogConfig(path: "-", actions: [.block]), deciders: 1)
+        #expect(!withoutDnstap.copiesQuery(matched: true, action: .block))
+    }
+
     @Test("no collector: frames wait up to the buffer, then are dropped and counted; nothing waits")
     func absentCollector() throws {
         let policy = try DaemonPartsTests.policy()
