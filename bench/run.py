@@ -16,7 +16,8 @@ through the gateway to a fast C responder, for:
               registrable domain scored and recorded by the detectors
   unbound     Unbound on the gateway as forwarder, the same names as local-zone
               always_nxdomain (warm cache)
-three runs each. The gateway's work is kept on CPU 1 (RPS steering of its
+in rounds (each variant once a round, so each ratio is to a floor run beside
+it; three rounds by default). The gateway's work is kept on CPU 1 (RPS steering of its
 veths, the filter pinned there); client, dnsperf and responder run on CPU 0.
 The list and the query mix come from a fixed seed.
 
@@ -160,25 +161,22 @@ class Bench:
         return {"qps": qps, "lost": lost, "us_per_query": busy / max(completed, 1) * 1e6,
                 "p50": float(latency[0]), "p99": float(latency[1])}
 
-    def run_variant(self, name: str, start, target: str) -> dict:
-        runs, rss = [], 0.0
-        for run in range(self.args.runs):
-            process = start()
-            try:
-                result = self.measure(target)
-                if process is not None:
-                    rss = max(rss, rss_mb(process.pid))
-            finally:
-                if process is not None:
-                    process.terminate()
-                    process.wait(timeout=30)
-            runs.append(result)
-            print(f"  {name} run {run + 1}: {result['qps']:,.0f} q/s, {result['us_per_query']:.2f} µs/query, "
-                  f"p50 {result['p50']:.0f} µs, p99 {result['p99']:.0f} µs, lost {result['lost']}", flush=True)
-        summary = {key: statistics.median(r[key] for r in runs) for key in ("qps", "us_per_query", "p50", "p99")}
-        summary["lost"] = sum(r["lost"] for r in runs)
-        summary["rss"] = rss
-        return summary
+    def run_once(self, name: str, start, target: str, run: int) -> dict:
+        process = start()
+        try:
+            result = self.measure(target)
+            result["rss"] = rss_mb(process.pid) if process is not None else 0.0
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+        print(f"  {name} run {run + 1}: {result['qps']:,.0f} q/s, {result['us_per_query']:.2f} µs/query, "
+              f"p50 {result['p50']:.0f} µs, p99 {result['p99']:.0f} µs, lost {result['lost']}", flush=True)
+        return result
+
+    def no_queue(self):
+        self.divert(False)
+        return None
 
     def wait_for(self, predicate, timeout=120):
         deadline = time.monotonic() + timeout
@@ -244,48 +242,58 @@ rule_groups:
         return process
 
     def run(self) -> None:
-        results = {}
-        print("forwarding (no queue)", flush=True)
-        self.divert(False)
-        results["kernel forwarding, no queue"] = self.run_variant("forwarding", lambda: None, UPSTREAM_V4)
-        print("C floor: accept-all NFQUEUE", flush=True)
-        results["C floor: accept-all NFQUEUE, batched"] = self.run_variant("floor", self.start_floor, UPSTREAM_V4)
-        print("dnsgate", flush=True)
-        results["dnsgate, 1M names, 10% forged NXDOMAIN"] = self.run_variant("dnsgate", self.start_dnsgate, UPSTREAM_V4)
+        floor_name = "C floor: accept-all NFQUEUE, batched"
+        variants = [("kernel forwarding, no queue", "forwarding", self.no_queue, UPSTREAM_V4),
+                    (floor_name, "floor", self.start_floor, UPSTREAM_V4),
+                    ("dnsgate, 1M names, 10% forged NXDOMAIN", "dnsgate", self.start_dnsgate, UPSTREAM_V4)]
         if not self.args.skip_answer_rules:
-            print("dnsgate with answer rules", flush=True)
-            results["dnsgate, the same + ip list (100k) + rebinding"] = self.run_variant(
-                "dnsgate+answer-rules", lambda: self.start_dnsgate(answers=True), UPSTREAM_V4)
+            variants.append(("dnsgate, the same + ip list (100k) + rebinding", "dnsgate+answer-rules",
+                             lambda: self.start_dnsgate(answers=True), UPSTREAM_V4))
         if not self.args.skip_threats:
-            print("dnsgate with threat rules", flush=True)
-            results["dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"] = self.run_variant(
-                "dnsgate+threats", lambda: self.start_dnsgate(threats=True), UPSTREAM_V4)
+            variants.append(("dnsgate, the same + DGA/DICT_DGA/TUNNEL rules", "dnsgate+threats",
+                             lambda: self.start_dnsgate(threats=True), UPSTREAM_V4))
         if not self.args.skip_unbound:
-            print("unbound", flush=True)
-            results["Unbound forwarder, 1M local-zones, warm cache"] = self.run_variant("unbound", self.start_unbound,
-                                                                                        GATEWAY_LAN_V4)
+            variants.append(("Unbound forwarder, 1M local-zones, warm cache", "unbound", self.start_unbound,
+                             GATEWAY_LAN_V4))
+        # Rounds, not one variant after another: this VM's speed drifts over
+        # minutes, and a ratio is fair only between runs made side by side.
+        runs: dict[str, list[dict]] = {label: [] for label, *_ in variants}
+        for run in range(self.args.runs):
+            print(f"round {run + 1} of {self.args.runs}", flush=True)
+            for label, name, start, target in variants:
+                runs[label].append(self.run_once(name, start, target, run))
         self.divert(False)
-        floor = results["C floor: accept-all NFQUEUE, batched"]
+        results = {}
+        for label, measured in runs.items():
+            summary = {key: statistics.median(r[key] for r in measured) for key in ("qps", "us_per_query", "p50", "p99")}
+            summary["lost"] = sum(r["lost"] for r in measured)
+            summary["rss"] = max(r["rss"] for r in measured)
+            summary["ratios"] = [r["us_per_query"] / f["us_per_query"] if f["us_per_query"] else 0
+                                 for r, f in zip(measured, runs[floor_name])]
+            summary["ratio"] = statistics.median(summary["ratios"])
+            results[label] = summary
+        floor = results[floor_name]
         queued = "queries only (--question-only)" if self.args.question_only else "queries and their answers"
         unit = "gw µs/q" if self.args.question_only else "µs/pair"
-        print(f"\n{self.args.runs} runs of {self.args.seconds} s each (medians); gateway work on CPU {GATEWAY_CPU}, "
+        print(f"\n{self.args.runs} rounds of {self.args.seconds} s runs (medians; × floor is the median of the rounds' "
+              f"ratios to the floor run in the same round); gateway work on CPU {GATEWAY_CPU}, "
               f"load on CPU {LOAD_CPU}; {self.args.names:,}-name list; the floor and dnsgate queue {queued}"
               + ("" if self.args.question_only else "; gateway cost per query+response pair") + "\n")
         header = f"| {'path through the gateway':<46} | {'q/s':>9} | {'p50 µs':>7} | {'p99 µs':>7} | {unit:>7} | {'× floor':>7} | {'RSS MB':>7} | {'lost':>5} |"
         print(header)
         print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
         for name, r in results.items():
-            ratio = r["us_per_query"] / floor["us_per_query"] if floor["us_per_query"] else 0
             rss = f"{r['rss']:.0f}" if r["rss"] else "-"
             print(f"| {name:<46} | {r['qps']:>9,.0f} | {r['p50']:>7.0f} | {r['p99']:>7.0f} | {r['us_per_query']:>7.2f} | "
-                  f"{ratio:>7.2f} | {rss:>7} | {r['lost']:>5} |")
+                  f"{r['ratio']:>7.2f} | {rss:>7} | {r['lost']:>5} |")
         for name in ("dnsgate, 1M names, 10% forged NXDOMAIN", "dnsgate, the same + ip list (100k) + rebinding",
                      "dnsgate, the same + DGA/DICT_DGA/TUNNEL rules"):
             if name not in results:
                 continue
             d = results[name]
             per = "query" if self.args.question_only else "query+response pair"
-            print(f"\n{name} vs floor: cost per {per} {d['us_per_query'] / floor['us_per_query']:.2f}×, "
+            rounds = ", ".join(f"{ratio:.2f}" for ratio in d["ratios"])
+            print(f"\n{name} vs floor: cost per {per} {d['ratio']:.2f}× (rounds: {rounds}), "
                   f"p50 {d['p50'] / floor['p50']:.2f}×, p99 {d['p99'] / floor['p99']:.2f}×, q/s {d['qps'] / floor['qps']:.2f}×")
 
     def close(self) -> None:
