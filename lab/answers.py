@@ -288,12 +288,14 @@ class ChainResolver:
 
 # -- a caching forwarder in the client namespace ------------------------------------------------
 class Forwarder:
-    """dnsmasq on `listen` port 53 in the client namespace, caching, forwarding
-    every name to `upstream` (through the gateway)."""
+    """dnsmasq on `listen` port 53 in the client namespace (or `namespace`),
+    caching, forwarding every name to `upstream` (through the gateway, or from
+    it)."""
 
-    def __init__(self, lab, listen: str = CLIENT2_V4, upstream: str = UPSTREAM_V4):
+    def __init__(self, lab, listen: str = CLIENT2_V4, upstream: str = UPSTREAM_V4, namespace: str | None = None):
         self.lab, self.listen, self.upstream = lab, listen, upstream
-        self.workdir = lab.dir / "forwarder"
+        self.namespace = namespace or lab.client
+        self.workdir = lab.dir / f"forwarder-{self.namespace}"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Forwarder":
@@ -303,7 +305,7 @@ class Forwarder:
             raise RuntimeError("dnsmasq is needed (scripts/setup installs dnsmasq-base)")
         log = open(self.workdir / "dnsmasq.log", "ab")
         self.process = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.client, binary, "--keep-in-foreground", "--conf-file=/dev/null",
+            ["ip", "netns", "exec", self.namespace, binary, "--keep-in-foreground", "--conf-file=/dev/null",
              "--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces", f"--listen-address={self.listen}",
              "--port=53", f"--server={self.upstream}", "--cache-size=1000", f"--pid-file={self.workdir}/dnsmasq.pid",
              "--user=root", "--log-facility=-", "--log-queries"],

@@ -21,7 +21,7 @@ import pytest
 
 from answers import (CHAINS, KINDS, Capture, ChainResolver, Forwarder, answer_stage, listen_for,
                      send_response)
-from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, UPSTREAM_V4, UPSTREAM_V6
+from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, GATEWAY_LAN_V4, GATEWAY_LAN_V6, UPSTREAM_V4, UPSTREAM_V6
 
 SERVERS = [pytest.param((UPSTREAM_V4, CLIENT_V4), id="ipv4"), pytest.param((UPSTREAM_V6, CLIENT_V6), id="ipv6")]
 
@@ -295,6 +295,37 @@ def test_a_client_asking_again_from_the_same_port_is_still_inspected(gate, lab, 
     assert "status: NXDOMAIN" in dig("x.blocked.test"), "blocked on its question: a forged answer"
     out = dig("cloaked.answers.test")
     assert "status: NXDOMAIN" in out and "203.0.113.66" not in out, out
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_a_forwarder_on_the_gateway_asked_from_port_53_is_still_inspected(gate, lab, family):
+    """A resolver on the gateway (dnsmasq, forwarding upstream) and a client
+    asking it from port 53, as forwarders such as dnsmasq do. The client's
+    first packet is a blocked question: it is dropped before conntrack keeps
+    its flow, so the forged answer, from port 53 to port 53, is that flow's
+    first packet. The resolver's later answers on the flow are still
+    inspected: chains, ip lists and rebinding alike (the shipped CONNMARK rule
+    once marked such a flow as dnsgate's own, and none of them was)."""
+    # A client address of its own: no flow from earlier tests on this port.
+    source, prefix, listen = (("192.0.2.41", 24, GATEWAY_LAN_V4) if family == "ipv4"
+                              else ("2001:db8:1::41", 64, GATEWAY_LAN_V6))
+    lab.ns(lab.client, "ip", "addr", "add", f"{source}/{prefix}", "dev", "c0", *(["nodad"] if family == "ipv6" else []))
+    forwarder = Forwarder(lab, listen=listen, upstream=UPSTREAM_V4, namespace=lab.gateway)
+    try:
+        forwarder.start()
+        def dig(name: str) -> str:
+            return lab.ns(lab.client, "dig", f"@{listen}", "-b", f"{source}#53", "+tries=1", "+time=3", name,
+                          check=False, timeout=30).stdout
+        assert "status: NXDOMAIN" in dig("x.blocked.test"), "blocked on its question: a forged answer"
+        for name, rcode, address in (("cloaked.answers.test", "NXDOMAIN", "203.0.113.66"),
+                                     ("rebind.answers.test", "NXDOMAIN", "192.168.1.10"),
+                                     ("badaddr.answers.test", "REFUSED", "203.0.113.99")):
+            out = dig(name)
+            assert f"status: {rcode}" in out and address not in out, (name, out)
+        assert dig("clean.answers.test").count("203.0.113.10") == 1, "an unblocked answer still arrives"
+    finally:
+        forwarder.stop()
+        lab.ns(lab.client, "ip", "addr", "del", f"{source}/{prefix}", "dev", "c0", check=False)
 
 
 @pytest.mark.parametrize("server", SERVERS)
