@@ -28,6 +28,7 @@ cross u0. Every record has a TTL of TTL seconds.
       cgnat     A 100.64.0.1
       linklocal A 169.254.1.1
       mapped    AAAA ::ffff:10.0.0.1
+      v4only    A 203.0.113.11 (no AAAA: DNS64 makes one)
 
 `CHAINS` says what each name resolves to, for checks of the lab itself.
 
@@ -112,6 +113,7 @@ loop IN A 127.0.0.1
 cgnat IN A 100.64.0.1
 linklocal IN A 169.254.1.1
 mapped IN AAAA ::ffff:10.0.0.1
+v4only IN A 203.0.113.11
 svc IN HTTPS 1 . alpn=h2 ipv4hint=192.168.1.30
 svcalias IN HTTPS 0 tracker.blocked.test.
 """,
@@ -152,8 +154,12 @@ controls {{ }};
 {zone_statements}"""
 
 
-def unbound_config(workdir: Path, v4: str, v6: str) -> str:
-    return unbound_server(workdir, v4, v6) + f"""\
+def unbound_config(workdir: Path, v4: str, v6: str, dns64_prefix: str | None = None) -> str:
+    server = unbound_server(workdir, v4, v6)
+    if dns64_prefix:
+        server = server.replace('module-config: "iterator"', 'module-config: "dns64 iterator"') + \
+            f"    dns64-prefix: {dns64_prefix}\n"
+    return server + f"""\
     qname-minimisation: no
     # test. is a special-use name that Unbound answers itself by default:
     # resolved here (from BIND), and nothing else.
@@ -168,8 +174,9 @@ remote-control:
 """
 
 
-def kresd_config(v4: str, v6: str) -> str:
-    return f"""-- Knot Resolver in the dnsgate lab: iterates from the lab's BIND as the root,
+def kresd_config(v4: str, v6: str, dns64_prefix: str | None = None) -> str:
+    dns64 = f"modules.load('dns64')\ndns64.config('{dns64_prefix.split('/')[0]}')\n" if dns64_prefix else ""
+    return dns64 + f"""-- Knot Resolver in the dnsgate lab: iterates from the lab's BIND as the root,
 -- resolves test. and nothing else.
 net.listen('{v4}', 53, {{ kind = 'dns' }})
 net.listen('{v6}', 53, {{ kind = 'dns' }})
@@ -185,12 +192,15 @@ policy.add(policy.all(policy.REFUSE))
 
 class ChainResolver:
     """BIND with the test zones behind a real resolver (`kind`: unbound or
-    kresd) on `v4`/`v6` port 53 in the lab's upstream namespace."""
+    kresd) on `v4`/`v6` port 53 in the lab's upstream namespace; with
+    `dns64_prefix` (a /96), the resolver does DNS64 with it."""
 
-    def __init__(self, lab, kind: str = "unbound", v4: str = UPSTREAM_V4, v6: str = UPSTREAM_V6):
+    def __init__(self, lab, kind: str = "unbound", v4: str = UPSTREAM_V4, v6: str = UPSTREAM_V6,
+                 dns64_prefix: str | None = None):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         self.lab, self.kind, self.v4, self.v6 = lab, kind, v4, v6
+        self.dns64_prefix = dns64_prefix
         self.workdir = lab.dir / "answers" / kind
         self.named: subprocess.Popen | None = None
         self.resolver: subprocess.Popen | None = None
@@ -234,10 +244,10 @@ class ChainResolver:
         if self.v4 == UPSTREAM_V4 or self.v6 == UPSTREAM_V6:
             self.upstream_was_running = self.lab.stop_upstream()
         if self.kind == "unbound":
-            (self.workdir / "unbound.conf").write_text(unbound_config(self.workdir, self.v4, self.v6))
+            (self.workdir / "unbound.conf").write_text(unbound_config(self.workdir, self.v4, self.v6, self.dns64_prefix))
             command = [resolver, "-d", "-c", str(self.workdir / "unbound.conf")]
         else:
-            (self.workdir / "kresd.conf").write_text(kresd_config(self.v4, self.v6))
+            (self.workdir / "kresd.conf").write_text(kresd_config(self.v4, self.v6, self.dns64_prefix))
             command = [resolver, "-n", "-c", str(self.workdir / "kresd.conf"), str(self.workdir)]
         self.resolver = self._spawn(self.kind, command)
         self._wait(self.kind, self.v4, self.v6, "cdn.answers.test", recursion=True)

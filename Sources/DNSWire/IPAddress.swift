@@ -321,3 +321,38 @@ extension IPAddress {
         }
     }
 }
+
+/// A NAT64 prefix (RFC 6052): an IPv6 address inside it stands for the IPv4
+/// address a translator reaches, embedded at a place the prefix length sets
+/// (bits 64–71 are left out). A DNS64 resolver makes such AAAA records from
+/// A records, so an answer's IPv6 address may be an IPv4 address in disguise.
+public struct NAT64Prefix: Hashable, Sendable, CustomStringConvertible {
+    public let network: IPNetwork
+    /// The prefix lengths RFC 6052 defines.
+    public static let lengths = [32, 40, 48, 56, 64, 96]
+    /// 64:ff9b::/96, which DNS64 resolvers use unless told otherwise.
+    public static let wellKnown = NAT64Prefix(IPNetwork(address: .v6(high: 0x0064_ff9b_0000_0000, low: 0), prefixLength: 96))!
+
+    /// Nil unless `network` is an IPv6 prefix of one of `lengths`.
+    public init?(_ network: IPNetwork) {
+        guard !network.address.isIPv4, Self.lengths.contains(network.prefixLength) else { return nil }
+        self.network = network
+    }
+
+    /// The IPv4 address `address` stands for, nil when it is not in the prefix.
+    @inline(__always)
+    public func embeddedIPv4(_ address: IPAddress) -> IPAddress? {
+        guard case .v6(let high, let low) = address, address.masked(to: network.prefixLength) == network.address else {
+            return nil
+        }
+        let length = network.prefixLength
+        if length == 96 { return .v4(UInt32(truncatingIfNeeded: low)) }
+        // The first 64 - length bits end the high half; the rest follow the u octet.
+        let fromHigh = 64 - length, fromLow = 32 - fromHigh
+        let head = fromHigh == 0 ? 0 : high & (UInt64(1) << fromHigh - 1)
+        let tail = fromLow == 0 ? 0 : low >> (56 - fromLow) & (UInt64(1) << fromLow - 1)
+        return .v4(UInt32(truncatingIfNeeded: head << fromLow | tail))
+    }
+
+    public var description: String { network.description }
+}

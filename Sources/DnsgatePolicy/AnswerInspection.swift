@@ -86,11 +86,13 @@ extension CompiledPolicy {
 
     /// The first rule on addresses that `address` (of an answer to
     /// `question`) matches, or nil. An IPv4-mapped IPv6 address is matched
-    /// as its IPv4 address. `questionLists` are the domain lists containing
-    /// `question`, needed when some rule is a rebinding rule.
+    /// as its IPv4 address, and so is one inside a NAT64 prefix
+    /// (`translated`, from `nat64Translation`) when the IPv6 address itself
+    /// is not. `questionLists` are the domain lists containing `question`,
+    /// needed when some rule is a rebinding rule.
     @inline(__always)
-    func decide(address: IPAddress, question: DomainName, questionLists: ListMatches?, type: QueryType,
-                client: IPAddress, mac: MACAddress?) -> Decision? {
+    func decide(address: IPAddress, translated: IPAddress?, question: DomainName, questionLists: ListMatches?,
+                type: QueryType, client: IPAddress, mac: MACAddress?) -> Decision? {
         for candidate in addressRules {
             let index = Int(candidate)
             // Fields read in place: a copy of the rule would retain each of its strings and arrays.
@@ -99,15 +101,34 @@ extension CompiledPolicy {
             }
             let list = rules[index].addressListIndex
             if list >= 0 {
-                guard let entry = addressTables[list].lookup(address) else { continue }
+                guard let entry = addressEntry(in: list, address, translated: translated) else { continue }
                 return Decision(ruleIndex: index, entryOutcome: rules[index].usesEntryActions ? Int(entry.outcome) : -1)
             }
-            if let exemptions = rules[index].rebindingExemptions, address.localUseClass != nil,
+            if let exemptions = rules[index].rebindingExemptions,
+               address.localUseClass != nil || translated?.localUseClass != nil,
                !Self.isLocalName(question), !(questionLists.map { $0.intersects(exemptions) } ?? false) {
                 return Decision(ruleIndex: index, entryOutcome: -1)
             }
         }
         return nil
+    }
+
+    /// The IPv4 address a NAT64 translator reaches for `address`, when it is
+    /// inside one of `nat64Prefixes`.
+    @inline(__always)
+    public func nat64Translation(_ address: IPAddress) -> IPAddress? {
+        guard !address.isIPv4 else { return nil }
+        for prefix in nat64Prefixes {
+            if let embedded = prefix.embeddedIPv4(address) { return embedded }
+        }
+        return nil
+    }
+
+    /// The entry of address list `list` that holds `address`, or else the
+    /// IPv4 address it stands for.
+    @inline(__always)
+    func addressEntry(in list: Int, _ address: IPAddress, translated: IPAddress?) -> AddressTable.Entry? {
+        addressTables[list].lookup(address) ?? translated.flatMap { addressTables[list].lookup($0) }
     }
 
     /// Names that are the local network's own, whose answers may carry
@@ -229,7 +250,10 @@ extension CompiledPolicy {
         case .question(let name), .redirection(let name):
             return rule.listIndex >= 0 ? entry(in: rule.listIndex, matching: name) : nil
         case .address(let address):
-            guard rule.addressListIndex >= 0, let found = addressTables[rule.addressListIndex].lookup(address) else { return nil }
+            guard rule.addressListIndex >= 0,
+                  let found = addressEntry(in: rule.addressListIndex, address, translated: nat64Translation(address)) else {
+                return nil
+            }
             return Explanation.Entry(text: found.prefix.description, kind: .exact,
                                      file: addressLists[rule.addressListIndex].file, line: Int(found.line))
         }
@@ -288,11 +312,14 @@ struct AnswerWalk {
     /// Decides an address the answer carries.
     private mutating func address(_ address: IPAddress, policy: CompiledPolicy,
                                   observe: (borrowing AnswerFinding) -> Void) -> Bool {
-        if policy.hasRebindingRules, questionLists == nil, address.localUseClass != nil {
+        let translated = policy.nat64Translation(address)
+        if policy.hasRebindingRules, questionLists == nil,
+           address.localUseClass != nil || translated?.localUseClass != nil {
             questionLists = policy.matchingLists(question)
         }
-        guard let decision = policy.decide(address: address, question: question, questionLists: questionLists,
-                                           type: type, client: client, mac: mac) else { return true }
+        guard let decision = policy.decide(address: address, translated: translated, question: question,
+                                           questionLists: questionLists, type: type, client: client,
+                                           mac: mac) else { return true }
         return report(AnswerFinding(subject: .address(address), decision: decision,
                                     outcome: policy.outcome(of: decision), threat: .benign), observe: observe)
     }

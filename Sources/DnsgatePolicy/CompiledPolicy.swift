@@ -143,6 +143,9 @@ public final class CompiledPolicy: Sendable {
     /// Rules on answer addresses (ip lists, rebinding), in evaluation order.
     let addressRules: [Int32]
     let hasRebindingRules: Bool
+    /// NAT64 prefixes whose addresses rules on addresses also see as the IPv4
+    /// address they stand for: the well-known one and `dns64_prefixes`.
+    public let nat64Prefixes: [NAT64Prefix]
     /// Whether some rule looks for DGA names, and for tunnels.
     let scoresNames: Bool
     let tracksTunnels: Bool
@@ -155,7 +158,9 @@ public final class CompiledPolicy: Sendable {
 
     init(generation: Int, groups: [CompiledGroup], rules: [CompiledRule], lists: [ListInfo],
          entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable, dropsUnmatched: Bool = false,
-         threatModels: ThreatModels? = nil, addressLists: [ListInfo] = [], addressTables: [AddressTable] = []) {
+         threatModels: ThreatModels? = nil, addressLists: [ListInfo] = [], addressTables: [AddressTable] = [],
+         nat64Prefixes: [NAT64Prefix] = []) {
+        self.nat64Prefixes = [NAT64Prefix.wellKnown] + nat64Prefixes.filter { $0 != .wellKnown }
         self.threatModels = threatModels
         self.addressLists = addressLists
         self.addressTables = addressTables

@@ -84,6 +84,10 @@ public struct DnsgateConfig: Sendable {
     public var domainLists: [DomainListConfig] = []
     /// Address lists (`ip_lists`), for rules on the addresses of answers.
     public var ipLists: [DomainListConfig] = []
+    /// The network's own NAT64 prefixes (`dns64_prefixes`), besides the
+    /// well-known 64:ff9b::/96: rules on addresses see an answer's address
+    /// inside one as the IPv4 address it stands for.
+    public var dns64Prefixes: [NAT64Prefix] = []
     public var ruleGroups: [RuleGroupConfig] = []
     public var threatDetection = ThreatDetectionConfig()
     /// Where NOTIFY messages from the zones' primaries are listened for.

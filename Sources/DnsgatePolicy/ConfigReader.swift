@@ -23,7 +23,7 @@ public enum ConfigReader {
         }
         var config = DnsgateConfig(path: path)
         context.checkKeys(mapping, allowed: ["queues", "fail_mode", "undecodable", "on_overload", "tcp_port", "worker_cpus", "queue_length", "user", "stats_socket", "stats_socket_group", "metrics_listen", "cache_dir", "query_log", "dnstap",
-                                             "block_defaults", "domain_lists", "ip_lists", "rule_groups", "threat_detection", "notify_listen"], in: "the config")
+                                             "block_defaults", "domain_lists", "ip_lists", "dns64_prefixes", "rule_groups", "threat_detection", "notify_listen"], in: "the config")
         if let node = mapping["queues"] {
             config.queues = context.queues(node)
             config.queuesLine = node.mark?.line ?? 0
@@ -87,6 +87,16 @@ public enum ConfigReader {
         if let node = mapping["ip_lists"] {
             for item in context.sequence(node, "ip_lists") {
                 if let list = context.list(item, kind: .addresses) { config.ipLists.append(list) }
+            }
+        }
+        if let node = mapping["dns64_prefixes"] {
+            for item in context.sequence(node, "dns64_prefixes") {
+                guard let text = context.string(item, "a NAT64 prefix") else { continue }
+                guard let prefix = IPNetwork(text).flatMap(NAT64Prefix.init) else {
+                    context.error(item, "dns64_prefixes: '\(text)' is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96 (RFC 6052), like 64:ff9b:1::/48 or 2001:db8:64::/96")
+                    continue
+                }
+                config.dns64Prefixes.append(prefix)
             }
         }
         if let node = mapping["rule_groups"] {

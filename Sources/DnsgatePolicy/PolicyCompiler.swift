@@ -215,7 +215,8 @@ public struct PolicyCompiler {
         let policy = CompiledPolicy(generation: generation, groups: groups, rules: rules, lists: infos,
                                     entryOutcomes: entryOutcomes, answerSettings: settings, table: table,
                                     dropsUnmatched: awaiting && config.failMode == .closed, threatModels: threatModels,
-                                    addressLists: addressInfos, addressTables: addressTables)
+                                    addressLists: addressInfos, addressTables: addressTables,
+                                    nat64Prefixes: config.dns64Prefixes)
         return Result(policy: policy, lists: summaries, diagnostics: diagnostics)
     }
 

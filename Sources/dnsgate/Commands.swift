@@ -244,7 +244,11 @@ extension Dnsgate {
                 switch finding.subject {
                 case .question(let name): subject = "question \(name.text)."
                 case .redirection(let name): subject = "redirection to \(name.text)."
-                case .address(let address): subject = "address \(address)" + (address.localUseClass.map { " (\($0.rawValue))" } ?? "")
+                case .address(let address):
+                    let translated = policy.nat64Translation(address)
+                    let local = (address.localUseClass ?? translated?.localUseClass).map { ", \($0.rawValue)" } ?? ""
+                    let about = translated.map { "NAT64 for \($0)\(local)" } ?? String(local.dropFirst(2))
+                    subject = "address \(address)" + (about.isEmpty ? "" : " (\(about))")
                 }
                 var action = finding.outcome.action.rawValue
                 if finding.outcome.action == .block { action += " (\(finding.outcome.blockResponse.rawValue))" }

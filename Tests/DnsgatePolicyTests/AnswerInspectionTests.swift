@@ -128,6 +128,39 @@ struct AnswerInspectionTests {
         #expect(Self.verdict(policy, "router.lan", [record]).0 == "passed")
     }
 
+    /// RFC 6052 section 2.4's table: 192.0.2.33 in each prefix length.
+    @Test(arguments: [("2001:db8::/32", "2001:db8:c000:221::"), ("2001:db8:100::/40", "2001:db8:1c0:2:21::"),
+                      ("2001:db8:122::/48", "2001:db8:122:c000:2:2100::"), ("2001:db8:122:300::/56", "2001:db8:122:3c0:0:221::"),
+                      ("2001:db8:122:344::/64", "2001:db8:122:344:c0:2:2100:0"),
+                      ("2001:db8:122:344::/96", "2001:db8:122:344::192.0.2.33"), ("64:ff9b::/96", "64:ff9b::192.0.2.33")])
+    func nat64PrefixesEmbedIPv4AsRFC6052Says(prefix: String, address: String) throws {
+        let nat64 = try #require(IPNetwork(prefix).flatMap(NAT64Prefix.init))
+        #expect(nat64.embeddedIPv4(try #require(IPAddress(address))) == IPAddress("192.0.2.33"))
+        #expect(nat64.embeddedIPv4(try #require(IPAddress("2001:db9::1"))) == nil, "outside the prefix")
+        #expect(nat64.embeddedIPv4(try #require(IPAddress("192.0.2.33"))) == nil)
+    }
+
+    @Test func dns64AnswersAreTheIPv4AddressTheyStandFor() throws {
+        // The well-known prefix always; an operator's own prefixes from dns64_prefixes.
+        let policy = try Self.policy("dns64_prefixes: [\"2001:db8:64::/96\", \"64:ff9b:1::/48\"]\n" + Self.config)
+        #expect(Self.verdict(policy, "a.example", ["AAAA:64:ff9b::203.0.113.99"]) == ("BLOCK bad", ["64:ff9b::cb00:7163:bad"]),
+                "a DNS64 AAAA made from a listed A record")
+        #expect(Self.verdict(policy, "a.example", ["AAAA:2001:db8:64::203.0.113.99"]).0 == "BLOCK bad")
+        #expect(Self.verdict(policy, "a.example", ["AAAA:64:ff9b:1:cb00:71:6300::"]).0 == "BLOCK bad", "a /48 prefix")
+        #expect(Self.verdict(policy, "a.example", ["AAAA:2001:db8:64::192.168.1.10"]).0 == "BLOCK rebinding",
+                "the network's own prefix holding a private address")
+        #expect(Self.verdict(policy, "a.example", ["AAAA:2001:db8:64::203.0.113.7"]).0 == "passed")
+        #expect(Self.verdict(policy, "printer.corp.test", ["AAAA:2001:db8:64::192.168.1.10"]).0 == "passed",
+                "an exempt name keeps its address")
+        let without = try Self.policy()
+        #expect(Self.verdict(without, "a.example", ["AAAA:64:ff9b::203.0.113.99"]).0 == "BLOCK bad")
+        #expect(Self.verdict(without, "a.example", ["AAAA:2001:db8:64::192.168.1.10"]).0 == "passed",
+                "a prefix nobody named is an IPv6 address like any other")
+        let bad = Files(contents: [:]).compile("dns64_prefixes: [\"2001:db8:64::/95\", 10.0.0.0/8, nonsense]\n" + Self.config)
+        #expect(bad.diagnostics.filter { $0.message.contains("is not an IPv6 prefix of length 32, 40, 48, 56, 64 or 96") && $0.line == 1 }.count == 3,
+                "\(bad.diagnostics)")
+    }
+
     @Test func rebindingIsDecidedOnTheQuestionNotTheChain() throws {
         let policy = try Self.policy()
         // An attacker's name aliased to an exempt name still gets no private address.

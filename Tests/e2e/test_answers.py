@@ -26,7 +26,7 @@ from lab import CLIENT2_V4, CLIENT_V4, CLIENT_V6, GATEWAY_LAN_V4, GATEWAY_LAN_V6
 SERVERS = [pytest.param((UPSTREAM_V4, CLIENT_V4), id="ipv4"), pytest.param((UPSTREAM_V6, CLIENT_V6), id="ipv6")]
 
 CONFIG = """queues: "0-1"
-fail_mode: {fail_mode}
+fail_mode: {fail_mode}{dns64}
 stats_socket: {socket}
 query_log:
   path: {log}
@@ -102,10 +102,11 @@ class Gate:
         self.log = lab.dir / "answers.jsonl"
         self.mode: str | None = None
 
-    def start(self, fail_mode: str = "open", redirection: str | None = None) -> None:
+    def start(self, fail_mode: str = "open", redirection: str | None = None, dns64_prefix: str | None = None) -> None:
         self.lab.stop_dnsgate()
         config = self.lab.write_config(CONFIG.format(
             fail_mode=fail_mode, socket=self.lab.socket_path, log=self.log,
+            dns64=f'\ndns64_prefixes: ["{dns64_prefix}"]' if dns64_prefix else "",
             trusted_list=TRUSTED_LIST if redirection else "",
             allow_rule=ALLOW_RULE.format(redirection=redirection) if redirection else ""), "answers.yaml")
         if self.mode != fail_mode:
@@ -374,6 +375,34 @@ def test_an_unblocked_chain_reaches_the_client_byte_identical(gate, lab, client,
     assert chain_of(response) == ["cdn.answers.test"]
     assert len(resolver_side) == 1, "one answer left the resolver"
     assert client_side == resolver_side, "the client got the resolver's answer, byte for byte"
+
+
+def test_dns64_answers_are_decided_on_the_ipv4_address_they_stand_for(gate, lab, chains, client):
+    """The resolver does DNS64 (Unbound with the network's own prefix, named
+    in dnsgate's dns64_prefixes; Knot Resolver with the well-known
+    64:ff9b::/96, which dnsgate always knows): an AAAA it makes from a listed
+    A record is blocked like the A record, one made from a private address is
+    rebinding, and one made from a clean address reaches the client."""
+    prefix = "2001:db8:64::/96" if chains.kind == "unbound" else "64:ff9b::/96"
+    synthesized = {"unbound": "2001:db8:64::cb00:710b", "kresd": "64:ff9b::cb00:710b"}[chains.kind]
+    chains.stop()
+    dns64 = ChainResolver(lab, chains.kind, dns64_prefix=prefix)
+    try:
+        dns64.start()
+        gate.start(dns64_prefix="2001:db8:64::/96")
+        for server, source in ((UPSTREAM_V4, CLIENT_V4), (UPSTREAM_V6, CLIENT_V6)):
+            clean = client.probe("v4only.answers.test", server=server, source=source, qtype="AAAA")
+            assert addresses_in(clean) == {synthesized}, clean
+            listed = client.probe("badaddr.answers.test", server=server, source=source, qtype="AAAA")
+            assert listed["rcode"] == "REFUSED" and listed["answer"] == [], listed
+            assert listed["ede"] == ede("block-bad-nets"), listed
+            if chains.kind == "unbound":  # resolvers make no AAAA from a private A with the well-known prefix
+                private = client.probe("rebind.answers.test", server=server, source=source, qtype="AAAA")
+                assert private["rcode"] == "NXDOMAIN" and private["ede"] == ede("stop-rebinding"), private
+    finally:
+        dns64.stop()
+        chains.start()
+        gate.start()
 
 
 def test_an_exempt_internal_name_keeps_its_private_address(gate, client):
