@@ -28,9 +28,13 @@ cross u0. Every record has a TTL of TTL seconds.
       cgnat     A 100.64.0.1
       linklocal A 169.254.1.1
       mapped    AAAA ::ffff:10.0.0.1
+      caa       CAA 0 i "x" (4 bytes: an A record to a reader of type low bytes)
       v4only    A 203.0.113.11 (no AAAA: DNS64 makes one)
 
 `CHAINS` says what each name resolves to, for checks of the lab itself.
+
+evil.test is delegated to lab/hostile_authority.py on HOSTILE_V4, which serves
+RDATA resolvers pass on unchecked (a broken HTTPS record).
 
 Also here: `Capture` (tcpdump on a namespace's interface, read back as
 packets), `Forwarder` (dnsmasq as a caching forwarder in the client namespace),
@@ -56,6 +60,8 @@ from lab import CLIENT2_V4, PYTHON, UPSTREAM_V4, UPSTREAM_V6, terminate  # noqa:
 from resolvers import find_binary, unbound_server  # noqa: E402
 
 AUTH_V4, AUTH_V6 = "198.51.100.60", "2001:db8:2::60"
+# lab/hostile_authority.py, which serves evil.test (delegated from the root).
+HOSTILE_V4 = "198.51.100.61"
 TTL = 5
 KINDS = ("unbound", "kresd")
 READY_TIMEOUT = 20.0
@@ -114,6 +120,7 @@ cgnat IN A 100.64.0.1
 linklocal IN A 169.254.1.1
 mapped IN AAAA ::ffff:10.0.0.1
 v4only IN A 203.0.113.11
+caa IN CAA 0 i "x"
 svc IN HTTPS 1 . alpn=h2 ipv4hint=192.168.1.30
 svcalias IN HTTPS 0 tracker.blocked.test.
 """,
@@ -126,7 +133,8 @@ x IN A 203.0.113.68
     }
     # The root, for a resolver that iterates (kresd): it delegates each test zone to the same server.
     root = head("root.") + f"ns. IN A {AUTH_V4}\nns. IN AAAA {AUTH_V6}\n" + \
-        "".join(f"{zone}. IN NS ns.\n" for zone in test_zones)
+        "".join(f"{zone}. IN NS ns.\n" for zone in test_zones) + \
+        f"evil.test. IN NS ns.evil.test.\nns.evil.test. IN A {HOSTILE_V4}\n"
     return {".": root, **{zone: head(zone + ".") + text for zone, text in test_zones.items()}}
 
 
@@ -204,6 +212,7 @@ class ChainResolver:
         self.workdir = lab.dir / "answers" / kind
         self.named: subprocess.Popen | None = None
         self.resolver: subprocess.Popen | None = None
+        self.hostile: subprocess.Popen | None = None
         self.addresses: list[str] = []
         self.upstream_was_running = False
 
@@ -233,7 +242,7 @@ class ChainResolver:
         if named is None or resolver is None:
             raise RuntimeError(f"named and {self.kind} are needed (scripts/setup installs bind9 and "
                                f"{'unbound' if self.kind == 'unbound' else 'knot-resolver'})")
-        for address, prefix in ((AUTH_V4, f"{AUTH_V4}/24"), (AUTH_V6, f"{AUTH_V6}/64")):
+        for address, prefix in ((AUTH_V4, f"{AUTH_V4}/24"), (AUTH_V6, f"{AUTH_V6}/64"), (HOSTILE_V4, f"{HOSTILE_V4}/24")):
             family = ["-6"] if ":" in address else []
             self.lab.ns(self.lab.upstream, "ip", *family, "addr", "replace", prefix, "dev", "u0",
                         *(["nodad"] if family else []))
@@ -241,6 +250,8 @@ class ChainResolver:
         (self.workdir / "named.conf").write_text(named_config(self.workdir))
         self.named = self._spawn("named", [named, "-g", "-n", "1", "-c", str(self.workdir / "named.conf")])
         self._wait("named", AUTH_V4, AUTH_V6, "clean.answers.test", recursion=False)
+        self.hostile = self._spawn("hostile", [PYTHON, str(Path(__file__).resolve().parent / "hostile_authority.py"),
+                                               HOSTILE_V4])
         if self.v4 == UPSTREAM_V4 or self.v6 == UPSTREAM_V6:
             self.upstream_was_running = self.lab.stop_upstream()
         if self.kind == "unbound":
@@ -286,7 +297,8 @@ class ChainResolver:
     def stop(self) -> None:
         self._end(self.resolver)
         self._end(self.named)
-        self.resolver = self.named = None
+        self._end(self.hostile)
+        self.resolver = self.named = self.hostile = None
         for prefix in self.addresses:
             family = ["-6"] if ":" in prefix else []
             self.lab.ns(self.lab.upstream, "ip", *family, "addr", "del", prefix, "dev", "u0", check=False)

@@ -36,71 +36,92 @@ public struct AnswerRecord: Sendable {
 /// record of any class, so every such record is the firewall's business.
 public enum AnswerSection {
     /// Calls `body` with each answer record of `message` (a response whose
-    /// questions end at `answersStart`), in order, until it returns false. Returns nil when every
-    /// record read was well formed, or why one was not: a name past the end
-    /// or pointing forwards, RDATA past the end, an A or AAAA of the wrong
-    /// length, a CNAME or DNAME whose target does not fill its RDATA exactly.
-    public static func forEach(in message: Span<UInt8>, from answersStart: Int,
+    /// questions end at `answersStart`), in order, until it returns false.
+    /// Returns nil when every record read was well formed, or why the first
+    /// one was not: a name past the end or pointing forwards, RDATA past the
+    /// end (these end the walk: where the next record starts is unknown), an
+    /// A or AAAA of the wrong length, a CNAME or DNAME whose target does not
+    /// fill its RDATA exactly, an SVCB or HTTPS record whose TargetName or
+    /// parameters cannot be read. A record of the latter kinds, whose
+    /// RDLENGTH still says where the next one starts, does not end the walk:
+    /// the records after it are read too (resolvers pass RDATA they do not
+    /// check, such as SVCB parameters, and a lenient client reads on), and
+    /// what could be read of it is given (a CNAME's target, an SVCB record's
+    /// well-formed parameters).
+    ///
+    /// `asked` is the question's type: a record of that very type is that
+    /// type's data, never an address read by its type's low byte (musl's
+    /// reading, below, is of answers to its A and AAAA questions).
+    public static func forEach(in message: Span<UInt8>, from answersStart: Int, asked: QueryType? = nil,
                                _ body: (borrowing AnswerRecord) -> Bool) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let count = Int(message.u16(6))
         var offset = answersStart
+        var firstProblem: NotDNSReason? = nil
         for _ in 0..<count {
             var owner = DomainName()
+            let ownerEnd: Int
             switch QueryDecoder.readName(message, at: offset, into: &owner, backwardOnly: true) {
-            case .failure(let reason): return reason
-            case .success(let ownerEnd, _):
-                guard ownerEnd + 10 <= message.count else { return .truncatedDNS }
-                let type = QueryType(rawValue: message.u16(ownerEnd))
-                let dataStart = ownerEnd + 10
-                let dataEnd = dataStart + Int(message.u16(ownerEnd + 8))
-                guard dataEnd <= message.count else { return .truncatedDNS }
-                var data = AnswerData.other
-                let length = dataEnd - dataStart
-                switch type {
-                case .a:
-                    guard length == 4 else { return .badRecord }
-                    data = .address(.v4(message.u32(dataStart)))
-                case .aaaa:
-                    guard length == 16 else { return .badRecord }
-                    data = .address(.v6(high: message.u64(dataStart), low: message.u64(dataStart + 8)))
-                // musl reads a record's type by its low byte alone: to it, type
-                // 257 (CAA) with 4 bytes is an A record, and 284 with 16 an AAAA.
-                case _ where type.rawValue & 0xff == 1 && length == 4:
-                    data = .address(.v4(message.u32(dataStart)))
-                case _ where type.rawValue & 0xff == 28 && length == 16:
-                    data = .address(.v6(high: message.u64(dataStart), low: message.u64(dataStart + 8)))
-                case .svcb, .https:
-                    // SvcPriority, TargetName (uncompressed, RFC 9460), then parameters.
-                    var target = DomainName()
-                    guard length >= 3,
-                          case .success(let targetEnd, let compressed) = QueryDecoder.readName(
-                              message.extracting(0..<dataEnd), at: dataStart + 2, into: &target, backwardOnly: true),
-                          !compressed, Self.parametersAreWellFormed(message, targetEnd..<dataEnd) else {
-                        return .badRecord
-                    }
-                    data = .service(target: target, parameters: targetEnd..<dataEnd)
-                case .cname, .dname:
-                    var target = DomainName()
-                    // The name lies within the RDATA (its pointers may reach further back).
-                    switch QueryDecoder.readName(message.extracting(0..<dataEnd), at: dataStart, into: &target,
-                                                 backwardOnly: true) {
-                    case .failure(let reason): return reason
-                    case .success(let targetEnd, _):
-                        guard targetEnd == dataEnd else { return .badRecord }
-                    }
-                    data = .redirection(target)
-                default:
-                    break
-                }
-                let record = AnswerRecord(owner: owner, type: type,
-                                          recordClass: QueryClass(rawValue: message.u16(ownerEnd + 2)),
-                                          ttl: message.u32(ownerEnd + 4), data: data, dataRange: dataStart..<dataEnd)
-                offset = dataEnd
-                guard body(record) else { return nil }
+            case .failure(let reason): return firstProblem ?? reason
+            case .success(let end, _): ownerEnd = end
             }
+            guard ownerEnd + 10 <= message.count else { return firstProblem ?? .truncatedDNS }
+            let type = QueryType(rawValue: message.u16(ownerEnd))
+            let dataStart = ownerEnd + 10
+            let dataEnd = dataStart + Int(message.u16(ownerEnd + 8))
+            guard dataEnd <= message.count else { return firstProblem ?? .truncatedDNS }
+            offset = dataEnd
+            let (data, problem) = readData(message, type: type, asked: asked, dataStart..<dataEnd)
+            if let problem {
+                if firstProblem == nil { firstProblem = problem }
+                if case .other = data { continue }  // nothing of it could be read
+            }
+            let record = AnswerRecord(owner: owner, type: type, recordClass: QueryClass(rawValue: message.u16(ownerEnd + 2)),
+                                      ttl: message.u32(ownerEnd + 4), data: data, dataRange: dataStart..<dataEnd)
+            guard body(record) else { return firstProblem }
         }
-        return nil
+        return firstProblem
+    }
+
+    /// What a record of `type` carries in `range`, and why it is malformed if it is.
+    private static func readData(_ message: Span<UInt8>, type: QueryType, asked: QueryType?,
+                                 _ range: Range<Int>) -> (AnswerData, NotDNSReason?) {
+        let length = range.count, start = range.lowerBound
+        switch type {
+        case .a:
+            guard length == 4 else { return (.other, .badRecord) }
+            return (.address(.v4(message.u32(start))), nil)
+        case .aaaa:
+            guard length == 16 else { return (.other, .badRecord) }
+            return (.address(.v6(high: message.u64(start), low: message.u64(start + 8))), nil)
+        // musl reads a record's type by its low byte alone: to it, type 257
+        // (CAA) with 4 bytes is an A record, and 284 with 16 an AAAA.
+        case _ where type != asked && type.rawValue & 0xff == 1 && length == 4:
+            return (.address(.v4(message.u32(start))), nil)
+        case _ where type != asked && type.rawValue & 0xff == 28 && length == 16:
+            return (.address(.v6(high: message.u64(start), low: message.u64(start + 8))), nil)
+        case .svcb, .https:
+            // SvcPriority, TargetName (uncompressed, RFC 9460), then parameters.
+            var target = DomainName()
+            guard length >= 3, case .success(let targetEnd, let compressed) = QueryDecoder.readName(
+                message.extracting(0..<range.upperBound), at: start + 2, into: &target, backwardOnly: true) else {
+                return (.other, .badRecord)
+            }
+            let (parametersEnd, wellFormed) = Self.readableParameters(message, targetEnd..<range.upperBound)
+            return (.service(target: target, parameters: targetEnd..<parametersEnd),
+                    compressed || !wellFormed ? .badRecord : nil)
+        case .cname, .dname:
+            var target = DomainName()
+            // The name lies within the RDATA (its pointers may reach further back).
+            switch QueryDecoder.readName(message.extracting(0..<range.upperBound), at: start, into: &target,
+                                         backwardOnly: true) {
+            case .failure(let reason): return (.other, reason)
+            case .success(let targetEnd, _):
+                return (.redirection(target), targetEnd == range.upperBound ? nil : .badRecord)
+            }
+        default:
+            return (.other, nil)
+        }
     }
 }
 
@@ -108,20 +129,20 @@ extension AnswerSection {
     /// SvcParamKeys whose values are address hints (RFC 9460).
     static let ipv4Hint: UInt16 = 4, ipv6Hint: UInt16 = 6
 
-    /// Whether the SVCB parameters at `range` are key-length-value triples
-    /// that fill it, with hints a whole number of addresses. Each triple is
-    /// at least 4 bytes: the walk is bounded by the range.
-    static func parametersAreWellFormed(_ message: Span<UInt8>, _ range: Range<Int>) -> Bool {
+    /// How far the SVCB parameters at `range` are key-length-value triples
+    /// within it (the end of the last one that fits), and whether they fill
+    /// it with hint lists of whole addresses. Each triple is at least 4
+    /// bytes: the walk is bounded by the range.
+    static func readableParameters(_ message: Span<UInt8>, _ range: Range<Int>) -> (end: Int, wellFormed: Bool) {
         var offset = range.lowerBound
-        while offset < range.upperBound {
-            guard offset + 4 <= range.upperBound else { return false }
+        var wellFormed = true
+        while offset + 4 <= range.upperBound {
             let key = message.u16(offset), length = Int(message.u16(offset + 2))
-            guard offset + 4 + length <= range.upperBound else { return false }
-            if key == ipv4Hint, length % 4 != 0 { return false }
-            if key == ipv6Hint, length % 16 != 0 { return false }
+            guard offset + 4 + length <= range.upperBound else { return (offset, false) }
+            if key == ipv4Hint && length % 4 != 0 || key == ipv6Hint && length % 16 != 0 { wellFormed = false }
             offset += 4 + length
         }
-        return true
+        return (offset, wellFormed && offset == range.upperBound)
     }
 
     /// Calls `body` with each address hint of an SVCB or HTTPS record's

@@ -76,7 +76,7 @@ extension CompiledPolicy {
         }
         let type = response.type
         var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac)
-        let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
+        let malformed = AnswerSection.forEach(in: message, from: response.answersStart, asked: type) { record in
             walk.consider(record, message: message, policy: self, observe: observe)
         }
         if let blocked = walk.blocked { return .blocked(blocked) }

@@ -42,7 +42,7 @@ func walk(_ message: [UInt8]) -> (records: [String], error: NotDNSReason?) {
                          message: 0..<message.count, packetLength: message.count)
     if let reason = QueryDecoder.decodeMessage(message.span, into: &query) { return ([], reason) }
     var records: [String] = []
-    let error = AnswerSection.forEach(in: message.span, from: query.answersStart) { record in
+    let error = AnswerSection.forEach(in: message.span, from: query.answersStart, asked: query.type) { record in
         let data: String
         switch record.data {
         case .redirection(let target): data = target.text
@@ -117,7 +117,29 @@ struct AnswerSectionTests {
     func malformedRecords(record: [UInt8], reason: NotDNSReason) {
         var response = ResponseFixture()
         response.answers = [record, ResponseFixture.record(ResponseFixture.pointer(12), 1, [203, 0, 113, 1])]
-        #expect(walk(response.message).error == reason)
+        let (records, error) = walk(response.message)
+        #expect(error == reason)
+        // Where the bad record's own length still says where the next one starts, the next one is read too.
+        #expect(records.last == "www.cloaked.test A 203.0.113.1" || reason == .compressionLoop, "\(records)")
+    }
+
+    /// Resolvers pass SVCB parameters they do not check: a hostile zone's
+    /// broken HTTPS record must not hide the records after it.
+    @Test func recordsAfterABrokenServiceRecordAreStillRead() {
+        var response = ResponseFixture()
+        response.type = 255
+        let brokenHints = be16(1) + [0] + be16(4) + be16(6) + [192, 168, 1, 30, 1, 2]
+        let pastTheEnd = be16(1) + [0] + be16(1) + be16(9) + [2] + Array("h2".utf8)
+        response.answers = [
+            ResponseFixture.record(ResponseFixture.pointer(12), 65, brokenHints),
+            ResponseFixture.record(ResponseFixture.pointer(12), 65, pastTheEnd),
+            ResponseFixture.record(ResponseFixture.pointer(12), 65, be16(1) + [0xc0, 12]),  // a compressed TargetName
+            ResponseFixture.record(ResponseFixture.pointer(12), 1, [192, 168, 1, 40]),
+        ]
+        let (records, error) = walk(response.message)
+        #expect(error == .badRecord)
+        #expect(records == ["www.cloaked.test HTTPS . 192.168.1.30", "www.cloaked.test HTTPS . ",
+                            "www.cloaked.test HTTPS www.cloaked.test ", "www.cloaked.test A 192.168.1.40"])
     }
 
     @Test func serviceRecordsTargetsAndHints() {
@@ -150,6 +172,9 @@ struct AnswerSectionTests {
         let (records, error) = walk(response.message)
         #expect(error == nil)
         #expect(records == ["www.cloaked.test CAA 10.0.0.1", "www.cloaked.test CAA 7 bytes"])
+        // Asked for CAA, a CAA record is a CAA record: musl asks only for A and AAAA.
+        response.type = 257
+        #expect(walk(response.message).records == ["www.cloaked.test CAA 4 bytes", "www.cloaked.test CAA 7 bytes"])
     }
 
     @Test func aResponseWithoutAQuestionStillHasItsAnswersRead() throws {

@@ -254,6 +254,47 @@ struct AnswerInspectionTests {
         }
     }
 
+    /// The verdict on a response to `a.example` of `type` whose answer
+    /// records are given as (type, RDATA), each owned by the question.
+    static func verdict(_ policy: CompiledPolicy, type: UInt16, records: [(UInt16, [UInt8])]) -> String {
+        func u16(_ value: Int) -> [UInt8] { [UInt8(value >> 8 & 0xff), UInt8(value & 0xff)] }
+        var message: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 1] + u16(records.count) + [0, 0, 0, 0]
+        message += [1, 97, 7] + Array("example".utf8) + [0] + u16(Int(type)) + [0, 1]
+        for (recordType, data) in records {
+            message += [0xc0, 12] + u16(Int(recordType)) + [0, 1, 0, 0, 0, 60] + u16(data.count) + data
+        }
+        var response = DNSQuery(source: address("198.51.100.53"), sourcePort: 53, destination: address("192.0.2.10"),
+                                destinationPort: 40000, message: 0..<message.count, packetLength: message.count)
+        guard QueryDecoder.decodeMessage(message.span, into: &response) == nil else { return "undecodable" }
+        switch policy.inspect(response: response, message: message.span, client: address("192.0.2.10"), mac: nil,
+                              observe: { _ in }) {
+        case .trusted: return "trusted"
+        case .passed: return "passed"
+        case .blocked(let finding): return "BLOCK \(policy.rules[finding.decision.ruleIndex].name)"
+        case .malformed(let reason): return "malformed \(reason)"
+        }
+    }
+
+    @Test func aBrokenRecordHidesNoneOfTheRecordsAfterIt() throws {
+        let policy = try Self.policy()
+        // HTTPS 1 . ipv4hint of 6 bytes, which Unbound and Knot Resolver pass as they got it, then an A record.
+        let broken: (UInt16, [UInt8]) = (65, [0, 1, 0, 0, 4, 0, 6, 1, 2, 3, 4, 5, 6])
+        #expect(Self.verdict(policy, type: 255, records: [broken, (1, [192, 168, 1, 40])]) == "BLOCK rebinding")
+        #expect(Self.verdict(policy, type: 255, records: [broken, (1, [203, 0, 113, 99])]) == "BLOCK bad")
+        #expect(Self.verdict(policy, type: 65, records: [(65, [0, 1, 0, 0, 4, 0, 6, 192, 168, 1, 30, 5, 6])]) == "BLOCK rebinding",
+                "the whole address of a broken hint list")
+        #expect(Self.verdict(policy, type: 255, records: [broken, (1, [203, 0, 113, 7])]) == "malformed badRecord",
+                "nothing blocked: the fail mode decides")
+    }
+
+    @Test func aRecordOfTheTypeAskedIsThatTypesData() throws {
+        let policy = try Self.policy()
+        // CAA 0 issue "x": 4 bytes, 0.1.105.120 to a reader of type low bytes (musl, for its A questions).
+        let caa: (UInt16, [UInt8]) = (257, [0, 1, 105, 120])
+        #expect(Self.verdict(policy, type: 257, records: [caa]) == "passed")
+        #expect(Self.verdict(policy, type: 1, records: [caa]) == "BLOCK rebinding")
+    }
+
     @Test func questionOnlyDecisionsAreUnchanged() throws {
         let policy = try Self.policy()
         #expect(policy.decision("x.blocked.test") == "first/block-listed")
