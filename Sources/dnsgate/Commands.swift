@@ -400,7 +400,10 @@ struct StatsTable {
         if let error = stats.queryLog.lastError { row("query_log_error", error) }
         if let error = stats.dnstap?.lastError { row("dnstap_error", error) }
         lines.append("rules")
-        for rule in stats.rules { row("\(rule.group)/\(rule.rule)", "\(rule.hits)  \(rule.action)") }
+        for rule in stats.rules {
+            // Questions, then the names and addresses of answers it matched, when there are any.
+            row("\(rule.group)/\(rule.rule)", "\(rule.hits)  \(rule.action)" + (rule.answerHits > 0 ? "  (answers: \(rule.answerHits))" : ""))
+        }
         lines.append("lists")
         for list in stats.lists {
             var detail = "\(list.entries) entries, \(list.hits) hits, \(list.format)"

@@ -483,6 +483,13 @@ def test_answers_are_counted_apart_from_questions(gate, lab, client):
     assert question["packets.dropped"] == 0 and question["verdicts.no_match"] == 6, question
     assert question["verdicts.block"] == 0, question
     assert answers["received"] == 6 and answers["block"] == 3, answers
+    # The operator's table shows what each rule matched in answers beside its questions.
+    after = lab.stats()
+    hits = {rule["rule"]: rule["answer_hits"] for rule in after["rules"]}
+    table = lab.cli("stats", "--socket", str(lab.socket_path)).stdout
+    for rule in ("block-listed", "block-bad-nets"):
+        row = next(line for line in table.splitlines() if line.strip().startswith(f"answers/{rule}"))
+        assert hits[rule] > 0 and row.endswith(f"(answers: {hits[rule]})"), (row, hits)
 
 
 def test_a_blocked_question_never_makes_an_answer(gate, lab, client):
