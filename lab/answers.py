@@ -16,6 +16,7 @@ cross u0. Every record has a TTL of TTL seconds.
 
     answers.test                                    blocked.test
       cloaked   CNAME tracker.blocked.test.           tracker  A 203.0.113.66
+      raced     CNAME tracker.blocked.test. (its AAAA question is blocked on its own)
       hop1      CNAME hop2                            deep     A 203.0.113.67
       hop2      CNAME deep.blocked.test.              x        A 203.0.113.68
       clean     CNAME cdn
@@ -106,6 +107,7 @@ def zones() -> dict[str, str]:
                 f"@ IN NS ns.\n")
     test_zones = {
         "answers.test": """cloaked IN CNAME tracker.blocked.test.
+raced IN CNAME tracker.blocked.test.
 hop1 IN CNAME hop2
 hop2 IN CNAME deep.blocked.test.
 clean IN CNAME cdn

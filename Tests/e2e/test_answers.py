@@ -39,6 +39,8 @@ domain_lists:
     domains: ["blocked.test", "*.blocked.test"]
   - name: corp
     domains: ["corp.test", "*.corp.test"]
+  - name: raced
+    domains: ["raced.answers.test"]
 {trusted_list}ip_lists:
   - name: bad-nets
     addresses: ["203.0.113.96/28", "2001:db8:bad::/48"]
@@ -46,7 +48,13 @@ rule_groups:
   - name: answers
     priority: 10
     rules:
-{allow_rule}      - name: block-listed
+{allow_rule}      - name: no-aaaa-raced
+        priority: 6
+        domain_list: raced
+        qtypes: [AAAA]
+        action: BLOCK
+        block_response: NODATA
+      - name: block-listed
         priority: 10
         domain_list: blocked
         action: BLOCK
@@ -264,6 +272,47 @@ def test_glibc_gets_no_address_for_a_blocked_chain(gate, lab):
             clean = lab.ns(lab.client, "getent", "ahosts", "clean.answers.test", check=False)
             assert clean.returncode == 0, (nameserver, clean)
             assert "203.0.113.10" in clean.stdout and "2001:db8:3::10" in clean.stdout, clean.stdout
+    finally:
+        resolv.write_text(original)
+
+
+# A and AAAA for one name from one socket at once, as glibc and musl ask: prints each answer's
+# RCODE and addresses, or "timeout".
+ASK_BOTH = ("import socket, sys, dns.message, dns.rdatatype\n"
+            "server, name = sys.argv[1], sys.argv[2]\n"
+            "s = socket.socket(socket.AF_INET6 if ':' in server else socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.settimeout(3)\n"
+            "queries = [dns.message.make_query(name, t, use_edns=0) for t in ('A', 'AAAA')]\n"
+            "for q in queries: s.sendto(q.to_wire(), (server, 53))\n"
+            "got = {}\n"
+            "try:\n"
+            "    while len(got) < 2:\n"
+            "        r = dns.message.from_wire(s.recv(4096))\n"
+            "        got[dns.rdatatype.to_text(r.question[0].rdtype)] = (dns.rcode.to_text(r.rcode()),\n"
+            "            sorted(i.to_text() for rr in r.answer if rr.rdtype in (1, 28) for i in rr))\n"
+            "except socket.timeout: pass\n"
+            "print(repr(got))\n")
+
+
+def test_a_question_blocked_beside_another_leaves_the_others_answer_inspected(gate, lab):
+    """glibc and musl ask A and AAAA from one socket at once. When the policy
+    forges the AAAA's answer (NODATA here) while the A waits in the queue, the
+    resolver's answer to the A, whose chain leads into a blocked name, is
+    still inspected: dnsgate's forged answers open no conntrack flow (tracked,
+    one made the real answer a new packet of its flow, which no rule queues)."""
+    for server in (UPSTREAM_V4, UPSTREAM_V6):
+        for attempt in range(20):
+            got = eval(lab.ns(lab.client, "/usr/bin/python3", "-c", ASK_BOTH, server, "raced.answers.test").stdout)
+            assert got.get("A") == ("NXDOMAIN", []), (server, attempt, got)
+            assert got.get("AAAA") == ("NOERROR", []), (server, attempt, got)
+    resolv = Path("/etc/netns") / lab.client / "resolv.conf"
+    original = resolv.read_text()
+    try:
+        for nameserver in (UPSTREAM_V4, UPSTREAM_V6):
+            resolv.write_text(f"nameserver {nameserver}\noptions timeout:2 attempts:1\n")
+            for attempt in range(10):
+                lookup = lab.ns(lab.client, "getent", "ahosts", "raced.answers.test", check=False)
+                assert "203.0.113.66" not in lookup.stdout and lookup.returncode != 0, (nameserver, attempt, lookup)
     finally:
         resolv.write_text(original)
 

@@ -308,6 +308,7 @@ JUMPS = {
     "-A OUTPUT -p udp -m udp ! --sport 53 --dport 53 -m mark --mark 0x444e53 -m conntrack --ctstate NEW"
     " --ctdir ORIGINAL -j CONNMARK --set-xmark 0x444e53/0xffffffff",
     "-A PREROUTING -p tcp -m tcp --dport 53 -j DNSGATE_TCP",
+    "-A OUTPUT -p udp -m udp --sport 53 -m mark --mark 0x444e53 -j CT --notrack",  # raw: forged answers untracked
 }
 OUTPUT_JUMPS = {
     "-A OUTPUT -p udp -m udp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE",
@@ -325,10 +326,11 @@ def installed(lab) -> dict[str, list[str]]:
     found = {}
     for tool in ("iptables", "ip6tables"):
         lines = []
-        for table, chains in (("filter", ("FORWARD", "INPUT", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT"))):
+        for table, chains in (("filter", ("FORWARD", "INPUT", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT")),
+                              ("raw", ("OUTPUT",))):
             for chain in chains:
                 lines += [line for line in lab.ns(lab.gateway, tool, "-w", "-t", table, "-S", chain).stdout.splitlines()
-                          if "DNSGATE" in line or "CONNMARK" in line]
+                          if "DNSGATE" in line or "CONNMARK" in line or "0x444e53 -j CT" in line]
         found[tool] = lines
     return found
 
@@ -396,6 +398,7 @@ def test_shipped_nft_rules_divert_answers_and_go_in_one_remove(lab, options):
             assert ("meta mark 0x00444e53 udp sport != 53 udp dport 53 ct state new ct direction original"
                     " ct mark set 0x00444e53" in chains["output"]), chains["output"]
             assert "meta mark != 0x00444e53 ct mark != 0x00444e53 udp sport 53 jump divert" in chains["output"]
+            assert "meta mark 0x00444e53 udp sport 53 notrack" in chains["raw_output"], chains
             assert chains["divert"].strip().splitlines()[0].strip() == "meta mark 0x00444e53 fib saddr type local return"
             assert "ct state established udp sport 53 counter" in chains["divert"]
             assert "ct state untracked udp sport 53 counter" in chains["divert"]
