@@ -60,7 +60,9 @@ extension CompiledPolicy {
             guard let decision = decide(name: question.name, type: question.type, client: client, mac: mac,
                                         threats: threats) else { return true }
             let outcome = outcome(of: decision)
-            if first, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
+            // Trust needs the one question there is: stubs that match an answer on
+            // its ID alone (musl) take one whatever other questions it carries.
+            if first, response.questionCount == 1, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
                 trusted = decision
                 return false
             }
@@ -75,8 +77,12 @@ extension CompiledPolicy {
             return .blocked(blockedQuestion)
         }
         let type = response.type
-        var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac)
-        let malformed = AnswerSection.forEach(in: message, from: response.answersStart, asked: type) { record in
+        // With more than one question, none speaks for the answer: no exemption
+        // from rebinding, no type asked (see `trust` above).
+        let single = response.questionCount == 1
+        var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac, exemptable: single)
+        let malformed = AnswerSection.forEach(in: message, from: response.answersStart,
+                                              asked: single ? type : nil) { record in
             walk.consider(record, message: message, policy: self, observe: observe)
         }
         if let blocked = walk.blocked { return .blocked(blocked) }
@@ -92,7 +98,7 @@ extension CompiledPolicy {
     /// needed when some rule is a rebinding rule.
     @inline(__always)
     func decide(address: IPAddress, translated: IPAddress?, question: DomainName, questionLists: ListMatches?,
-                type: QueryType, client: IPAddress, mac: MACAddress?) -> Decision? {
+                exemptable: Bool, type: QueryType, client: IPAddress, mac: MACAddress?) -> Decision? {
         for candidate in addressRules {
             let index = Int(candidate)
             // Fields read in place: a copy of the rule would retain each of its strings and arrays.
@@ -106,7 +112,7 @@ extension CompiledPolicy {
             }
             if let exemptions = rules[index].rebindingExemptions,
                address.localUseClass != nil || translated?.localUseClass != nil,
-               !Self.isLocalName(question), !(questionLists.map { $0.intersects(exemptions) } ?? false) {
+               !exemptable || !Self.isLocalName(question) && !(questionLists.map { $0.intersects(exemptions) } ?? false) {
                 return Decision(ruleIndex: index, entryOutcome: -1)
             }
         }
@@ -268,6 +274,8 @@ struct AnswerWalk {
     let type: QueryType
     let client: IPAddress
     let mac: MACAddress?
+    /// Whether the question may exempt the answer from rebinding rules.
+    let exemptable: Bool
     /// The name decided last: a chain names each link twice (as a target,
     /// then as the next record's owner).
     var lastName: DomainName
@@ -277,8 +285,9 @@ struct AnswerWalk {
     var matched = false
     var blocked: AnswerFinding? = nil
 
-    init(question: DomainName, type: QueryType, client: IPAddress, mac: MACAddress?) {
+    init(question: DomainName, type: QueryType, client: IPAddress, mac: MACAddress?, exemptable: Bool) {
         self.question = question
+        self.exemptable = exemptable
         self.type = type
         self.client = client
         self.mac = mac
@@ -318,8 +327,8 @@ struct AnswerWalk {
             questionLists = policy.matchingLists(question)
         }
         guard let decision = policy.decide(address: address, translated: translated, question: question,
-                                           questionLists: questionLists, type: type, client: client,
-                                           mac: mac) else { return true }
+                                           questionLists: questionLists, exemptable: exemptable, type: type,
+                                           client: client, mac: mac) else { return true }
         return report(AnswerFinding(subject: .address(address), decision: decision,
                                     outcome: policy.outcome(of: decision), threat: .benign), observe: observe)
     }

@@ -256,10 +256,15 @@ struct AnswerInspectionTests {
 
     /// The verdict on a response to `a.example` of `type` whose answer
     /// records are given as (type, RDATA), each owned by the question.
-    static func verdict(_ policy: CompiledPolicy, type: UInt16, records: [(UInt16, [UInt8])]) -> String {
+    /// `questions` are the response's question names (each of `type`); every record is owned by the first.
+    static func verdict(_ policy: CompiledPolicy, type: UInt16, records: [(UInt16, [UInt8])],
+                        questions: [String] = ["a.example"]) -> String {
         func u16(_ value: Int) -> [UInt8] { [UInt8(value >> 8 & 0xff), UInt8(value & 0xff)] }
-        var message: [UInt8] = [0x12, 0x34, 0x81, 0x80, 0, 1] + u16(records.count) + [0, 0, 0, 0]
-        message += [1, 97, 7] + Array("example".utf8) + [0] + u16(Int(type)) + [0, 1]
+        var message: [UInt8] = [0x12, 0x34, 0x81, 0x80] + u16(questions.count) + u16(records.count) + [0, 0, 0, 0]
+        for question in questions {
+            for label in question.split(separator: ".") { message += [UInt8(label.utf8.count)] + Array(label.utf8) }
+            message += [0] + u16(Int(type)) + [0, 1]
+        }
         for (recordType, data) in records {
             message += [0xc0, 12] + u16(Int(recordType)) + [0, 1, 0, 0, 0, 60] + u16(data.count) + data
         }
@@ -293,6 +298,21 @@ struct AnswerInspectionTests {
         let caa: (UInt16, [UInt8]) = (257, [0, 1, 105, 120])
         #expect(Self.verdict(policy, type: 257, records: [caa]) == "passed")
         #expect(Self.verdict(policy, type: 1, records: [caa]) == "BLOCK rebinding")
+    }
+
+    /// musl takes an answer on its ID alone, whatever questions it carries: a
+    /// hostile resolver could add a trusted or exempt question to its answer.
+    @Test func withTwoQuestionsNoneTrustsOrExemptsTheAnswer() throws {
+        let policy = try Self.policy()
+        let listed: (UInt16, [UInt8]) = (1, [203, 0, 113, 99]), local: (UInt16, [UInt8]) = (1, [192, 168, 1, 10])
+        #expect(Self.verdict(policy, type: 1, records: [listed], questions: ["x.trusted.test"]) == "trusted")
+        #expect(Self.verdict(policy, type: 1, records: [listed], questions: ["x.trusted.test", "a.example"]) == "BLOCK bad")
+        #expect(Self.verdict(policy, type: 1, records: [local], questions: ["printer.corp.test"]) == "passed")
+        #expect(Self.verdict(policy, type: 1, records: [local], questions: ["printer.corp.test", "a.example"])
+                == "BLOCK rebinding")
+        #expect(Self.verdict(policy, type: 1, records: [local], questions: ["printer", "a.example"]) == "BLOCK rebinding")
+        #expect(Self.verdict(policy, type: 257, records: [(257, [192, 168, 1, 10])], questions: ["a.example", "b.example"])
+                == "BLOCK rebinding", "no type asked: a CAA of 4 bytes is an address to musl")
     }
 
     @Test func questionOnlyDecisionsAreUnchanged() throws {
