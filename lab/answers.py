@@ -29,7 +29,6 @@ cross u0. Every record has a TTL of TTL seconds.
       cgnat     A 100.64.0.1
       linklocal A 169.254.1.1
       mapped    AAAA ::ffff:10.0.0.1
-      caa       CAA 0 i "x" (4 bytes: an A record to a reader of type low bytes)
       v4only    A 203.0.113.11 (no AAAA: DNS64 makes one)
 
 `CHAINS` says what each name resolves to, for checks of the lab itself.
@@ -122,7 +121,6 @@ cgnat IN A 100.64.0.1
 linklocal IN A 169.254.1.1
 mapped IN AAAA ::ffff:10.0.0.1
 v4only IN A 203.0.113.11
-caa IN CAA 0 i "x"
 svc IN HTTPS 1 . alpn=h2 ipv4hint=192.168.1.30
 svcalias IN HTTPS 0 tracker.blocked.test.
 """,

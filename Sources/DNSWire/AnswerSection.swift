@@ -47,12 +47,10 @@ public enum AnswerSection {
     /// the records after it are read too (resolvers pass RDATA they do not
     /// check, such as SVCB parameters, and a lenient client reads on), and
     /// what could be read of it is given (a CNAME's target, an SVCB record's
-    /// well-formed parameters).
-    ///
-    /// `asked` is the question's type: a record of that very type is that
-    /// type's data, never an address read by its type's low byte (musl's
-    /// reading, below, is of answers to its A and AAAA questions).
-    public static func forEach(in message: Span<UInt8>, from answersStart: Int, asked: QueryType? = nil,
+    /// readable parameters: whole triples, a hint list perhaps not whole). A
+    /// record none of whose RDATA can be read is given as `.other`, so that
+    /// its owner is still decided.
+    public static func forEach(in message: Span<UInt8>, from answersStart: Int,
                                _ body: (borrowing AnswerRecord) -> Bool) -> NotDNSReason? {
         guard message.count >= 12 else { return .truncatedDNS }
         let count = Int(message.u16(6))
@@ -71,11 +69,8 @@ public enum AnswerSection {
             let dataEnd = dataStart + Int(message.u16(ownerEnd + 8))
             guard dataEnd <= message.count else { return firstProblem ?? .truncatedDNS }
             offset = dataEnd
-            let (data, problem) = readData(message, type: type, asked: asked, dataStart..<dataEnd)
-            if let problem {
-                if firstProblem == nil { firstProblem = problem }
-                if case .other = data { continue }  // nothing of it could be read
-            }
+            let (data, problem) = readData(message, type: type, dataStart..<dataEnd)
+            if firstProblem == nil { firstProblem = problem }
             let record = AnswerRecord(owner: owner, type: type, recordClass: QueryClass(rawValue: message.u16(ownerEnd + 2)),
                                       ttl: message.u32(ownerEnd + 4), data: data, dataRange: dataStart..<dataEnd)
             guard body(record) else { return firstProblem }
@@ -84,7 +79,7 @@ public enum AnswerSection {
     }
 
     /// What a record of `type` carries in `range`, and why it is malformed if it is.
-    private static func readData(_ message: Span<UInt8>, type: QueryType, asked: QueryType?,
+    private static func readData(_ message: Span<UInt8>, type: QueryType,
                                  _ range: Range<Int>) -> (AnswerData, NotDNSReason?) {
         let length = range.count, start = range.lowerBound
         switch type {
@@ -95,10 +90,12 @@ public enum AnswerSection {
             guard length == 16 else { return (.other, .badRecord) }
             return (.address(.v6(high: message.u64(start), low: message.u64(start + 8))), nil)
         // musl reads a record's type by its low byte alone: to it, type 257
-        // (CAA) with 4 bytes is an A record, and 284 with 16 an AAAA.
-        case _ where type != asked && type.rawValue & 0xff == 1 && length == 4:
+        // (CAA) with 4 bytes is an A record, and 284 with 16 an AAAA. It does
+        // so whatever the question says (it matches an answer on its ID), so
+        // such a record is an address here even in an answer to a CAA question.
+        case _ where type.rawValue & 0xff == 1 && length == 4:
             return (.address(.v4(message.u32(start))), nil)
-        case _ where type != asked && type.rawValue & 0xff == 28 && length == 16:
+        case _ where type.rawValue & 0xff == 28 && length == 16:
             return (.address(.v6(high: message.u64(start), low: message.u64(start + 8))), nil)
         case .svcb, .https:
             // SvcPriority, TargetName (uncompressed, RFC 9460), then parameters.
@@ -146,7 +143,8 @@ extension AnswerSection {
     }
 
     /// Calls `body` with each address hint of an SVCB or HTTPS record's
-    /// well-formed `parameters` (`AnswerData.service`), until it returns false.
+    /// readable `parameters` (`AnswerData.service`: whole triples, of which a
+    /// hint list's whole addresses are read), until it returns false.
     public static func forEachHint(in message: Span<UInt8>, parameters: Range<Int>, _ body: (IPAddress) -> Bool) {
         var offset = parameters.lowerBound
         while offset + 4 <= parameters.upperBound {  // each triple is at least 4 bytes

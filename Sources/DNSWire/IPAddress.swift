@@ -294,10 +294,7 @@ extension IPAddress {
     /// connects to that), and so is one of the well-known NAT64 prefix
     /// 64:ff9b::/96 (the translator reaches that).
     public var localUseClass: LocalAddressClass? {
-        var address = unmappedIPv4 ?? self
-        if case .v6(let high, let low) = address, high == 0x0064_ff9b_0000_0000, low >> 32 == 0 {
-            address = .v4(UInt32(truncatingIfNeeded: low))
-        }
+        let address = unmappedIPv4 ?? NAT64Prefix.wellKnown.embeddedIPv4(self) ?? self
         switch address {
         case .v4(let value):
             switch value >> 24 {

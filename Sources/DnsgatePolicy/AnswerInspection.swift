@@ -78,11 +78,10 @@ extension CompiledPolicy {
         }
         let type = response.type
         // With more than one question, none speaks for the answer: no exemption
-        // from rebinding, no type asked (see `trust` above).
-        let single = response.questionCount == 1
-        var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac, exemptable: single)
-        let malformed = AnswerSection.forEach(in: message, from: response.answersStart,
-                                              asked: single ? type : nil) { record in
+        // from rebinding (see trust, above).
+        var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac,
+                              exemptable: response.questionCount == 1)
+        let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
             walk.consider(record, message: message, policy: self, observe: observe)
         }
         if let blocked = walk.blocked { return .blocked(blocked) }
@@ -110,8 +109,7 @@ extension CompiledPolicy {
                 guard let entry = addressEntry(in: list, address, translated: translated) else { continue }
                 return Decision(ruleIndex: index, entryOutcome: rules[index].usesEntryActions ? Int(entry.outcome) : -1)
             }
-            if let exemptions = rules[index].rebindingExemptions,
-               address.localUseClass != nil || translated?.localUseClass != nil,
+            if let exemptions = rules[index].rebindingExemptions, Self.localUseClass(address, translated: translated) != nil,
                !exemptable || !Self.isLocalName(question) && !(questionLists.map { $0.intersects(exemptions) } ?? false) {
                 return Decision(ruleIndex: index, entryOutcome: -1)
             }
@@ -119,8 +117,16 @@ extension CompiledPolicy {
         return nil
     }
 
+    /// The local-use class of an answer's address: that of the IPv4 address
+    /// it stands for when it is a NAT64 address (`translated`; a network's
+    /// own NAT64 prefix may itself be unique-local), else its own.
+    @inline(__always)
+    public static func localUseClass(_ address: IPAddress, translated: IPAddress?) -> LocalAddressClass? {
+        translated.map { $0.localUseClass } ?? address.localUseClass
+    }
+
     /// The IPv4 address a NAT64 translator reaches for `address`, when it is
-    /// inside one of `nat64Prefixes`.
+    /// inside one of `nat64Prefixes` (the longest that holds it).
     @inline(__always)
     public func nat64Translation(_ address: IPAddress) -> IPAddress? {
         guard !address.isIPv4 else { return nil }
@@ -323,7 +329,7 @@ struct AnswerWalk {
                                   observe: (borrowing AnswerFinding) -> Void) -> Bool {
         let translated = policy.nat64Translation(address)
         if policy.hasRebindingRules, questionLists == nil,
-           address.localUseClass != nil || translated?.localUseClass != nil {
+           CompiledPolicy.localUseClass(address, translated: translated) != nil {
             questionLists = policy.matchingLists(question)
         }
         guard let decision = policy.decide(address: address, translated: translated, question: question,

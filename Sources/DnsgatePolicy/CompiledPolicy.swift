@@ -160,7 +160,9 @@ public final class CompiledPolicy: Sendable {
          entryOutcomes: [Outcome], answerSettings: ForgedAnswerSettings, table: NameTable, dropsUnmatched: Bool = false,
          threatModels: ThreatModels? = nil, addressLists: [ListInfo] = [], addressTables: [AddressTable] = [],
          nat64Prefixes: [NAT64Prefix] = []) {
-        self.nat64Prefixes = [NAT64Prefix.wellKnown] + nat64Prefixes.filter { $0 != .wellKnown }
+        // Longest first: of two that hold an address, the more specific says where its IPv4 address is.
+        self.nat64Prefixes = ([NAT64Prefix.wellKnown] + nat64Prefixes.filter { $0 != .wellKnown })
+            .sorted { $0.network.prefixLength > $1.network.prefixLength }
         self.threatModels = threatModels
         self.addressLists = addressLists
         self.addressTables = addressTables

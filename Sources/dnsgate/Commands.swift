@@ -246,7 +246,7 @@ extension Dnsgate {
                 case .redirection(let name): subject = "redirection to \(name.text)."
                 case .address(let address):
                     let translated = policy.nat64Translation(address)
-                    let local = (address.localUseClass ?? translated?.localUseClass).map { ", \($0.rawValue)" } ?? ""
+                    let local = CompiledPolicy.localUseClass(address, translated: translated).map { ", \($0.rawValue)" } ?? ""
                     let about = translated.map { "NAT64 for \($0)\(local)" } ?? String(local.dropFirst(2))
                     subject = "address \(address)" + (about.isEmpty ? "" : " (\(about))")
                 }

@@ -308,7 +308,8 @@ JUMPS = {
     "-A OUTPUT -p udp -m udp ! --sport 53 --dport 53 -m mark --mark 0x444e53 -m conntrack --ctstate NEW"
     " --ctdir ORIGINAL -j CONNMARK --set-xmark 0x444e53/0xffffffff",
     "-A PREROUTING -p tcp -m tcp --dport 53 -j DNSGATE_TCP",
-    "-A OUTPUT -p udp -m udp --sport 53 -m mark --mark 0x444e53 -j CT --notrack",  # raw: forged answers untracked
+    "-A OUTPUT -p udp -m udp --sport 53 -m mark --mark 0x444e53 -m conntrack --ctstate NEW"
+    " -j CONNMARK --set-xmark 0x444e54/0xffffffff",
 }
 OUTPUT_JUMPS = {
     "-A OUTPUT -p udp -m udp --dport 53 -m mark ! --mark 0x444e53 -j DNSGATE",
@@ -326,11 +327,10 @@ def installed(lab) -> dict[str, list[str]]:
     found = {}
     for tool in ("iptables", "ip6tables"):
         lines = []
-        for table, chains in (("filter", ("FORWARD", "INPUT", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT")),
-                              ("raw", ("OUTPUT",))):
+        for table, chains in (("filter", ("FORWARD", "INPUT", "OUTPUT")), ("nat", ("PREROUTING", "OUTPUT"))):
             for chain in chains:
                 lines += [line for line in lab.ns(lab.gateway, tool, "-w", "-t", table, "-S", chain).stdout.splitlines()
-                          if "DNSGATE" in line or "CONNMARK" in line or "0x444e53 -j CT" in line]
+                          if "DNSGATE" in line or "CONNMARK" in line]
         found[tool] = lines
     return found
 
@@ -348,7 +348,9 @@ def test_shipped_iptables_rules_divert_answers_and_go_in_one_remove(lab, options
     lab.stop_dnsgate()
     try:
         # The CONNMARK rule of earlier releases (it marked the flow of a client asking from
-        # port 53 whose question was blocked) is replaced by apply, not left beside the new one.
+        # port 53 whose question was blocked) is replaced by apply, not left beside the new one
+        # (apply alone: remove would take it away first).
+        lab.remove_rules()
         for tool in ("iptables", "ip6tables"):
             lab.ns(lab.gateway, tool, "-w", "-I", "OUTPUT", "-p", "udp", "--dport", "53", "-m", "mark", "--mark",
                    "0x444e53", "-m", "conntrack", "--ctstate", "NEW", "--ctdir", "ORIGINAL", "-j", "CONNMARK",
@@ -365,6 +367,7 @@ def test_shipped_iptables_rules_divert_answers_and_go_in_one_remove(lab, options
                     f"-A DNSGATE -p udp -m udp --dport 53 {CONNTRACK}{bypass}",
                     f"-A DNSGATE -p udp -m udp --sport 53 {REPLIES} -j NFQUEUE --queue-balance 0:1{bypass}",
                     f"-A DNSGATE -p udp -m udp --sport 53 -m conntrack --ctstate UNTRACKED -j NFQUEUE --queue-balance 0:1{bypass}",
+                    f"-A DNSGATE -p udp -m udp --sport 53 -m connmark --mark 0x444e54 -j NFQUEUE --queue-balance 0:1{bypass}",
                     "-A DNSGATE -p tcp -m tcp --dport 53 -j REJECT --reject-with tcp-reset",
                     f"-A DNSGATE -p tcp -m tcp --sport 53 {REPLIES} -j REJECT --reject-with tcp-reset"], (tool, chain)
         # Switching --output off takes its jumps away again.
@@ -398,7 +401,8 @@ def test_shipped_nft_rules_divert_answers_and_go_in_one_remove(lab, options):
             assert ("meta mark 0x00444e53 udp sport != 53 udp dport 53 ct state new ct direction original"
                     " ct mark set 0x00444e53" in chains["output"]), chains["output"]
             assert "meta mark != 0x00444e53 ct mark != 0x00444e53 udp sport 53 jump divert" in chains["output"]
-            assert "meta mark 0x00444e53 udp sport 53 notrack" in chains["raw_output"], chains
+            assert "meta mark 0x00444e53 udp sport 53 ct state new ct mark set 0x00444e54" in chains["output"]
+            assert "ct mark 0x00444e54 udp sport 53 counter" in chains["divert"], chains["divert"]
             assert chains["divert"].strip().splitlines()[0].strip() == "meta mark 0x00444e53 fib saddr type local return"
             assert "ct state established udp sport 53 counter" in chains["divert"]
             assert "ct state untracked udp sport 53 counter" in chains["divert"]

@@ -145,8 +145,8 @@ def queue_rules(lab) -> list[str]:
 
 def assert_closed_rules_in_place(lab) -> None:
     rules = queue_rules(lab)
-    # Queries, and answers (replies to clients' flows; untracked ones), IPv4 and IPv6.
-    assert len(rules) == 6, rules
+    # Queries, and answers (on clients' flows; untracked ones; on flows a forged answer opened), IPv4 and IPv6.
+    assert len(rules) == 8, rules
     assert all("--queue-bypass" not in rule for rule in rules), rules
 
 
