@@ -163,10 +163,9 @@ controls {{ }};
 
 
 def unbound_config(workdir: Path, v4: str, v6: str, dns64_prefix: str | None = None) -> str:
-    server = unbound_server(workdir, v4, v6)
+    server = unbound_server(workdir, v4, v6, modules="dns64 iterator" if dns64_prefix else "iterator")
     if dns64_prefix:
-        server = server.replace('module-config: "iterator"', 'module-config: "dns64 iterator"') + \
-            f"    dns64-prefix: {dns64_prefix}\n"
+        server += f"    dns64-prefix: {dns64_prefix}\n"
     return server + f"""\
     qname-minimisation: no
     # test. is a special-use name that Unbound answers itself by default:

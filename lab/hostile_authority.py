@@ -73,6 +73,19 @@ def serve_udp(address: str) -> None:
             print("udp:", error, flush=True)
 
 
+def read_exactly(connection: socket.socket, count: int) -> bytes:
+    """`count` bytes, however the stream splits them (at most `count` reads)."""
+    data = b""
+    for _ in range(count):
+        if len(data) == count:
+            break
+        chunk = connection.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("closed mid-message")
+        data += chunk
+    return data
+
+
 def serve_tcp(address: str) -> None:
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,14 +95,8 @@ def serve_tcp(address: str) -> None:
         connection, _ = server.accept()
         connection.settimeout(3)
         try:
-            length = struct.unpack("!H", connection.recv(2))[0]
-            data = b""
-            while len(data) < length:
-                chunk = connection.recv(length - len(data))
-                if not chunk:
-                    break
-                data += chunk
-            out = answer(address, data)
+            length = struct.unpack("!H", read_exactly(connection, 2))[0]
+            out = answer(address, read_exactly(connection, length))
             connection.sendall(struct.pack("!H", len(out)) + out)
         except Exception as error:
             print("tcp:", error, flush=True)

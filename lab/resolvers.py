@@ -84,9 +84,10 @@ def find_binary(name: str) -> str | None:
 
 
 # -- configurations -------------------------------------------------------------------------
-def unbound_server(workdir: Path, v4: str, v6: str) -> str:
+def unbound_server(workdir: Path, v4: str, v6: str, modules: str = "iterator") -> str:
     """The `server:` clause every lab Unbound starts with: listening on v4 and
-    v6 port 53 for anyone, in the foreground from `workdir`, one thread."""
+    v6 port 53 for anyone, in the foreground from `workdir`, one thread,
+    running `modules`."""
     return f"""server:
     interface: {v4}
     interface: {v6}
@@ -104,7 +105,7 @@ def unbound_server(workdir: Path, v4: str, v6: str) -> str:
     use-syslog: no
     logfile: ""
     verbosity: 1
-    module-config: "iterator"
+    module-config: "{modules}"
     num-threads: 1
     so-reuseport: no
 """

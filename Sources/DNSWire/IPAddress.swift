@@ -294,7 +294,10 @@ extension IPAddress {
     /// connects to that), and so is one of the well-known NAT64 prefix
     /// 64:ff9b::/96 (the translator reaches that).
     public var localUseClass: LocalAddressClass? {
-        let address = unmappedIPv4 ?? NAT64Prefix.wellKnown.embeddedIPv4(self) ?? self
+        var address = unmappedIPv4 ?? self
+        if case .v6(let high, let low) = address, high == 0x0064_ff9b_0000_0000, low >> 32 == 0 {
+            address = .v4(UInt32(truncatingIfNeeded: low))  // 64:ff9b::/96, NAT64Prefix.wellKnown, in two compares
+        }
         switch address {
         case .v4(let value):
             switch value >> 24 {

@@ -106,6 +106,8 @@ public struct ResponseCode: RawRepresentable, Hashable, Sendable {
     public static let nameError = ResponseCode(rawValue: 3)
     public static let notImplemented = ResponseCode(rawValue: 4)
     public static let refused = ResponseCode(rawValue: 5)
+    /// Not authorized (RFC 8945: a TSIG the server would not take).
+    public static let notAuth = ResponseCode(rawValue: 9)
 }
 
 extension ResponseCode: CustomStringConvertible {

@@ -167,20 +167,18 @@ public final class Daemon: Sendable {
             // One allowed core per queue, in order (or as `worker_cpus` says); with
             // more queues than cores they share.
             let cpu = workerCPUs[worker.index]
-            startThread(name: "dnsgate-q\(worker.counters.queue)", group: workersFinished) { [logger] in
+            startThread("dnsgate-q\(worker.counters.queue)", group: workersFinished) { [logger] in
                 worker.run(cpu: cpu) { error in logger.error("queue \(worker.counters.queue): \(error)") }
             }
         }
         // Helpers yield to the workers on a shared core.
-        startThread(name: "dnsgate-log", group: finished) { [recorder, logger] in
-            CurrentThread.lowerPriority()
+        startThread("dnsgate-log", group: finished, helper: true) { [recorder, logger] in
             recorder.run(while: { runState.isRunning }, report: { logger.error("\($0)") })
         }
         let statsServer = StatsServer(listener: listener, logger: logger, running: runState) { [self] command, peer in
             reply(to: command, peer: peer)
         }
-        startThread(name: "dnsgate-stats", group: finished) {
-            CurrentThread.lowerPriority()
+        startThread("dnsgate-stats", group: finished, helper: true) {
             statsServer.serve()
         }
         // Not in `finished`: shutdown never waits on a fetch (it is cancelled).
@@ -228,18 +226,6 @@ public final class Daemon: Sendable {
         return HealthReport.enforcementProblems(policyGeneration: policies.state.policy.generation,
                                                 servedQueues: config.queues,
                                                 boundQueues: Set(KernelQueueStats.parse(text).keys))
-    }
-
-    private func startThread(name: String, group: DispatchGroup, _ body: @escaping @Sendable () -> Void) {
-        group.enter()
-        let thread = Thread {
-            // Foundation's Thread.name does not reach the kernel on Linux.
-            CurrentThread.name(name)
-            body()
-            group.leave()
-        }
-        thread.name = name
-        thread.start()
     }
 
     /// The kernel's host name, as `hostname` prints it (Foundation's may ask

@@ -156,9 +156,6 @@ final class DecisionRecorder: Sendable {
     let recordedActions: Set<RuleAction>
     /// Whether queries no rule matched are recorded (for the log or dnstap).
     let recordsNoMatch: Bool
-    /// Decisions whose records carry the query's message: those dnstap sends.
-    private let queryCopyActions: Set<RuleAction>
-    private let copiesUnmatchedQueries: Bool
     let top = TopTalkers()
     /// One decider's records, in an object of its own (a `Mutex` cannot sit in an array).
     private final class Ring: Sendable {
@@ -188,8 +185,6 @@ final class DecisionRecorder: Sendable {
         self.dnstap = dnstap
         recordedActions = logActions.union(dnstap?.actions ?? []).union([.block])
         recordsNoMatch = logsNoMatch || (dnstap?.sendsNoMatch ?? false)
-        queryCopyActions = dnstap?.actions ?? []
-        copiesUnmatchedQueries = dnstap?.sendsNoMatch ?? false
         self.capacity = capacity
         rings = (0..<deciders).map { _ in Ring(capacity: capacity) }
     }
@@ -207,7 +202,7 @@ final class DecisionRecorder: Sendable {
     /// when dnstap will send it, so that no other decision pays the copy.
     @inline(__always)
     func copiesQuery(matched: Bool, action: RuleAction) -> Bool {
-        matched ? queryCopyActions.contains(action) : copiesUnmatchedQueries
+        dnstap?.wants(matched: matched, action: action) ?? false
     }
 
     /// Whether a decision with this outcome is recorded at all.

@@ -64,9 +64,11 @@ final class DnstapOutput: @unchecked Sendable {
     }
 
     /// Whether the config's `actions` name this record's decision.
-    func wants(_ record: DecisionRecord) -> Bool {
-        record.matched ? actions.contains(record.action) : sendsNoMatch
-    }
+    func wants(_ record: DecisionRecord) -> Bool { wants(matched: record.matched, action: record.action) }
+
+    /// Whether the config's `actions` name a decision: `action` when a rule
+    /// matched, NO_MATCH otherwise.
+    func wants(matched: Bool, action: RuleAction) -> Bool { matched ? actions.contains(action) : sendsNoMatch }
 
     /// Encodes `record` into frames and buffers them (dropping them, counted,
     /// when the buffer is full).
@@ -242,9 +244,5 @@ final class DnstapOutput: @unchecked Sendable {
         }
     }
 
-    private static func milliseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000
-    }
+    private static func milliseconds() -> UInt64 { monotonicNanoseconds() / 1_000_000 }
 }

@@ -87,7 +87,7 @@ final class Feeds: Sendable {
     /// Starts the feed thread. It is never joined: `stop` abandons the fetch
     /// in progress, and the process may exit while the thread still winds down.
     func start(changed: @escaping @Sendable () -> Void) {
-        startHelperThread("dnsgate-feeds") { [self] in run(changed: changed) }
+        startThread("dnsgate-feeds", helper: true) { [self] in run(changed: changed) }
     }
 
     /// Ends the fetch in progress, without waiting for it.
@@ -219,22 +219,22 @@ final class Feeds: Sendable {
 
     private func store(_ status: Status, for feed: Feed) {
         guarded.withLock { $0.statuses[feed.name] = status }
-        Self.writeStatus(status, besideCopy: feed.cachePath)
+        Self.writeMetadata(status, besideCopy: feed.cachePath)
     }
 
     static func readStatus(_ feed: Feed) -> Status? {
-        guard let status: Status = readStatus(besideCopy: feed.cachePath), status.url == feed.remote.url else { return nil }
+        guard let status: Status = readMetadata(besideCopy: feed.cachePath), status.url == feed.remote.url else { return nil }
         return status
     }
 
     /// A remote list's or zone's status, kept next to its copy (`NAME.list.meta`).
-    static func writeStatus(_ status: some Encodable, besideCopy path: String) {
+    static func writeMetadata(_ status: some Encodable, besideCopy path: String) {
         if let data = try? encoder.encode(status) { try? writeAtomically(data, to: path + ".meta") }
     }
 
-    static func readStatus<Status: Decodable>(besideCopy path: String) -> Status? {
+    static func readMetadata<Value: Decodable>(besideCopy path: String) -> Value? {
         guard let bytes = try? readFileBytes(path + ".meta", maximumBytes: 64 << 10) else { return nil }
-        return try? decoder.decode(Status.self, from: Data(bytes))
+        return try? decoder.decode(Value.self, from: Data(bytes))
     }
 
     /// Write to a temporary file and rename, so a reader never sees half a list.
@@ -274,15 +274,19 @@ final class Feeds: Sendable {
     }()
 }
 
-/// Starts a helper thread (feeds, zones, NOTIFY), named for `top` and the
-/// kernel, at the lower priority helpers run at so that they yield to the
-/// queue workers on a shared core. It is never joined.
-func startHelperThread(_ name: String, _ body: @escaping @Sendable () -> Void) {
+/// Starts a thread named `name` for `top` and the kernel. A `helper` (log,
+/// stats, feeds, zones, NOTIFY) runs at a lower priority, so that it yields
+/// to the queue workers on a shared core. `group`, when given, is left when
+/// `body` returns; otherwise the thread is never joined.
+func startThread(_ name: String, group: DispatchGroup? = nil, helper: Bool = false,
+                 _ body: @escaping @Sendable () -> Void) {
+    group?.enter()
     let thread = Thread {
         // Foundation's Thread.name does not reach the kernel on Linux.
         CurrentThread.name(name)
-        CurrentThread.lowerPriority()
+        if helper { CurrentThread.lowerPriority() }
         body()
+        group?.leave()
     }
     thread.name = name
     thread.start()

@@ -264,8 +264,9 @@ struct QueryJudge {
 
 extension QueryJudge {
     /// Hands one decision to the recorder (for the query log, dnstap and top
-    /// talkers). With dnstap on, the record carries the query's message too (a copy of
-    /// at most `MessageCopy.capacity` bytes into the record, no allocation).
+    /// talkers). When dnstap sends this decision, the record carries the query's
+    /// message too (a copy of at most `MessageCopy.capacity` bytes into the
+    /// record, no allocation); no other decision pays for the copy.
     @inline(__always)
     private func record(_ query: DNSQuery, message: Span<UInt8>, transport: Transport, generation: Int,
                         ruleIndex: Int, entryOutcome: Int = -1, outcome: Outcome, threat: ThreatFinding = .benign) {

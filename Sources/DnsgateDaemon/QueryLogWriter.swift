@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
+import NetfilterQueue
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -34,11 +35,7 @@ final class QueryLogWriter {
 
     deinit { closeFile() }
 
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec)
-    }
+    private static func now() -> UInt64 { monotonicNanoseconds() / 1_000_000_000 }
 
     /// Opens the output unless open (or an open failed within `reopenDelaySeconds`).
     private func ensureOpen() -> FileDescriptor? {

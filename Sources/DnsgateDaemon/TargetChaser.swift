@@ -81,11 +81,7 @@ final class TargetChaser: Sendable {
     }
 
     /// Seconds on a clock that never goes back.
-    private static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec)
-    }
+    private static func now() -> UInt64 { monotonicNanoseconds() / 1_000_000_000 }
 
     /// What a forged answer of `kind` to `question` needs chased, if anything:
     /// only an OVERRIDE CNAME answer to A or AAAA does.

@@ -148,16 +148,16 @@ final class Zones: Sendable {
     /// runs (on the zones thread) after a zone's copy changed on disk.
     func start(changed: @escaping @Sendable () -> Void) {
         for socket in notifySockets {
-            startHelperThread("dnsgate-notify") { [self] in
+            startThread("dnsgate-notify", helper: true) { [self] in
                 while !isStopping { receiveNotify(on: socket) }  // each turn waits at most the socket's timeout
             }
         }
         for listener in notifyListeners {
-            startHelperThread("dnsgate-notify") { [self] in
+            startThread("dnsgate-notify", helper: true) { [self] in
                 while !isStopping { acceptNotify(on: listener) }  // each turn waits at most the timeouts
             }
         }
-        startHelperThread("dnsgate-zones") { [self] in
+        startThread("dnsgate-zones", helper: true) { [self] in
             var copies: [String: ZoneContents] = [:]
             while !isStopping {  // ends at shutdown
                 let now = Date()
@@ -481,8 +481,8 @@ final class Zones: Sendable {
             if let due = shared.due[zone.name], due > (status.lastCheck ?? .distantPast) { return }
             shared.due[zone.name] = nextCheck
         }
-        Feeds.writeStatus(status, besideCopy: zone.cachePath)
+        Feeds.writeMetadata(status, besideCopy: zone.cachePath)
     }
 
-    static func readStatus(_ zone: Followed) -> Status? { Feeds.readStatus(besideCopy: zone.cachePath) }
+    static func readStatus(_ zone: Followed) -> Status? { Feeds.readMetadata(besideCopy: zone.cachePath) }
 }

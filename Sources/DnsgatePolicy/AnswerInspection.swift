@@ -53,16 +53,16 @@ extension CompiledPolicy {
         // The questions, as the question stage decided them.
         var trusted: Decision? = nil
         var blockedQuestion: AnswerFinding? = nil
-        var first = true
+        // Only the one question there is speaks for the answer (trust, exemptions):
+        // stubs that match an answer on its ID alone (musl) take one whatever
+        // other questions it carries.
+        let singleQuestion = response.questionCount == 1
         response.forEachQuestion(in: message) { question in
-            defer { first = false }
             let threats = assessWithoutTunnels(question.name, type: question.type, client: client)
             guard let decision = decide(name: question.name, type: question.type, client: client, mac: mac,
                                         threats: threats) else { return true }
             let outcome = outcome(of: decision)
-            // Trust needs the one question there is: stubs that match an answer on
-            // its ID alone (musl) take one whatever other questions it carries.
-            if first, response.questionCount == 1, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
+            if singleQuestion, outcome.action == .allow, rules[decision.ruleIndex].trustsRedirection {
                 trusted = decision
                 return false
             }
@@ -77,10 +77,8 @@ extension CompiledPolicy {
             return .blocked(blockedQuestion)
         }
         let type = response.type
-        // With more than one question, none speaks for the answer: no exemption
-        // from rebinding (see trust, above).
         var walk = AnswerWalk(question: response.name, type: type, client: client, mac: mac,
-                              exemptable: response.questionCount == 1)
+                              exemptable: singleQuestion)
         let malformed = AnswerSection.forEach(in: message, from: response.answersStart) { record in
             walk.consider(record, message: message, policy: self, observe: observe)
         }
@@ -93,11 +91,13 @@ extension CompiledPolicy {
     /// `question`) matches, or nil. An IPv4-mapped IPv6 address is matched
     /// as its IPv4 address, and so is one inside a NAT64 prefix
     /// (`translated`, from `nat64Translation`) when the IPv6 address itself
-    /// is not. `questionLists` are the domain lists containing `question`,
-    /// needed when some rule is a rebinding rule.
+    /// is not. Rebinding rules match a local-use address (`isLocalUse`)
+    /// unless the question is exempt: by its name (`exemptByName`), or by
+    /// being in one of the rule's exempt lists (`questionLists`, the domain
+    /// lists holding it; nil when it may not exempt the answer).
     @inline(__always)
-    func decide(address: IPAddress, translated: IPAddress?, question: DomainName, questionLists: ListMatches?,
-                exemptable: Bool, type: QueryType, client: IPAddress, mac: MACAddress?) -> Decision? {
+    func decide(address: IPAddress, translated: IPAddress?, isLocalUse: Bool, exemptByName: Bool,
+                questionLists: ListMatches?, type: QueryType, client: IPAddress, mac: MACAddress?) -> Decision? {
         for candidate in addressRules {
             let index = Int(candidate)
             // Fields read in place: a copy of the rule would retain each of its strings and arrays.
@@ -109,8 +109,8 @@ extension CompiledPolicy {
                 guard let entry = addressEntry(in: list, address, translated: translated) else { continue }
                 return Decision(ruleIndex: index, entryOutcome: rules[index].usesEntryActions ? Int(entry.outcome) : -1)
             }
-            if let exemptions = rules[index].rebindingExemptions, Self.localUseClass(address, translated: translated) != nil,
-               !exemptable || !Self.isLocalName(question) && !(questionLists.map { $0.intersects(exemptions) } ?? false) {
+            if isLocalUse, let exemptions = rules[index].rebindingExemptions, !exemptByName,
+               !(questionLists.map { $0.intersects(exemptions) } ?? false) {
                 return Decision(ruleIndex: index, entryOutcome: -1)
             }
         }
@@ -282,12 +282,18 @@ struct AnswerWalk {
     let mac: MACAddress?
     /// Whether the question may exempt the answer from rebinding rules.
     let exemptable: Bool
+    /// Whether it does so by its name (the local network's own names): found
+    /// out, with `questionLists`, when an answer first carries a local-use
+    /// address, and not before (most answers carry none).
+    var exemptByName = false
     /// The name decided last: a chain names each link twice (as a target,
     /// then as the next record's owner).
     var lastName: DomainName
     /// Which lists hold the question, for rebinding rules' exemptions: looked
-    /// up once, when an answer first carries a local-use address.
+    /// up once, when an answer first carries a local-use address (nil when
+    /// the question may not exempt it, or its name does already).
     var questionLists: ListMatches? = nil
+    var lookedUpExemptions = false
     var matched = false
     var blocked: AnswerFinding? = nil
 
@@ -327,13 +333,16 @@ struct AnswerWalk {
     /// Decides an address the answer carries.
     private mutating func address(_ address: IPAddress, policy: CompiledPolicy,
                                   observe: (borrowing AnswerFinding) -> Void) -> Bool {
+        guard !policy.addressRules.isEmpty else { return true }  // no rule looks at addresses
         let translated = policy.nat64Translation(address)
-        if policy.hasRebindingRules, questionLists == nil,
-           CompiledPolicy.localUseClass(address, translated: translated) != nil {
-            questionLists = policy.matchingLists(question)
+        let isLocalUse = policy.hasRebindingRules && CompiledPolicy.localUseClass(address, translated: translated) != nil
+        if isLocalUse, exemptable, !lookedUpExemptions {
+            lookedUpExemptions = true
+            exemptByName = CompiledPolicy.isLocalName(question)
+            if !exemptByName { questionLists = policy.matchingLists(question) }
         }
-        guard let decision = policy.decide(address: address, translated: translated, question: question,
-                                           questionLists: questionLists, exemptable: exemptable, type: type,
+        guard let decision = policy.decide(address: address, translated: translated, isLocalUse: isLocalUse,
+                                           exemptByName: exemptByName, questionLists: questionLists, type: type,
                                            client: client, mac: mac) else { return true }
         return report(AnswerFinding(subject: .address(address), decision: decision,
                                     outcome: policy.outcome(of: decision), threat: .benign), observe: observe)

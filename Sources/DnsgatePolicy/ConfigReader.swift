@@ -200,8 +200,8 @@ public enum ConfigReader {
             }
             // No authentication: every interface includes the WAN side.
             if address.address == .v4(0) || address.address == .v6(high: 0, low: 0) {
-                diagnostics.append(Diagnostic(.warning, file: file, line: node.mark?.line ?? 0,
-                    "\(what): \(address) answers on every interface, the WAN side too; name a LAN or management address, or filter the port"))
+                warning(node,
+                    "\(what): \(address) answers on every interface, the WAN side too; name a LAN or management address, or filter the port")
             }
             return address
         }
@@ -507,8 +507,8 @@ public enum ConfigReader {
                 if clients.isEmpty { error(clientsNode, "rule group '\(name)': 'clients' is empty; omit it to mean all clients") }
                 if let family = ClientSelector.onlyFamily(clients) {
                     let other = family == .v4 ? "IPv6" : "IPv4"
-                    diagnostics.append(Diagnostic(.warning, file: file, line: clientsNode.mark?.line ?? 0,
-                        "rule group '\(name)': 'clients' names \(family == .v4 ? "IPv4" : "IPv6") prefixes only, so its hosts' \(other) queries fall outside it; add their \(other) prefixes or MAC addresses"))
+                    warning(clientsNode,
+                        "rule group '\(name)': 'clients' names \(family == .v4 ? "IPv4" : "IPv6") prefixes only, so its hosts' \(other) queries fall outside it; add their \(other) prefixes or MAC addresses")
                 }
             }
             var rules: [RuleConfig] = []

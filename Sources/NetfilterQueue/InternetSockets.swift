@@ -134,8 +134,9 @@ private func family(of address: [UInt8]) -> Int32 { address.count == 4 ? AF_INET
 /// The address a socket call wrote into 16 bytes of room, at its family's length.
 private func trimmed(_ address: [UInt8], family: Int32) -> [UInt8] { family == AF_INET ? Array(address[..<4]) : address }
 
-/// CLOCK_MONOTONIC now, in nanoseconds: what the sockets' deadlines are counted in.
-func monotonicNanoseconds() -> UInt64 {
+/// CLOCK_MONOTONIC now, in nanoseconds: what the sockets' deadlines are
+/// counted in, and the daemon's clock for timeouts and backoffs.
+public func monotonicNanoseconds() -> UInt64 {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
     return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)

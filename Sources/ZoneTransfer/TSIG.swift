@@ -99,7 +99,7 @@ public struct TSIGSession: Sendable {
     public mutating func verify(_ bytes: [UInt8], _ message: DNSMessage, now: UInt64) throws(ZoneTransferError) {
         guard let offset = message.signatureOffset, let record = message.signature else {
             guard signedOne else {
-                throw ZoneTransferError(message.responseCode.rawValue == 9
+                throw ZoneTransferError(message.responseCode == .notAuth
                     ? "the primary refused the key (NOTAUTH, unsigned: it does not know key \(key.name))"
                     : "the answer is not signed (TSIG key \(key.name) expected)")
             }

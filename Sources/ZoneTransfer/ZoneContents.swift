@@ -109,7 +109,10 @@ public struct ZoneContents: Sendable {
     }
 
     /// `owner CLASS TYPE RDATA` in master-file syntax (RFC 1035 §5, and
-    /// RFC 3597's `\#` form for types without a text form here).
+    /// RFC 3597's `\#` form for types without a text form here). Types and
+    /// classes by their IANA mnemonics (`QueryType`, `QueryClass`): a copy
+    /// written before they were (`TYPE33` for SRV) no longer matches an IXFR's
+    /// deletions, and the zone is transferred whole once.
     public static func key(_ record: ResourceRecord) -> String {
         "\(record.owner) \(record.recordClass) \(record.type) \(presentation(record))"
     }
@@ -121,21 +124,21 @@ public struct ZoneContents: Sendable {
             "\\# \(data.count)" + (data.isEmpty ? "" : " " + data.map { String($0, radix: 16, uppercase: true) }
                 .map { $0.count == 1 ? "0" + $0 : $0 }.joined())
         }
-        switch record.type.rawValue {
-        case 1 where data.count == 4, 28 where data.count == 16:
+        switch record.type {
+        case .a where data.count == 4, .aaaa where data.count == 16:
             return IPAddress(bytes: data)!.description
-        case 2, 5, 12, 39:
+        case .ns, .cname, .ptr, .dname:
             guard let name = try? reader.readName(), reader.offset == data.count else { return generic() }
             return name.description
-        case 6:
+        case .soa:
             guard let soa = try? StartOfAuthority(record) else { return generic() }
             return "\(soa.primaryServer) \(soa.mailbox) \(soa.serial) \(soa.refresh) \(soa.retry) \(soa.expire) \(soa.minimum)"
-        case 15:
+        case .mx:
             guard let preference = try? reader.read16(), let name = try? reader.readName(), reader.offset == data.count else {
                 return generic()
             }
             return "\(preference) \(name)"
-        case 16:
+        case .txt:
             var strings: [String] = []
             while reader.offset < data.count {  // each string consumes at least its length byte
                 guard let length = try? reader.read8(), let bytes = try? reader.readBytes(Int(length)) else { return generic() }

@@ -246,9 +246,9 @@ extension Dnsgate {
                 case .redirection(let name): subject = "redirection to \(name.text)."
                 case .address(let address):
                     let translated = policy.nat64Translation(address)
-                    let local = CompiledPolicy.localUseClass(address, translated: translated).map { ", \($0.rawValue)" } ?? ""
-                    let about = translated.map { "NAT64 for \($0)\(local)" } ?? String(local.dropFirst(2))
-                    subject = "address \(address)" + (about.isEmpty ? "" : " (\(about))")
+                    let notes = [translated.map { "NAT64 for \($0)" },
+                                 CompiledPolicy.localUseClass(address, translated: translated)?.rawValue].compactMap { $0 }
+                    subject = "address \(address)" + (notes.isEmpty ? "" : " (\(notes.joined(separator: ", ")))")
                 }
                 var action = finding.outcome.action.rawValue
                 if finding.outcome.action == .block { action += " (\(finding.outcome.blockResponse.rawValue))" }
